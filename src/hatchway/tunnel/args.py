@@ -1,0 +1,141 @@
+"""Command line of hatchway-tunnel (stdlib only: argparse-manpage execs this by path).
+
+Without a sub-command it is the KohakuRiver tunnel client, flag for flag
+(tunnel.md section 3). ``runner`` serves the runner-side WebSocket endpoint and
+``forward`` is the user-side forwarder (``kohakuriver forward``).
+"""
+
+import argparse
+import os
+import sys
+
+if not __package__:  # exec'd by path: make the hatchway package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from hatchway import __version__  # noqa: E402
+from hatchway.common.cliargs import ParserBuilder  # noqa: E402
+
+PROG = "hatchway-tunnel"
+SUBCOMMANDS = ("runner", "forward")
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+DEFAULT_RUNNER_PORT = 8001
+
+
+def _add_policy(b: ParserBuilder) -> None:
+    b.option(
+        "--slow-consumer",
+        env="HATCHWAY_SLOW_CONSUMER",
+        default="block",
+        choices=("block", "reset"),
+        help="what a connection whose local reader falls behind does: block (the whole tunnel waits, "
+        "as upstream) or reset (only that connection is closed)",
+    )
+    b.option(
+        "--buffer-limit",
+        env="HATCHWAY_BUFFER_LIMIT",
+        default=1024 * 1024,
+        type=int,
+        help="bytes buffered per connection toward its local socket before the slow-consumer policy applies",
+    )
+
+
+def _add_client_options(b: ParserBuilder) -> None:
+    b.option("-r", "--runner-url", env="RUNNER_URL", help="base WebSocket URL of the runner, e.g. ws://host:8001")
+    b.option("-c", "--container-id", env="CONTAINER_ID", help="tunnel identity (the container name)")
+    b.option(
+        "--reconnect-delay",
+        env="RECONNECT_DELAY",
+        default=5,
+        type=int,
+        help="seconds to sleep between tunnel connections or attempts",
+    )
+    b.option(
+        "--max-reconnect",
+        env="MAX_RECONNECT",
+        default=0,
+        type=int,
+        help="give up after this many consecutive failed connection attempts; 0 = never",
+    )
+    b.option(
+        "--log-level",
+        env="LOG_LEVEL",
+        default="info",
+        choices=LOG_LEVELS,
+        help="log level; RUST_LOG, when set, overrides it",
+    )
+    b.option(
+        "--backoff",
+        env="HATCHWAY_BACKOFF",
+        default="fixed",
+        choices=("fixed", "jitter"),
+        help="fixed: sleep --reconnect-delay after every attempt (upstream); "
+        "jitter: exponential backoff from --reconnect-delay up to 60 s with +/-20%% jitter",
+    )
+    b.option("--heartbeat", env="HATCHWAY_HEARTBEAT", default=20.0, type=float,
+             help="seconds between WebSocket pings; no pong within half of it reconnects")
+    b.option("--connect-timeout", env="HATCHWAY_CONNECT_TIMEOUT", default=10.0, type=float,
+             help="timeout in seconds for the WebSocket connect and for local dials")
+    b.option("--udp-idle-timeout", env="HATCHWAY_UDP_IDLE_TIMEOUT", default=300.0, type=float,
+             help="seconds after which an idle UDP flow is released (CLOSE is sent)")
+    _add_policy(b)
+
+
+def _add_runner(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
+    p = sub.add_parser(
+        "runner",
+        help="serve the runner-side endpoint: /ws/tunnel/{id} and /ws/forward/{id}/{port}",
+        description="Serve the KohakuRiver runner's tunnel and forward WebSocket routes.",
+    )
+    rb = b.sub(p)
+    rb.option("--host", env="HATCHWAY_RUNNER_HOST", default="0.0.0.0", help="address to listen on")
+    rb.option("--port", env="RUNNER_PORT", default=DEFAULT_RUNNER_PORT, type=int, help="port to listen on")
+    rb.option(
+        "--token",
+        env="HATCHWAY_TUNNEL_TOKEN",
+        help="require this token on /ws/forward (header 'Authorization: Bearer TOKEN' or query ?token=); "
+        "tunnel clients are never asked for one",
+    )
+    rb.option("--heartbeat", env="HATCHWAY_HEARTBEAT", default=20.0, type=float,
+              help="seconds between WebSocket pings on tunnel connections")
+    rb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")
+
+
+def _add_forward(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
+    p = sub.add_parser(
+        "forward",
+        help="forward a local port to a port inside a container (kohakuriver forward)",
+        description="Listen locally and forward each connection (or UDP flow) to REMOTE_PORT "
+        "inside the task's container, over one WebSocket.",
+    )
+    fb = b.sub(p)
+    p.add_argument("task_id", metavar="TASK_ID", help="task id (via the host) or container name (direct to a runner)")
+    p.add_argument("remote_port", metavar="REMOTE_PORT", type=int, help="port inside the container")
+    fb.option("-l", "--local-port", type=int, help="local port to listen on [default: REMOTE_PORT]")
+    fb.option("-H", "--local-host", default="127.0.0.1", help="local address to listen on")
+    fb.option("-p", "--proto", default="tcp", choices=("tcp", "udp"), help="protocol to forward")
+    fb.option("--host", dest="server_host", env="KOHAKURIVER_HOST", default="localhost",
+              help="KohakuRiver host (or runner) address")
+    fb.option("--port", dest="server_port", env="KOHAKURIVER_PORT", default=8000, type=int,
+              help="KohakuRiver host (or runner) port")
+    fb.option("--url", env="HATCHWAY_FORWARD_URL",
+              help="base WebSocket URL (ws:// or wss://) instead of --host/--port, e.g. ws://runner:8001")
+    fb.option("--token", env="HATCHWAY_TUNNEL_TOKEN", help="token for a runner started with --token")
+    fb.option("--udp-idle-timeout", env="HATCHWAY_UDP_IDLE_TIMEOUT", default=300.0, type=float,
+              help="seconds after which an idle UDP source is forgotten")
+    fb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")
+
+
+def build_parser(environ=None) -> argparse.ArgumentParser:
+    parser = ParserBuilder.new_parser(
+        PROG,
+        "KohakuRiver-compatible tunnel client. Dials the runner over a WebSocket and relays "
+        "TCP/UDP connections to 127.0.0.1:{port} inside the container.",
+        epilog="Sub-commands 'runner' and 'forward' serve the runner endpoint and forward a local port.",
+    )
+    b = ParserBuilder(parser, environ)
+    b.version(PROG, __version__)
+    _add_client_options(b)
+    sub = parser.add_subparsers(dest="command", metavar="{runner,forward}")
+    _add_runner(sub, b)
+    _add_forward(sub, b)
+    return parser
