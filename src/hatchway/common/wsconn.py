@@ -179,10 +179,9 @@ async def dial(
     timeout: float = 30.0,
     headers: dict[str, str] | None = None,
     proxy: str | None = None,
-    max_redirects: int = 10,
 ) -> aiohttp.ClientWebSocketResponse:
     """Open a WebSocket: no compression offered, no subprotocol, TCP_NODELAY set."""
-    ws = await _ws_connect(session, url, heartbeat, max_msg_size, timeout, headers, proxy, max_redirects)
+    ws = await _ws_connect(session, url, heartbeat, max_msg_size, timeout, headers, proxy)
     set_ws_nodelay(ws)
     return ws
 
@@ -195,7 +194,6 @@ async def _ws_connect(
     timeout: float,
     headers: dict[str, str] | None,
     proxy: str | None,
-    max_redirects: int,
 ) -> aiohttp.ClientWebSocketResponse:
     async with asyncio.timeout(timeout):
         return await session.ws_connect(
@@ -206,7 +204,6 @@ async def _ws_connect(
             max_msg_size=max_msg_size,
             headers=headers,
             proxy=proxy,
-            max_redirects=max_redirects,
         )
 
 

@@ -1,0 +1,112 @@
+import asyncio
+import os
+
+import aiohttp
+from aiohttp import web
+
+from hatchway.common import wsconn
+
+
+class Listener:
+    def __init__(self):
+        self.events = []
+        self.resumed = asyncio.Event()
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+        self.resumed.set()
+
+
+async def start_server(handler):
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    return runner, f"ws://127.0.0.1:{bound[0][1]}/ws"
+
+
+async def test_client_writer_masks_and_joins_parts():
+    received = []
+    done = asyncio.Event()
+
+    async def handler(request):
+        ws = await wsconn.accept(request)
+        async for msg in ws:
+            received.append((msg.type, msg.data))
+            if len(received) == 3:
+                done.set()
+        return ws
+
+    runner, url = await start_server(handler)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        writer = wsconn.MessageWriter(ws)
+        big = os.urandom(70000)
+        writer.send(b"ab", memoryview(b"cd"))
+        writer.send(big)
+        writer.send(b"")
+        await asyncio.wait_for(done.wait(), 5)
+        await ws.close()
+    await runner.cleanup()
+    assert received == [(aiohttp.WSMsgType.BINARY, b"abcd"), (aiohttp.WSMsgType.BINARY, big), (aiohttp.WSMsgType.BINARY, b"")]
+
+
+async def test_server_writer_sends_unmasked_messages():
+    payload = os.urandom(300)
+
+    async def handler(request):
+        ws = await wsconn.accept(request)
+        wsconn.MessageWriter(ws).send(payload[:100], payload[100:])
+        await ws.receive()
+        return ws
+
+    runner, url = await start_server(handler)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.BINARY and msg.data == payload
+        await ws.close()
+    await runner.cleanup()
+
+
+async def test_writer_pauses_listeners_when_peer_stops_reading_and_resumes_after():
+    release = asyncio.Event()
+    total = 0
+    got_all = asyncio.Event()
+    chunk = os.urandom(65536)
+    count = 1024
+
+    async def handler(request):
+        nonlocal total
+        ws = await wsconn.accept(request)
+        await release.wait()
+        async for msg in ws:
+            total += len(msg.data)
+            if total == count * len(chunk):
+                got_all.set()
+        return ws
+
+    runner, url = await start_server(handler)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        writer = wsconn.MessageWriter(ws, high_water=1 << 20, low_water=1 << 18)
+        listener = Listener()
+        writer.add_listener(listener)
+        sent = 0
+        while not writer.paused and sent < count:
+            writer.send(chunk)
+            sent += 1
+            await asyncio.sleep(0)  # let the loop flush to the socket
+        assert writer.paused and listener.events == ["pause"]
+        release.set()
+        await asyncio.wait_for(listener.resumed.wait(), 10)
+        assert listener.events == ["pause", "resume"]
+        while sent < count:
+            await writer.drained()
+            writer.send(chunk)
+            sent += 1
+        await asyncio.wait_for(got_all.wait(), 20)
+        await ws.close()
+    await runner.cleanup()
