@@ -59,7 +59,7 @@ class Pump(asyncio.Protocol):
     side is paused meanwhile, so at most one read is held).
     """
 
-    __slots__ = ("relay", "transport", "peer", "received", "_held", "_eof", "_lost")
+    __slots__ = ("relay", "transport", "peer", "received", "_held", "_eof", "_lost", "_writing_paused")
 
     def __init__(self, relay: "Relay") -> None:
         self.relay = relay
@@ -69,6 +69,7 @@ class Pump(asyncio.Protocol):
         self._held: list[bytes] = []
         self._eof = False
         self._lost = False
+        self._writing_paused = False
 
     # -- wiring
     def connection_made(self, transport: Any) -> None:
@@ -91,7 +92,7 @@ class Pump(asyncio.Protocol):
             self._send_eof()
         elif self._lost:
             target.close()
-        else:
+        elif not peer._writing_paused:
             self.transport.resume_reading()
 
     # -- data path
@@ -134,10 +135,12 @@ class Pump(asyncio.Protocol):
 
     # -- flow control: our transport's buffer is full, so stop the peer reading
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self.peer is not None and self.peer.transport is not None and not self.peer._eof:
             self.peer.transport.resume_reading()
 
