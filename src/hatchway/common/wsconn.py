@@ -179,9 +179,14 @@ async def dial(
     timeout: float = 30.0,
     headers: dict[str, str] | None = None,
     proxy: str | None = None,
+    autoping: bool = True,
 ) -> aiohttp.ClientWebSocketResponse:
-    """Open a WebSocket: no compression offered, no subprotocol, TCP_NODELAY set."""
-    ws = await _ws_connect(session, url, heartbeat, max_msg_size, timeout, headers, proxy)
+    """Open a WebSocket: no compression offered, no subprotocol, TCP_NODELAY set.
+
+    ``autoping=False`` hands PING/PONG frames to the reader (which must answer
+    pings), for programs that run their own keepalive and read deadline.
+    """
+    ws = await _ws_connect(session, url, heartbeat, max_msg_size, timeout, headers, proxy, autoping)
     set_ws_nodelay(ws)
     return ws
 
@@ -194,12 +199,13 @@ async def _ws_connect(
     timeout: float,
     headers: dict[str, str] | None,
     proxy: str | None,
+    autoping: bool = True,
 ) -> aiohttp.ClientWebSocketResponse:
     async with asyncio.timeout(timeout):
         return await session.ws_connect(
             url,
             compress=0,
-            autoping=True,
+            autoping=autoping,
             heartbeat=heartbeat,
             max_msg_size=max_msg_size,
             headers=headers,
@@ -212,9 +218,10 @@ async def accept(
     *,
     heartbeat: float | None = None,
     max_msg_size: int = MAX_MESSAGE_DEFAULT,
+    autoping: bool = True,
 ) -> web.WebSocketResponse:
-    """Upgrade a request: permessage-deflate declined, TCP_NODELAY set."""
-    ws = web.WebSocketResponse(compress=False, heartbeat=heartbeat, max_msg_size=max_msg_size, autoping=True)
+    """Upgrade a request: permessage-deflate declined, TCP_NODELAY set (``autoping`` as in :func:`dial`)."""
+    ws = web.WebSocketResponse(compress=False, heartbeat=heartbeat, max_msg_size=max_msg_size, autoping=autoping)
     await ws.prepare(request)
     set_ws_nodelay(ws)
     return ws
