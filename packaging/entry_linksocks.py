@@ -1,0 +1,2 @@
+from hatchway.linksocks.cli import main
+main()

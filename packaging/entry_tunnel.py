@@ -1,0 +1,2 @@
+from hatchway.tunnel.cli import main
+main()

@@ -1,0 +1,54 @@
+"""Helpers shared by the packaging tests (imported by tests/packaging/conftest.py,
+which puts this directory on sys.path: pytest runs with --import-mode=importlib)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DIST = REPO / "dist"
+OCI_TOOL = REPO / "packaging" / "oci_image.py"
+PROGRAMS: dict = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
+PROGRAM_NAMES = sorted(PROGRAMS)
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """Path of an external tool the tests need; build/test installs them, so absence is a failure."""
+    for cand in candidates:
+        if os.access(cand, os.X_OK):
+            return cand
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (build/test installs it with apt-get)")
+    return path
+
+
+def run(cmd, *, timeout=120, check=True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd!r} exited {proc.returncode}\nstdout: {proc.stdout[-4000:]!r}\nstderr: {proc.stderr[-4000:]!r}"
+        )
+    return proc
+
+
+def run_oci_tool(args, *, epoch: int | None = 1700000000, timeout=300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(epoch)
+    return run([sys.executable, str(OCI_TOOL), *map(str, args)], env=env, timeout=timeout)
+
+
+def source_date_epoch() -> int:
+    """The epoch build/release uses: SOURCE_DATE_EPOCH, else the commit time of HEAD."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    out = run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"]).stdout.decode().strip()
+    return int(out)
