@@ -97,6 +97,11 @@ def _add_runner(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     )
     rb.option("--heartbeat", env="HATCHWAY_HEARTBEAT", default=20.0, type=float,
               help="seconds between WebSocket pings on tunnel connections")
+    rb.option("--slow-consumer", env="HATCHWAY_RUNNER_SLOW_CONSUMER", default="block", choices=("block", "reset"),
+              help="when one forward WebSocket cannot keep up: block (the tunnel waits for it; nothing is dropped) "
+              "or reset (only the connection that overflows is closed)")
+    rb.option("--buffer-limit", env="HATCHWAY_RUNNER_BUFFER_LIMIT", default=4 * 1024 * 1024, type=int,
+              help="bytes buffered toward one forward WebSocket before the slow-consumer policy applies")
     rb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")
 
 
@@ -122,6 +127,11 @@ def _add_forward(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     fb.option("--token", env="HATCHWAY_TUNNEL_TOKEN", help="token for a runner started with --token")
     fb.option("--udp-idle-timeout", env="HATCHWAY_UDP_IDLE_TIMEOUT", default=300.0, type=float,
               help="seconds after which an idle UDP source is forgotten")
+    fb.option("--slow-consumer", env="HATCHWAY_FORWARD_SLOW_CONSUMER", default="reset", choices=("block", "reset"),
+              help="when one local connection does not read fast enough: reset (only that connection is closed; "
+              "the others never wait) or block (every connection waits for it)")
+    fb.option("--buffer-limit", env="HATCHWAY_FORWARD_BUFFER_LIMIT", default=8 * 1024 * 1024, type=int,
+              help="bytes buffered per local connection before the slow-consumer policy applies")
     fb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")
 
 
