@@ -77,6 +77,8 @@ def _add_client_options(b: ParserBuilder) -> None:
              help="timeout in seconds for the WebSocket connect and for local dials")
     b.option("--udp-idle-timeout", env="HATCHWAY_UDP_IDLE_TIMEOUT", default=300.0, type=float,
              help="seconds after which an idle UDP flow is released (CLOSE is sent)")
+    b.option("--ipv6-fallback", env="HATCHWAY_IPV6_FALLBACK", default="on", choices=("on", "off"),
+             help="when 127.0.0.1:PORT refuses a TCP connection, try [::1]:PORT")
     _add_policy(b)
 
 

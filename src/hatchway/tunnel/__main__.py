@@ -1,0 +1,7 @@
+"""``python3 -m hatchway.tunnel``: the hatchway-tunnel command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,180 @@
+"""The KohakuRiver-compatible tunnel client: dial the runner, relay, reconnect.
+
+    async with TunnelClient("ws://runner:8001", "kohakuriver-task-1") as client:
+        await client.connected()      # a live tunnel
+        ...
+    # leaving the block closes the WebSocket with a close frame
+
+``await client.run()`` runs the reconnect loop in the foreground (the CLI). It
+raises :class:`TunnelGaveUp` after ``max_reconnect`` consecutive failed
+attempts plus one more delay (tunnel.md section 12.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+import yarl
+
+from hatchway.common.reconnect import GaveUp, reconnect_loop
+from hatchway.common.wsconn import dial
+
+from .options import ClientOptions
+from .session import TunnelSession
+
+log = logging.getLogger("hatchway.tunnel.client")
+
+TunnelGaveUp = GaveUp
+TUNNEL_PATH = "/ws/tunnel/"
+# The upgrade request carries only Host, Connection, Upgrade, Sec-WebSocket-Version
+# and Sec-WebSocket-Key, like upstream's (tunnel.md section 4.2).
+SKIPPED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")
+
+
+def tunnel_url(runner_url: str, container_id: str) -> str:
+    """Upstream's rule: strip trailing '/', append /ws/tunnel/{id} verbatim (section 4.1)."""
+    return runner_url.rstrip("/") + TUNNEL_PATH + container_id
+
+
+def check_runner_url(runner_url: str) -> None:
+    """Reject schemes other than ws/wss; warn when the URL has a path or query (D12)."""
+    parts = urlsplit(runner_url.rstrip("/"))
+    if parts.scheme.lower() not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"runner URL must be ws://host[:port] or wss://host[:port], got {runner_url!r}")
+    if parts.path or parts.query:
+        log.warning(
+            "runner URL %r has a path or query; /ws/tunnel/{id} is appended after it (upstream's rule)",
+            runner_url,
+        )
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The system trust store, plus $SSL_CERT_FILE / $SSL_CERT_DIR when set."""
+    context = ssl.create_default_context()
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        context.load_verify_locations(cafile=cafile or None, capath=capath or None)
+    return context
+
+
+class TunnelClient:
+    """Keeps one tunnel WebSocket to the runner up and relays its connections."""
+
+    def __init__(
+        self,
+        runner_url: str,
+        container_id: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        on_connected: Callable[[TunnelSession], None] | None = None,
+        **options: Any,
+    ) -> None:
+        check_runner_url(runner_url)
+        self.runner_url = runner_url
+        self.container_id = container_id
+        self.url = tunnel_url(runner_url, container_id)
+        self.options = ClientOptions.from_kwargs(**options)
+        self.on_connected = on_connected
+        self.session: TunnelSession | None = None
+        self.connections_made = 0
+        self._ssl_context = ssl_context
+        self._live: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- foreground
+    async def run(self) -> None:
+        """Connect, relay, reconnect: until cancelled or until it gives up (TunnelGaveUp)."""
+        self._live_event()
+        ssl_context = self._ssl_context
+        if ssl_context is None and self.url.lower().startswith("wss:"):
+            ssl_context = default_ssl_context()
+        connector = aiohttp.TCPConnector(force_close=True, limit=0, ssl=ssl_context or True)
+        async with aiohttp.ClientSession(connector=connector, skip_auto_headers=SKIPPED_HEADERS) as http:
+            await reconnect_loop(
+                lambda: self._attempt(http),
+                self.options.backoff_policy(),
+                max_failures=self.options.max_reconnect,
+            )
+
+    async def _attempt(self, http: aiohttp.ClientSession) -> bool:
+        """One tunnel connection; True when its handshake succeeded (resets the failure count)."""
+        options = self.options
+        try:
+            ws = await dial(
+                http,
+                yarl.URL(self.url, encoded=True),  # the container id goes out verbatim
+                heartbeat=options.heartbeat or None,
+                max_msg_size=options.max_message_size,
+                timeout=options.connect_timeout or None,  # type: ignore[arg-type]
+            )
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
+            return False
+        session = TunnelSession(ws, options)
+        self.session = session
+        self.connections_made += 1
+        log.info("tunnel connected to %s", self.url)
+        self._live_event().set()
+        if self.on_connected is not None:
+            self.on_connected(session)
+        try:
+            await session.run()
+        finally:
+            self._live_event().clear()
+            self.session = None
+            await session.close()
+        log.info("tunnel to %s closed", self.url)
+        return True
+
+    # -- background
+    async def __aenter__(self) -> "TunnelClient":
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Run the reconnect loop as a background task."""
+        if self._task is None:
+            self._live_event()
+            self._task = asyncio.ensure_future(self.run())
+
+    async def connected(self, timeout: float | None = None) -> TunnelSession:
+        """Wait for a live tunnel and return its session (raises if the client stopped)."""
+        live = self._live_event()
+        async with asyncio.timeout(timeout):
+            while not live.is_set() or self.session is None:
+                if self._task is not None and self._task.done():
+                    self._task.result()
+                    raise RuntimeError("the tunnel client has stopped")
+                waiter = asyncio.ensure_future(live.wait())
+                waits: set[asyncio.Future[Any]] = {waiter}
+                if self._task is not None:
+                    waits.add(self._task)
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+        return self.session
+
+    async def close(self) -> None:
+        """Stop: close the WebSocket with a close frame and end the reconnect loop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: a GaveUp before close() is not an error here
+
+    def _live_event(self) -> asyncio.Event:
+        if self._live is None:
+            self._live = asyncio.Event()
+        return self._live

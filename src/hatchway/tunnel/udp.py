@@ -1,0 +1,150 @@
+"""One UDP flow of the tunnel client (tunnel.md section 8).
+
+The socket is bound to 127.0.0.1:0 and connected to 127.0.0.1:port when the
+CONNECT arrives, and CONNECTED is sent at once. Each DATA payload is one
+datagram to the service; each datagram from the service is one DATA.
+
+Beyond upstream (D11): a receive error (e.g. ICMP port unreachable) sends
+CLOSE, a failed socket setup sends ERROR, and a flow idle for
+``--udp-idle-timeout`` seconds is released with CLOSE. Datagrams are lossy by
+nature, so backpressure drops them: toward the service when its socket buffer
+passes ``--buffer-limit``, toward the runner while the WebSocket is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from hatchway.common.neterr import rust_io_error
+from hatchway.common.wsconn import ConnectionGone
+
+from . import protocol
+from .protocol import Proto
+
+if TYPE_CHECKING:
+    from .session import TunnelSession
+
+log = logging.getLogger("hatchway.tunnel.client")
+
+LOCAL_HOST = "127.0.0.1"
+
+
+def open_udp_socket(port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to 127.0.0.1:0 and connected to 127.0.0.1:port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((LOCAL_HOST, 0))
+        sock.connect((LOCAL_HOST, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpFlow(asyncio.DatagramProtocol):
+    """The tunnel side and the local socket of one UDP client_id."""
+
+    def __init__(self, session: "TunnelSession", client_id: int, port: int) -> None:
+        self.session = session
+        self.writer = session.writer
+        self.client_id = client_id
+        self.port = port
+        self.transport: asyncio.DatagramTransport | None = None
+        self.limit = session.options.buffer_limit
+        self.idle_timeout = session.options.udp_idle_timeout
+        self._loop = asyncio.get_running_loop()
+        self._header = protocol.data_header(Proto.UDP, client_id)
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._closed = False
+        self._last_activity = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def open(self, sock: socket.socket) -> None:
+        try:
+            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except OSError as exc:
+            sock.close()
+            log.info("udp %d: socket setup failed: %s", self.client_id, rust_io_error(exc))
+            self._finish(notify=True)
+
+    # -- local socket events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._closed:
+            transport.close()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        held, self._held = self._held, []
+        for datagram in held:
+            self.transport.sendto(datagram)  # type: ignore[union-attr]
+        if self.idle_timeout > 0:
+            self._timer = self._loop.call_later(self.idle_timeout, self._check_idle)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if self._closed:
+            return
+        self._last_activity = self._loop.time()
+        if self.writer.paused:
+            return  # the tunnel is backed up: drop, as a full network would
+        try:
+            self.writer.send(self._header, data)
+        except ConnectionGone:
+            pass
+
+    def error_received(self, exc: Exception) -> None:
+        log.info("udp %d: %s; closing", self.client_id, rust_io_error(exc))
+        self._finish(notify=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(notify=True)
+
+    # -- events from the session's dispatcher
+    def feed(self, data: bytes | memoryview) -> None:
+        if self._closed:
+            return
+        self._last_activity = self._loop.time()
+        transport = self.transport
+        if transport is None:
+            if self._held_bytes + len(data) <= self.limit:
+                self._held.append(bytes(data))
+                self._held_bytes += len(data)
+            return
+        if transport.get_write_buffer_size() > self.limit:
+            return  # the service's socket is backed up: drop the datagram
+        transport.sendto(data)
+
+    def remote_closed(self, error: str | None = None) -> None:
+        self._finish(notify=False)
+
+    def link_lost(self) -> None:
+        self._finish(notify=False)
+
+    # -- lifetime
+    def _check_idle(self) -> None:
+        self._timer = None
+        idle_for = self._loop.time() - self._last_activity
+        if idle_for >= self.idle_timeout:
+            log.info("udp %d: idle for %.0f s, releasing it", self.client_id, idle_for)
+            self._finish(notify=True)
+        else:
+            self._timer = self._loop.call_later(self.idle_timeout - idle_for, self._check_idle)
+
+    def _finish(self, notify: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.session.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+        if notify and not self.writer.closed:
+            try:
+                self.writer.send(protocol.close(Proto.UDP, self.client_id))
+            except ConnectionGone:
+                pass
