@@ -202,7 +202,11 @@ def parse_response_head(buf: Buffer, limit: int = HEAD_LIMIT) -> tuple[ResponseH
     if match is None:
         raise HttpProxyError(502, "malformed response status line")
     version, status, reason = match.groups()
-    head = ResponseHead(version.decode("ascii"), int(status), (reason or b"").decode("latin-1"), _parse_headers(lines[1:]))
+    try:
+        headers = _parse_headers(lines[1:])
+    except HttpProxyError as exc:
+        raise HttpProxyError(502, f"malformed response: {exc.message}") from None
+    head = ResponseHead(version.decode("ascii"), int(status), (reason or b"").decode("latin-1"), headers)
     return head, end
 
 
@@ -231,7 +235,7 @@ def split_host_port(authority: str, default_port: int | None) -> tuple[str, int]
         if default_port is None or port_text == "":
             raise HttpProxyError(400, f"missing port in target {authority!r}")
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) <= 0xFFFF:
         raise HttpProxyError(400, f"invalid port in target {authority!r}")
     return host, int(port_text)
 
