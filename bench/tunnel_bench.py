@@ -653,6 +653,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
     hr.bench_ws = loop.create_future()
     cmd = bl.split_cmd(args.tunnel_cmd)
     group = bl.ProcGroup()
+    step = "start"
     try:
         client = group.add(bl.Proc("tunnel-client-only", cmd + ["--runner-url", hr.url, "--container-id", "bench",
                                                                  "--log-level", "warn", "--reconnect-delay", "1"],
@@ -671,6 +672,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
         res["idle"] = st.sample()
         bl.log(f"client-only: idle RSS {res['idle'].rss_mb:.1f} MB, path {res['path']}")
         # 2. RTT
+        step = "RTT"
         c = await hr.connect(svc.echo_port)
         payload = os.urandom(32)
         rtts = []
@@ -688,8 +690,9 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
         # 3. bulk runner -> service
         n = args.size * MiB
         for msg_size, key in ((64 * 1024, "r2s"), (16 * 1024, "r2s16")):
+            step = f"bulk runner->service {msg_size} B messages"
+            done = svc.arm_sink(n)  # before CONNECT: the sink takes its target when it accepts
             c = await hr.connect(svc.sink_port)
-            done = svc.arm_sink(n)
             hdr = HDR.pack(DATA, TCP, c.id, 0)
             msg = hdr + BLOCK[:msg_size]
             count = n // msg_size
@@ -708,6 +711,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
             bl.log(f"client-only: runner->service {msg_size // 1024} KiB msgs: {res[key]['mbps']:.0f} MB/s, "
                    f"{res[key]['cpu']:.2f} CPU-s/GiB")
         # 4. bulk service -> runner
+        step = "bulk service->runner"
         svc.source_nbytes = n
         c = hr.new_conn()
         c.target = n
@@ -726,6 +730,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
         res["after_bulk"] = st.sample()
         bl.log(f"client-only: service->runner: {res['s2r']['mbps']:.0f} MB/s, {res['s2r']['cpu']:.2f} CPU-s/GiB")
         # 5. sequential setup
+        step = "sequential setup"
         nset = args.setup_n
         t0 = perf()
         done_n = 0
@@ -749,6 +754,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
         res["seq_echo"] = done_n / (perf() - t0)
         bl.log(f"client-only: sequential {res['seq_cc']:.0f}/s, with echo {res['seq_echo']:.0f}/s")
         # 6. 32 concurrent workers
+        step = "32 concurrent setup"
         per = max(1, nset // 32)
         completed = 0
         t0 = perf()
@@ -770,6 +776,7 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
         await asyncio.sleep(1.0)
         res["after_setup"] = st.sample()
         # 7. many open connections
+        step = f"{args.conns} open connections"
         if args.conns:
             cs = [hr.new_conn() for _ in range(args.conns)]
             for c in cs:
@@ -786,6 +793,9 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
                    f"after close {res['many_after'].rss_mb:.1f} MB")
         res["alive"] = client.alive()
         return res
+    except (TimeoutError, ConnectionError, ValueError, OSError) as e:
+        raise RuntimeError(f"step {step!r}: {type(e).__name__} {e}; client alive: {client.alive()}; "
+                           f"log: {client.log_tail(5)!r}") from None
     finally:
         group.stop_all()
         await hr.stop()
