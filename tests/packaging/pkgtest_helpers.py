@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ DIST = REPO / "dist"
 OCI_TOOL = REPO / "packaging" / "oci_image.py"
 PROGRAMS: dict = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
 PROGRAM_NAMES = sorted(PROGRAMS)
+VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
 def require_tool(name: str, *candidates: str) -> str:

@@ -12,15 +12,12 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, require_tool, run
-
-VERSION = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, VERSION, require_tool, run
 
 
 # ------------------------------------------------------------------ ELF inspection helpers
