@@ -96,6 +96,9 @@ class TunnelClient:
             ssl_context = default_ssl_context()
         connector = aiohttp.TCPConnector(force_close=True, limit=0, ssl=ssl_context or True)
         async with aiohttp.ClientSession(connector=connector, skip_auto_headers=SKIPPED_HEADERS) as http:
+            # One attempt is one dial, as upstream: no silent re-dial when the runner
+            # drops the upgrade request (aiohttp's own test client does the same).
+            http._retry_connection = False  # type: ignore[attr-defined]
             await reconnect_loop(
                 lambda: self._attempt(http),
                 self.options.backoff_policy(),
