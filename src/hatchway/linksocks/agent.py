@@ -1,0 +1,306 @@
+"""Agent mode on the server: relay a connector's channels to providers (section 13.1).
+
+The server does not dial a connector's Connect. It picks a provider of the
+reverse token the connector token maps to (round-robin, waiting up to
+``--connector-wait-provider``), forwards the Connect unchanged (same channel
+id) and from then on relays ConnectResponse, Data and Disconnect between the
+two WebSockets by channel id. Messages from the connector that arrive before
+a provider is bound are kept in order.
+
+Flow control: while one side's WebSocket cannot take more, the other side's
+read loop is held (nothing is dropped, nothing grows without bound).
+
+When a provider link drops, the binding waits (transport grace) for the same
+provider to come back and re-sends it the Connect with Resume = 1; when a
+connector link drops, it waits for the connector's own Resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from . import protocol
+from .channel import ChannelTable
+from .outbound import CHANNEL_EXPIRED, allowed_by
+from .protocol import Connect, ConnectResponse, Data, Disconnect
+
+log = logging.getLogger("hatchway.linksocks.agent")
+
+CONNECTOR_WAIT = 5.0
+HOLD_BYTES = 4 * 1024 * 1024  # kept for a side that is not bound (yet); beyond it the sender is held
+NO_PROVIDER = "no available reverse clients"
+
+
+class _Hold:
+    """Flow listener on one side's writer: while it is full, hold the other side's read loop."""
+
+    __slots__ = ("binding", "toward_provider", "gate")
+
+    def __init__(self, binding: "AgentBinding", toward_provider: bool) -> None:
+        self.binding = binding
+        self.toward_provider = toward_provider
+        self.gate: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.binding.name
+
+    def reset(self, reason: str) -> None:
+        self.binding.close(reason)
+
+    def pause_writing(self) -> None:
+        source = self.binding.connector if self.toward_provider else self.binding.provider
+        if source is not None and self.gate is None:
+            self.gate = source.gate
+            self.gate.pause(self)
+
+    def resume_writing(self) -> None:
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            gate.resume(self)
+
+
+class AgentBinding:
+    """One connector channel relayed to one provider."""
+
+    resumable = True
+
+    def __init__(self, table: ChannelTable, connect: Connect, connector: Any) -> None:
+        self.id = connect.channel_id
+        self.table = table
+        self.connect = connect
+        self.connector: Any = connector
+        self.provider: Any = None
+        self.suspended = False
+        self.suspended_at = 0.0
+        self.closed = False
+        self._queued: list[tuple[Any, int]] = []  # messages for a side that is not bound
+        self._queued_bytes = 0
+        self._queued_for_provider = True
+        self._held_gate: Any = None
+        self._to_provider = _Hold(self, True)
+        self._to_connector = _Hold(self, False)
+        table.add(self.id, self)
+        connector.channels.add(self)
+        connector.writer.add_listener(self._to_connector)
+
+    @property
+    def name(self) -> str:
+        return protocol.uuid_text(self.id)
+
+    def connect_message(self, resume: bool = False) -> Connect:
+        c = self.connect
+        return Connect(c.protocol, c.channel_id, c.address, c.port, resume)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    # ------------------------------------------------------------ binding
+    def bind_provider(self, link: Any, resume: bool = False) -> bool:
+        if self.closed:
+            return False
+        if not link.try_send(self.connect_message(resume)):
+            return False
+        self.provider = link
+        link.channels.add(self)
+        link.writer.add_listener(self._to_provider)
+        if self._queued_for_provider:
+            self._flush(link)
+        self.suspended = self.connector is None
+        return True
+
+    def rebind(self, link: Any) -> None:
+        """Resume: ``link`` replaces the side it belongs to."""
+        if self.closed:
+            return
+        if getattr(link, "role", "") == "provider":
+            # the keeper already sent Connect(Resume = 1) on ``link``
+            self.provider = link
+            link.channels.add(self)
+            link.writer.add_listener(self._to_provider)
+            if self._queued_for_provider:
+                self._flush(link)
+        else:
+            self.connector = link
+            link.channels.add(self)
+            link.writer.add_listener(self._to_connector)
+            if not self._queued_for_provider:
+                self._flush(link)
+        self.suspended = self.connector is None or self.provider is None
+
+    def _flush(self, link: Any) -> None:
+        queued, self._queued = self._queued, []
+        self._queued_bytes = 0
+        self._release_hold()
+        for message, _ in queued:
+            self._send(link, message)
+
+    # ------------------------------------------------------------ relaying
+    def _send(self, link: Any, message: Any) -> None:
+        try:
+            if type(message) is Data and message.protocol == protocol.TCP:
+                link.send_data(self.id, protocol.data_payload(message))
+            else:
+                link.send(message)
+        except protocol.ProtocolError as exc:
+            self.close(str(exc))
+        except ConnectionError:
+            pass  # that link is going down; its loss is handled by the grace keeper
+
+    def _relay(self, from_provider: bool, message: Any, source: Any) -> None:
+        target = self.connector if from_provider else self.provider
+        if target is not None:
+            self._send(target, message)
+            return
+        self._queued_for_provider = not from_provider
+        size = len(message.data) if type(message) is Data else 0
+        self._queued.append((message, size))
+        self._queued_bytes += size
+        if self._queued_bytes > HOLD_BYTES and self._held_gate is None and source is not None:
+            self._held_gate = source.gate
+            self._held_gate.pause(self)
+
+    def _release_hold(self) -> None:
+        if self._held_gate is not None:
+            gate, self._held_gate = self._held_gate, None
+            gate.resume(self)
+
+    def _from_provider(self, link: Any) -> bool:
+        return getattr(link, "role", "") == "provider"
+
+    def on_data(self, link: Any, message: Data) -> None:
+        self._relay(self._from_provider(link), message, link)
+
+    def on_connect_response(self, link: Any, message: ConnectResponse) -> None:
+        if not self._from_provider(link):
+            return
+        self._relay(True, message, link)
+        if not message.success:
+            self._forget()
+
+    def on_disconnect(self, link: Any, message: Disconnect) -> None:
+        self._relay(self._from_provider(link), message, link)
+        self._forget()
+
+    def reset(self, reason: str) -> None:
+        self.close(reason)
+
+    def close(self, reason: str | None = None) -> None:
+        """End the binding, telling both sides."""
+        if self.closed:
+            return
+        for link in (self.connector, self.provider):
+            if link is not None:
+                link.try_send(Disconnect(self.id, reason or "EOF"))
+        self._forget()
+
+    # ------------------------------------------------------------ link loss
+    def suspend(self) -> None:
+        if self.closed:
+            return
+        for side in ("connector", "provider"):
+            link = getattr(self, side)
+            if link is not None and not link.alive:
+                link.channels.discard(self)
+                link.writer.remove_listener(self._to_connector if side == "connector" else self._to_provider)
+                setattr(self, side, None)
+        self._to_connector.resume_writing()
+        self._to_provider.resume_writing()
+        if self.connector is None and self.provider is None:
+            self._forget()
+            return
+        if not self.suspended:
+            self.suspended = True
+            self.suspended_at = asyncio.get_running_loop().time()
+
+    def link_lost(self) -> None:
+        self.close("WebSocket closed")
+
+    def expire(self) -> None:
+        if self.suspended and not self.closed:
+            self.close("WebSocket lost and not resumed")
+
+    def _forget(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.suspended = False
+        self._queued.clear()
+        self._release_hold()
+        self._to_connector.resume_writing()
+        self._to_provider.resume_writing()
+        for link, hold in ((self.connector, self._to_connector), (self.provider, self._to_provider)):
+            if link is not None:
+                link.channels.discard(self)
+                link.writer.remove_listener(hold)
+        self.table.remove(self.id, self)
+
+
+class AgentRelay:
+    """Handles the Connect messages of connectors."""
+
+    def __init__(self, table: ChannelTable, orphans: Any, *, wait: float = CONNECTOR_WAIT) -> None:
+        self.table = table
+        self.orphans = orphans
+        self.wait = wait
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_connect(
+        self,
+        link: Any,
+        message: Connect,
+        pick_provider: Callable[[float], Any],
+        rules: Any = None,
+    ) -> None:
+        """``pick_provider(timeout)`` returns a provider link, or None when there is none."""
+        existing = self.table.get(message.channel_id)
+        if message.resume:
+            if isinstance(existing, AgentBinding) and existing.connector is None:
+                existing.rebind(link)
+            elif not isinstance(existing, AgentBinding):
+                link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
+            return
+        if existing is not None:
+            return
+        binding = AgentBinding(self.table, message, link)
+        for early in self.orphans.take(message.channel_id):
+            if isinstance(early, Data):
+                binding.on_data(link, early)
+            elif isinstance(early, Disconnect):
+                binding.on_disconnect(link, early)
+        task = asyncio.ensure_future(self._bind(binding, pick_provider, rules))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _bind(self, binding: AgentBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:
+        connect = binding.connect
+        if rules and connect.protocol == protocol.TCP and not await allowed_by(rules, connect.address, connect.port):
+            self._refuse(binding, f"access denied: {connect.address}:{connect.port} is not allowed")
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while not binding.closed:
+            provider = await pick_provider(max(0.0, deadline - loop.time()))
+            if provider is None:
+                self._refuse(binding, NO_PROVIDER)
+                return
+            if binding.bind_provider(provider):
+                return
+            if loop.time() >= deadline:
+                self._refuse(binding, NO_PROVIDER)
+                return
+
+    def _refuse(self, binding: AgentBinding, error: str) -> None:
+        if binding.closed:
+            return
+        if binding.connector is not None:
+            binding.connector.try_send(ConnectResponse(False, binding.id, error))
+        binding._forget()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

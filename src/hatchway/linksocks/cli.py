@@ -1,0 +1,198 @@
+"""``hatchway-linksocks``: server, client, provider, connector, version (linksocks.md section 2).
+
+``LINKSOCKS_MODE`` picks the sub-command when none is given. Every sub-command
+logs to stderr (``-d`` debug, ``-dd`` trace) and prints ``READY ...`` once it
+serves. A client whose token is refused exits 1 (unless ``--retry-auth``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+from typing import Any, Sequence
+
+from hatchway import __version__
+from hatchway.common import lifecycle
+from hatchway.common.lifecycle import EXIT_FAILURE, Fatal
+
+from .args import argv_with_mode, build_parser
+
+log = logging.getLogger("hatchway.linksocks")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv_with_mode(argv))
+    if args.command in (None, "version"):
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return lifecycle.EXIT_USAGE
+        print(f"hatchway-linksocks version {__version__} {platform.platform()}")
+        return lifecycle.EXIT_OK
+    lifecycle.setup_logging(_level(args.debug))
+    if args.command == "server":
+        _check_server_args(parser, args)
+        return lifecycle.run(lambda: run_server(args))
+    return lifecycle.run(lambda: run_client(args))
+
+
+def _level(debug: int) -> int:
+    if debug >= 2:
+        return 5  # trace
+    if debug == 1:
+        return logging.DEBUG
+    return logging.INFO
+
+
+def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.api_key and args.access_rule:
+        parser.error("--access-rule cannot be used together with --api-key (manage rules through the API)")
+
+
+def server_options(args: argparse.Namespace) -> Any:
+    from .server import ServerOptions
+
+    return ServerOptions(
+        ws_host=args.ws_host,
+        ws_port=args.ws_port,
+        socks_host=args.socks_host,
+        socks_wait_client=not args.socks_nowait,
+        buffer_size=args.buffer_size,
+        api_key=args.api_key,
+        upstream_proxy=args.upstream_proxy,
+        fast_open=args.fast_open,
+        connector_wait=args.connector_wait_provider,
+        transport_grace=args.transport_grace,
+        wire_version=args.wire_version,
+        ping_interval=args.ping_interval,
+        read_timeout=args.read_timeout,
+    )
+
+
+async def run_server(args: argparse.Namespace) -> int:
+    from .access import AccessError
+    from .server import Server
+
+    server = Server(options=server_options(args))
+    try:
+        await server.start()
+    except OSError as exc:
+        raise Fatal(f"cannot listen on {args.ws_host}:{args.ws_port}: {exc}") from None
+    try:
+        try:
+            _configure_tokens(server, args)
+        except (ValueError, AccessError) as exc:
+            raise Fatal(str(exc)) from None
+        lifecycle.announce_ready(f"linksocks server ws://{_host_port(server.ws_address)}")
+        await server.wait_closed()
+    finally:
+        await server.close()
+    return lifecycle.EXIT_OK
+
+
+def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
+    """Tokens from the command line (none with an API key, as upstream)."""
+    if args.api_key:
+        log.info("API enabled at /api/ (no tokens from the command line)")
+        return
+    if args.access_rule:  # dial rules in forward mode, entry rules of the SOCKS port in reverse mode
+        from .access import AccessRules, parse_rule_flag
+
+        rules = AccessRules([parse_rule_flag(text) for text in args.access_rule])
+        if args.reverse:
+            server.entry_rules = rules
+        else:
+            server.dial_rules = rules
+    if not args.reverse:
+        token = server.add_forward_token(args.token)
+        log.info("forward mode (SOCKS5 on the client); token: %s", token)
+        return
+    token, port = server.add_reverse_token(
+        args.token,
+        port=args.socks_port,
+        username=args.socks_username,
+        password=args.socks_password,
+        allow_manage_connector=args.connector_autonomy,
+    )
+    log.info("reverse mode (SOCKS5 on the server); token: %s", token)
+    if port and port > 0:
+        log.info("SOCKS5 for this token: %s:%d", args.socks_host, port)
+    if not args.connector_autonomy:
+        connector = server.add_connector_token(args.connector_token, token)
+        log.info("connector token: %s", connector)
+    elif args.connector_token:
+        log.warning("--connector-token is ignored with --connector-autonomy")
+
+
+def client_options(args: argparse.Namespace) -> Any:
+    from .client import ClientOptions
+
+    return ClientOptions(
+        token=args.token or "anonymous",
+        url=args.url,
+        reverse=args.reverse or args.command == "provider",
+        connector_token=args.connector_token,
+        socks_host=args.socks_host,
+        socks_port=args.socks_port,
+        socks_username=args.socks_username,
+        socks_password=args.socks_password,
+        socks_wait_server=not args.socks_no_wait,
+        reconnect=not args.no_reconnect,
+        retry_auth=args.retry_auth,
+        threads=args.threads,
+        upstream_proxy=args.upstream_proxy,
+        fast_open=args.fast_open,
+        no_env_proxy=args.no_env_proxy,
+        transport_grace=args.transport_grace,
+        access_rules=list(args.access_rule or ()),
+        buffer_size=args.buffer_size,
+        wire_version=args.wire_version,
+        ping_interval=args.ping_interval,
+        read_timeout=args.read_timeout,
+    )
+
+
+async def run_client(args: argparse.Namespace) -> int:
+    from .access import AccessError
+    from .client import AuthError, Client
+
+    if args.direct_mode not in ("relay-only", "disable", "disabled", "auto"):
+        log.warning("--direct-mode %s: hatchway is relay-only", args.direct_mode)
+    try:
+        client = Client(options=client_options(args))
+    except (ValueError, AccessError) as exc:
+        raise Fatal(str(exc)) from None
+    await client.start()
+    try:
+        try:
+            await client.wait_ready()
+        except AuthError as exc:
+            raise Fatal(str(exc)) from None
+        except ConnectionError:
+            return EXIT_FAILURE
+        what = "provider" if client.options.reverse else "client"
+        if client.socks_address is not None:
+            what += f" socks5://{_host_port(client.socks_address)}"
+        lifecycle.announce_ready(f"linksocks {what} {client.url}")
+        try:
+            await client.wait_closed()
+        except AuthError as exc:
+            raise Fatal(str(exc)) from None
+    finally:
+        await client.close()
+    return lifecycle.EXIT_OK
+
+
+def _host_port(address: Any) -> str:
+    if not address:
+        return "?"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Transport grace: channels that outlive a dropped WebSocket (linksocks.md 15.4).
+
+When a link drops, its TCP channels (and agent bindings) are *suspended*
+instead of closed: the local socket is no longer read, so nothing is lost or
+buffered without bound. When the same peer (the key: the client itself, or a
+server's (token, instance) pair) authenticates a new link within the grace
+period, the requester side re-sends each channel's Connect with Resume = 1
+and carries on over the new link; the dialing side waits for that Resume.
+Channels not resumed in time are closed. Grace 0 closes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Hashable
+
+log = logging.getLogger("hatchway.linksocks.grace")
+
+
+class GraceKeeper:
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._held: dict[Hashable, set[Any]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def link_lost(self, key: Hashable, link: Any) -> None:
+        """``link`` is gone: suspend what it carried (or close it without grace)."""
+        endpoints = list(link.channels)
+        link.channels.clear()
+        kept: set[Any] = set()
+        for endpoint in endpoints:
+            if self.grace > 0 and getattr(endpoint, "resumable", False):
+                endpoint.suspend()
+                if endpoint.suspended:
+                    kept.add(endpoint)
+                    continue
+            endpoint.link_lost()
+        if not kept:
+            return
+        self._held.setdefault(key, set()).update(kept)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.grace, self._expire, key, kept)
+        self._timers.add(timer)
+
+    def _expire(self, key: Hashable, endpoints: set[Any]) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
+        held = self._held.get(key)
+        now = asyncio.get_running_loop().time()
+        expired = 0
+        for endpoint in endpoints:
+            if endpoint.suspended and now - endpoint.suspended_at >= self.grace * 0.99:
+                expired += 1
+                if held is not None:
+                    held.discard(endpoint)
+                endpoint.expire()
+        if held is not None and not held:
+            del self._held[key]
+        if expired:
+            log.info("%d channel(s) not resumed within %g s, closed", expired, self.grace)
+
+    def take(self, key: Hashable) -> list[Any]:
+        """Suspended endpoints of ``key`` that are still alive (they stay tracked until rebound)."""
+        held = self._held.get(key)
+        if not held:
+            return []
+        alive = [e for e in held if e.suspended and not e.is_closing()]
+        held.intersection_update(alive)
+        if not held:
+            del self._held[key]
+        return alive
+
+    def resume_requests(self, key: Hashable, link: Any) -> int:
+        """Requester side: re-attach ``key``'s channels to ``link`` with Connect(Resume = 1)."""
+        count = 0
+        held = self._held.get(key)
+        for endpoint in self.take(key):
+            if not link.try_send(endpoint.connect_message(resume=True)):
+                continue
+            endpoint.rebind(link)
+            if held is not None:
+                held.discard(endpoint)
+            count += 1
+        if held is not None and not held:
+            self._held.pop(key, None)
+        return count
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for endpoints in self._held.values():
+            for endpoint in endpoints:
+                endpoint.expire()
+        self._held.clear()

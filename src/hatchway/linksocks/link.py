@@ -1,0 +1,192 @@
+"""One authenticated LinkSocks WebSocket: send, read and dispatch, keepalive.
+
+A :class:`Link` wraps an aiohttp WebSocket (client or server side) after
+authentication. Sending is synchronous (``MessageWriter``): control messages
+go through :meth:`Link.send`, Data through :meth:`Link.send_data` as header +
+payload without concatenation, split at ``max_payload`` bytes.
+
+:meth:`Link.serve` runs the read loop until the WebSocket ends. Before each
+read it waits on the :class:`InboundGate` (a channel whose local socket is
+full holds the loop: backpressure instead of dropping). Every message is
+decoded and handed to ``dispatch(link, message)``. Keepalive, as Go 1.10.3
+does it on both sides: a ping every ``ping_interval`` seconds, and a read
+deadline of ``read_timeout`` seconds re-armed by any message or pong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from hatchway.common.channel import InboundGate
+from hatchway.common.wsconn import ConnectionGone, MessageWriter
+
+from . import protocol
+from .protocol import ProtocolError
+
+log = logging.getLogger("hatchway.linksocks.link")
+
+MAX_MSG_SIZE = protocol.MAX_MESSAGE + 64 * 1024  # a 32 MiB payload plus its header and trailers
+PING_INTERVAL = 30.0
+READ_TIMEOUT = 60.0
+_CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+Dispatch = Callable[["Link", Any], None]
+
+
+class Link:
+    """An authenticated WebSocket carrying LinkSocks messages."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse | aiohttp.web.WebSocketResponse,
+        *,
+        gate: InboundGate | None = None,
+        version: int = protocol.VERSION_DEFAULT,
+        max_payload: int = 1024 * 1024,
+        ping_interval: float = PING_INTERVAL,
+        read_timeout: float = READ_TIMEOUT,
+        name: str = "link",
+    ) -> None:
+        self.ws = ws
+        self.writer = MessageWriter(ws)
+        self.gate = gate if gate is not None else InboundGate()
+        self.version = version
+        self.max_payload = max(1, max_payload)
+        self.ping_interval = ping_interval
+        self.read_timeout = read_timeout
+        self.name = name
+        self.channels: set[Any] = set()  # endpoints whose messages this link carries
+        self.closed = False
+        self.close_reason = ""
+        self.peer_version: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Link {self.name}>"
+
+    # -- sending
+    def send(self, message: Any) -> None:
+        """Encode and send one control message; raises ConnectionGone when the link is down."""
+        self.writer.send(protocol.encode(message, self.version))
+
+    def try_send(self, message: Any) -> bool:
+        """Send, ignoring a link that is already gone."""
+        try:
+            self.send(message)
+        except ConnectionGone:
+            return False
+        return True
+
+    def send_data(self, channel_id: bytes, payload: bytes | bytearray | memoryview) -> None:
+        """One or more TCP Data messages carrying ``payload`` (never compressed)."""
+        size = len(payload)
+        limit = self.max_payload
+        if size <= limit:
+            self.writer.send(protocol.data_header(channel_id, size, self.version), payload)
+            return
+        view = memoryview(payload)
+        for start in range(0, size, limit):
+            piece = view[start : start + limit]
+            self.writer.send(protocol.data_header(channel_id, len(piece), self.version), piece)
+
+    def send_udp(
+        self,
+        channel_id: bytes,
+        payload: bytes | memoryview,
+        address: str = "",
+        port: int = 0,
+        target_address: str = "",
+        target_port: int = 0,
+    ) -> None:
+        header = protocol.data_header(channel_id, len(payload), self.version, protocol.UDP)
+        trailer = protocol.udp_trailer(address, port, target_address, target_port)
+        self.writer.send(header, payload, trailer)
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed and not self.writer.closed
+
+    # -- reading
+    async def serve(self, dispatch: Dispatch) -> None:
+        """Read and dispatch until the WebSocket ends; then close it."""
+        keepalive = asyncio.ensure_future(self._keepalive()) if self.ping_interval > 0 else None
+        try:
+            await self._read_loop(dispatch)
+        finally:
+            self.closed = True
+            if keepalive is not None:
+                keepalive.cancel()
+            self.writer.close()
+            await self._close_ws()
+
+    async def _read_loop(self, dispatch: Dispatch) -> None:
+        ws = self.ws
+        gate = self.gate
+        timeout = self.read_timeout if self.read_timeout > 0 else None
+        decode = protocol.decode
+        while not self.closed:
+            if gate.blocked:
+                await gate.wait_open()
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                self.close_reason = f"nothing received for {self.read_timeout:g} s"
+                log.warning("%s: %s, closing", self.name, self.close_reason)
+                return
+            kind = msg.type
+            if kind is WSMsgType.BINARY:
+                try:
+                    version, message = decode(msg.data)
+                except ProtocolError as exc:
+                    self.close_reason = f"protocol error: {exc}"
+                    log.warning("%s: %s, closing", self.name, self.close_reason)
+                    return
+                self.peer_version = version
+                dispatch(self, message)
+            elif kind is WSMsgType.PING:
+                try:
+                    await ws.pong(msg.data)
+                except (ConnectionError, RuntimeError):
+                    return
+            elif kind is WSMsgType.PONG:
+                continue
+            elif kind in _CLOSED_TYPES:
+                self.close_reason = "closed by peer" if kind is not WSMsgType.ERROR else f"error: {ws.exception()}"
+                return
+            else:  # text frames are not part of the protocol
+                log.debug("%s: ignoring a %s message", self.name, kind.name)
+
+    async def _keepalive(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.ping_interval)
+                if self.writer.closed:
+                    return
+                await self.ws.ping()
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            return
+
+    def close(self) -> None:
+        """Ask the read loop to end (the WebSocket is closed by :meth:`serve`)."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.writer._transport
+        if not transport.is_closing():
+            asyncio.ensure_future(self._close_ws())
+
+    async def _close_ws(self) -> None:
+        ws = self.ws
+        if ws.closed:
+            return
+        try:
+            async with asyncio.timeout(2.0):
+                await ws.close()
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            transport = self.writer._transport
+            if not transport.is_closing():
+                transport.abort()

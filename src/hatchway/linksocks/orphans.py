@@ -1,0 +1,82 @@
+"""Messages for channels that do not exist yet (fast open, several WebSockets).
+
+With fast open the requester streams Data right after Connect, and with ``-T``
+a Go client spreads one channel's messages over several WebSockets, so Data
+(or a Disconnect) can be processed before the Connect it belongs to. The
+dialing side keeps such messages, up to 1000 per channel for 30 s as Go does,
+and replays them when the Connect arrives. A byte budget bounds the total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("hatchway.linksocks.orphans")
+
+MAX_MESSAGES = 1000
+TTL = 30.0
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class OrphanBuffer:
+    def __init__(self, max_messages: int = MAX_MESSAGES, ttl: float = TTL, max_bytes: int = MAX_BYTES) -> None:
+        self.max_messages = max_messages
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._entries: dict[bytes, tuple[float, list[Any]]] = {}
+        self._bytes = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def add(self, channel_id: bytes, message: Any, size: int = 0) -> bool:
+        """Keep ``message`` for ``channel_id``; False when a limit is reached (the message is not kept)."""
+        entry = self._entries.get(channel_id)
+        if entry is None:
+            entry = self._entries[channel_id] = (time.monotonic(), [])
+            self._arm_sweeper()
+        messages = entry[1]
+        if len(messages) >= self.max_messages or self._bytes + size > self.max_bytes:
+            log.warning("orphan buffer full for channel %s, message not kept", channel_id.hex())
+            return False
+        messages.append((message, size))
+        self._bytes += size
+        return True
+
+    def take(self, channel_id: bytes) -> list[Any]:
+        """Messages kept for ``channel_id``, in arrival order; forgets them."""
+        entry = self._entries.pop(channel_id, None)
+        if entry is None:
+            return []
+        self._bytes -= sum(size for _, size in entry[1])
+        return [message for message, _ in entry[1]]
+
+    def discard(self, channel_id: bytes) -> None:
+        self.take(channel_id)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self.ttl / 3, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = time.monotonic() - self.ttl
+        for channel_id in [cid for cid, (born, _) in self._entries.items() if born < deadline]:
+            self.discard(channel_id)
+        if self._entries:
+            self._arm_sweeper()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._entries.clear()
+        self._bytes = 0

@@ -1,0 +1,167 @@
+"""The dialing side of a channel: answer Connect by dialing the target.
+
+Used by the server in forward mode and by a provider (linksocks.md section 7).
+On Connect the channel is created and registered *at once*, so Data that
+arrives while the dial is in flight is kept (bounded, see ``TcpChannel``);
+Data that arrived even before the Connect is taken from the orphan buffer.
+The dial goes directly or through the upstream proxy (``-x``) with a 10 s
+timeout; ConnectResponse carries Go's error text on failure.
+
+A Connect with Resume = 1 re-attaches a live channel to the link it came on
+and never dials; for an unknown channel it is answered with Disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from hatchway.common import dialer as dialing
+from hatchway.common.neterr import go_dial_error
+from hatchway.common.proxyfront import ProxyError
+from hatchway.common.relay import Relay
+
+from . import protocol
+from .channel import ChannelTable, TcpChannel
+from .orphans import OrphanBuffer
+from .protocol import Connect, ConnectResponse, Disconnect
+from .udp import UdpDial
+
+log = logging.getLogger("hatchway.linksocks.outbound")
+
+DIAL_TIMEOUT = 10.0
+CHANNEL_EXPIRED = "channel expired"
+
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Outbound:
+    """Dials targets for Connect messages arriving on links."""
+
+    def __init__(
+        self,
+        table: ChannelTable,
+        orphans: OrphanBuffer,
+        *,
+        upstream: str | None = None,
+        dial_timeout: float = DIAL_TIMEOUT,
+    ) -> None:
+        self.table = table
+        self.orphans = orphans
+        self.upstream = upstream
+        self.dial_timeout = dial_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_connect(self, link: Any, message: Connect, rules: Any = None) -> None:
+        """``rules``: the dial access rules (``AccessRules``) for this peer, if any."""
+        channel_id = message.channel_id
+        if message.resume:
+            self._resume(link, message)
+            return
+        if channel_id in self.table:
+            log.debug("duplicate Connect for channel %s ignored", protocol.uuid_text(channel_id))
+            return
+        if message.protocol == protocol.UDP:
+            endpoint: Any = UdpDial(self.table, channel_id, link)
+            work = self._open_udp(endpoint)
+        else:
+            endpoint = TcpChannel(self.table, channel_id, link, message.address, message.port)
+            work = self._dial(endpoint, rules)
+        for early in self.orphans.take(channel_id):
+            dispatch_early(endpoint, link, early)
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _resume(self, link: Any, message: Connect) -> None:
+        endpoint = self.table.get(message.channel_id)
+        rebind = getattr(endpoint, "rebind", None)
+        if endpoint is None or rebind is None:
+            link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
+            return
+        log.debug("channel %s resumed on %s", protocol.uuid_text(message.channel_id), link.name)
+        rebind(link)
+
+    async def _dial(self, channel: TcpChannel, rules: Any) -> None:
+        host, port = channel.address, channel.port
+        if rules and not await allowed_by(rules, host, port):
+            self._refuse(channel, f"access denied: {join_host_port(host, port)} is not allowed")
+            return
+        if not 0 < port < 65536:
+            self._refuse(channel, f"invalid port number: {port}")
+            return
+        relay = Relay()
+        try:
+            transport, _ = await dialing.open_tcp(
+                host, port, relay.back, upstream=self.upstream, timeout=self.dial_timeout
+            )
+        except ProxyError as exc:
+            self._refuse(channel, exc.message)
+            return
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._refuse(channel, go_dial_error(exc, "tcp", join_host_port(host, port)))
+            return
+        except asyncio.CancelledError:
+            channel.abort()
+            raise
+        if channel.is_closing() or channel.suspended:
+            transport.abort()
+            if not channel.is_closing():
+                channel.expire()
+            return
+        try:
+            channel.link.send(ConnectResponse(True, channel.id))
+        except ConnectionError:
+            transport.abort()
+            channel.link_lost()
+            return
+        channel.established = True
+        channel.set_protocol(relay.front())
+        relay.join()
+
+    def _refuse(self, channel: TcpChannel, error: str) -> None:
+        log.debug("connect to %s:%d failed: %s", channel.address, channel.port, error)
+        if not channel.is_closing():
+            channel.link.try_send(ConnectResponse(False, channel.id, error))
+        channel._closing = True
+        channel._lose(None)
+
+    async def _open_udp(self, endpoint: UdpDial) -> None:
+        try:
+            await endpoint.open()
+        except OSError as exc:
+            endpoint.link.try_send(ConnectResponse(False, endpoint.id, f"listen udp: {exc}"))
+            endpoint.close_local()
+            return
+        endpoint.link.try_send(ConnectResponse(True, endpoint.id))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def dispatch_early(endpoint: Any, link: Any, message: Any) -> None:
+    """Replay a message that arrived before its channel existed."""
+    if isinstance(message, protocol.Data):
+        endpoint.on_data(link, message)
+    elif isinstance(message, Disconnect):
+        endpoint.on_disconnect(link, message)
+
+
+async def allowed_by(rules: Any, host: str, port: int) -> bool:
+    """Check access rules, resolving ``host`` first when the rules need its addresses."""
+    addresses: list[str] = []
+    if rules.needs_addresses(host, port):
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            infos = []
+        addresses = [info[4][0] for info in infos]
+    return bool(rules.allows(host, port, addresses))

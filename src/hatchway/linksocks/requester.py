@@ -1,0 +1,115 @@
+"""The requesting side of a channel: the proxy front's Dialer over LinkSocks.
+
+Used by the forward client and connector (local SOCKS port) and by the server
+in reverse mode (SOCKS port per reverse token). For every SOCKS/HTTP request
+it picks a link (waiting up to 10 s for one, else SOCKS reply 0x03), creates
+the channel and registers it *before* sending Connect, then waits up to 15 s
+for ConnectResponse (failure or timeout: reply 0x04). With fast open it
+returns right after sending Connect and tears the channel down later if the
+dial fails (linksocks.md sections 7, 8, 11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from hatchway.common import socks5
+from hatchway.common.proxyfront import ProxyError
+from hatchway.common.relay import Pump
+
+from . import protocol
+from .channel import ChannelTable, TcpChannel
+from .protocol import ConnectResponse
+from .udp import UdpRequest
+
+log = logging.getLogger("hatchway.linksocks.requester")
+
+LINK_WAIT = 10.0
+CONNECT_WAIT = 15.0  # the dialer's 10 s connect timeout + 5 s
+
+PickLink = Callable[[float], Awaitable[Any]]
+
+
+class Requester:
+    """Implements ``hatchway.common.proxyfront.Dialer`` by opening LinkSocks channels."""
+
+    def __init__(
+        self,
+        table: ChannelTable,
+        pick_link: PickLink,
+        *,
+        fast_open: bool = False,
+        link_wait: float = LINK_WAIT,
+        connect_wait: float = CONNECT_WAIT,
+        no_link_error: str = "no WebSocket connection available",
+    ) -> None:
+        self.table = table
+        self.pick_link = pick_link
+        self.fast_open = fast_open
+        self.link_wait = link_wait
+        self.connect_wait = connect_wait
+        self.no_link_error = no_link_error
+
+    async def _link(self) -> Any:
+        link = await self.pick_link(self.link_wait)
+        if link is None:
+            raise ProxyError(socks5.Rep.NETWORK_UNREACHABLE, self.no_link_error, http_status=503)
+        return link
+
+    async def connect(self, host: str, port: int, pump: Pump, client: tuple[str, int]) -> None:
+        link = await self._link()
+        channel = TcpChannel(self.table, protocol.new_channel_id(), link, host, port)
+        try:
+            link.send(channel.connect_message())
+        except ConnectionError:
+            channel.link_lost()
+            raise ProxyError(socks5.Rep.NETWORK_UNREACHABLE, "WebSocket closed", http_status=503) from None
+        if self.fast_open:
+            channel.expect_connect_response(self.connect_wait)
+            channel.set_protocol(pump)
+            return
+        channel.connect_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.connect_wait):
+                response: ConnectResponse = await channel.connect_waiter
+        except asyncio.TimeoutError:
+            channel.abort()
+            raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"connect to {host}:{port} timed out") from None
+        except asyncio.CancelledError:
+            channel.abort()
+            raise
+        finally:
+            channel.connect_waiter = None
+        if not response.success:
+            channel._closing = True
+            channel._lose(None)
+            raise ProxyError(socks5.Rep.HOST_UNREACHABLE, response.error or "connect failed")
+        channel.established = True
+        channel.set_protocol(pump)
+
+    async def associate(self, client: tuple[str, int]) -> UdpRequest:
+        link = await self._link()
+        association = UdpRequest(self.table, protocol.new_channel_id(), link)
+        try:
+            link.send(association.connect_message())
+        except ConnectionError:
+            association.link_lost()
+            raise ProxyError(socks5.Rep.NETWORK_UNREACHABLE, "WebSocket closed") from None
+        if self.fast_open:
+            return association
+        association.connect_waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.connect_wait):
+                response = await association.connect_waiter
+        except asyncio.TimeoutError:
+            association.close()
+            raise ProxyError(socks5.Rep.HOST_UNREACHABLE, "UDP associate timed out") from None
+        except asyncio.CancelledError:
+            association.close()
+            raise
+        if not response.success:
+            association._forget()
+            raise ProxyError(socks5.Rep.HOST_UNREACHABLE, response.error or "UDP associate failed")
+        return association

@@ -1,0 +1,159 @@
+"""Reverse mode on the server: provider pools and per-token SOCKS listeners (section 12).
+
+* :class:`ProviderPool`: the provider links of one reverse token (or of one
+  autonomy provider), in authentication order. ``pick`` is round-robin per
+  request and waits up to the caller's timeout for a provider.
+* :class:`ReverseListener`: the SOCKS5/HTTP port of a reverse token. Bound
+  when the first provider authenticates (or at once with ``--socks-nowait``),
+  reference counted, and closed 30 s after the last provider left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from hatchway.common.proxyfront import ProxyFront
+
+from .requester import Requester
+
+log = logging.getLogger("hatchway.linksocks.reverse")
+
+LINGER = 30.0
+PROVIDER_WAIT = 10.0
+NO_PROVIDER = "no available reverse clients"
+
+
+class ProviderPool:
+    """Provider links serving one reverse token."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.links: list[Any] = []
+        self._next = 0
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.links)
+
+    def add(self, link: Any) -> None:
+        self.links.append(link)
+        self._changed.set()
+
+    def remove(self, link: Any) -> None:
+        if link in self.links:
+            index = self.links.index(link)
+            self.links.remove(link)
+            if index < self._next:
+                self._next -= 1
+
+    def _next_alive(self) -> Any:
+        links = self.links
+        for _ in range(len(links)):
+            if self._next >= len(links):
+                self._next = 0
+            link = links[self._next]
+            self._next += 1
+            if link.alive:
+                return link
+        return None
+
+    async def pick(self, timeout: float) -> Any:
+        """The next live provider (round-robin), waiting up to ``timeout`` s; None if there is none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            link = self._next_alive()
+            if link is not None:
+                return link
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except asyncio.TimeoutError:
+                return None
+
+
+class ReverseListener:
+    """The SOCKS5/HTTP port of one reverse token, served by its provider pool."""
+
+    def __init__(
+        self,
+        table: Any,
+        pool: ProviderPool,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        entry_rules: Any = None,
+        fast_open: bool = False,
+        http: bool = True,
+        linger: float = LINGER,
+    ) -> None:
+        self.pool = pool
+        self.host = host
+        self.port = port
+        self.linger = linger
+        self.requester = Requester(table, pool.pick, fast_open=fast_open, link_wait=PROVIDER_WAIT,
+                                   no_link_error=NO_PROVIDER)
+        self.entry_rules = entry_rules
+        self.front = ProxyFront(
+            self.requester,
+            host,
+            port,
+            username=username,
+            password=password,
+            http=http,
+            entry_allowed=self._entry_allowed,
+        )
+        self.refs = 0
+        self.started = False
+        self._linger_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def _entry_allowed(self, host: str, port: int) -> bool:
+        rules = self.entry_rules
+        return not rules or bool(rules.allows(host, port))
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        return self.front.bound
+
+    async def acquire(self) -> None:
+        """One more provider (or the no-wait option) needs the port: bind it if needed."""
+        self.refs += 1
+        if self._linger_task is not None:
+            self._linger_task.cancel()
+            self._linger_task = None
+        async with self._lock:
+            if not self.started:
+                await self.front.start()
+                self.started = True
+                log.info("SOCKS5 for reverse clients listening on %s", self.front.bound)
+
+    def release(self) -> None:
+        """A provider left; close the port ``linger`` s after the last one."""
+        self.refs = max(0, self.refs - 1)
+        if self.refs == 0 and self.started and self._linger_task is None:
+            self._linger_task = asyncio.ensure_future(self._close_later())
+
+    async def _close_later(self) -> None:
+        await asyncio.sleep(self.linger)
+        self._linger_task = None
+        if self.refs == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._linger_task is not None and self._linger_task is not asyncio.current_task():
+            self._linger_task.cancel()
+            self._linger_task = None
+        async with self._lock:
+            if self.started:
+                self.started = False
+                await self.front.close()
+                log.info("SOCKS5 port %s:%d closed", self.host, self.port)
