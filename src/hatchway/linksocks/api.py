@@ -1,0 +1,290 @@
+"""The HTTP management API (linksocks.md 17) as an aiohttp sub-application.
+
+Mount it on the server's app under ``/api``::
+
+    app.add_subapp(API_PREFIX, api_app(registry, [key], version="v1.10.3",
+                                       clients_count=count, access=access_config))
+
+Routes (every one needs ``X-API-Key``; a wrong or missing key is 401 before
+anything else, a wrong method 405, as in Go):
+
+* ``POST /api/token``                 add a forward / reverse / connector token
+* ``DELETE /api/token/<token>``       remove a token (or ``DELETE /api/token`` with ``{"token": ...}``)
+* ``GET /api/status``                 tokens, client counts, ``"direct": {"enabled": false}``
+* ``GET|PUT /api/config/access``      server-wide entry and dial rules
+
+The API changes only the :class:`~hatchway.linksocks.tokens.TokenRegistry`
+and the :class:`AccessConfig`. The engine reacts to token changes through the
+registry's listeners (binding a reverse token's SOCKS port, closing removed
+tokens' WebSockets), so API, CLI and autonomy changes take the same path; it
+reads ``AccessConfig.entry`` / ``.dial`` at every check, so a PUT applies to
+the next connection.
+
+Request bodies follow Go's encoding/json: keys are case-insensitive, unknown
+keys and ``null`` values are ignored. Responses are Go's: compact JSON plus a
+newline, empty fields omitted.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Callable, Iterable
+
+import msgspec
+from aiohttp import web
+
+from .access import AccessError, AccessRules, rule_from_builtins
+from .tokens import Role, TokenError, TokenRegistry
+
+API_PREFIX = "/api"
+
+INVALID_API_KEY = "invalid API key"
+INVALID_BODY = "invalid request body"
+INVALID_TYPE = "invalid token type"
+TOKEN_NOT_SPECIFIED = "token not specified"
+REVERSE_TOKEN_REQUIRED = "reverse_token is required for connector token"
+
+
+class AccessConfig:
+    """The server-wide access rules: ``entry`` (reverse SOCKS ports) and ``dial`` (forward dials)."""
+
+    __slots__ = ("entry", "dial")
+
+    def __init__(self, entry: AccessRules | None = None, dial: AccessRules | None = None) -> None:
+        self.entry = entry or AccessRules()
+        self.dial = dial or AccessRules()
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+class TokenRequest(msgspec.Struct):
+    type: str = ""
+    token: str = ""
+    port: int = 0
+    username: str = ""
+    password: str = ""
+    reverse_token: str = ""
+    allow_manage_connector: bool = False
+    rules: list[Any] = []
+
+
+class DeleteRequest(msgspec.Struct):
+    token: str = ""
+
+
+class AccessConfigRequest(msgspec.Struct):
+    entry: list[Any] | None = None
+    dial: list[Any] | None = None
+
+
+class TokenResponse(msgspec.Struct, omit_defaults=True):
+    success: bool
+    token: str = ""
+    port: int = 0
+    error: str = ""
+
+
+class SuccessResponse(msgspec.Struct):
+    success: bool = True
+
+
+class ForwardStatus(msgspec.Struct):
+    token: str
+    type: str
+    clients_count: int
+
+
+class ReverseStatus(msgspec.Struct, omit_defaults=True):
+    token: str
+    type: str
+    clients_count: int
+    port: int
+    connector_tokens: list[str] = []
+
+
+class DirectStatus(msgspec.Struct):
+    enabled: bool = False
+
+
+class StatusResponse(msgspec.Struct):
+    version: str
+    tokens: list[ReverseStatus | ForwardStatus]
+    direct: DirectStatus
+
+
+class BadRequest(Exception):
+    """A body that is not the JSON the endpoint expects (HTTP 400)."""
+
+
+def _json_response(body: msgspec.Struct | dict, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body) + b"\n", status=status, content_type="application/json", charset=None
+    )
+
+
+def _fold_keys(value: Any) -> Any:
+    """Go's encoding/json matches object keys case-insensitively and ignores nulls: lower-case keys, drop nulls."""
+    if not isinstance(value, dict):
+        return value
+    return {key.lower(): item for key, item in value.items() if item is not None}
+
+
+async def _decode_body(request: web.Request, kind: type[msgspec.Struct]) -> Any:
+    try:
+        raw = msgspec.json.decode(await request.read())
+        return msgspec.convert(_fold_keys(raw), kind)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _rules(items: Iterable[Any]) -> list:
+    """Rule objects of a request; a malformed rule (bad port, wrong JSON type) is a bad body."""
+    try:
+        return [rule_from_builtins(item) for item in items]
+    except AccessError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- the application
+
+
+class ManagementApi:
+    """The handlers; :func:`api_app` wires them into an aiohttp application."""
+
+    def __init__(
+        self,
+        registry: TokenRegistry,
+        api_keys: Iterable[str],
+        *,
+        version: str,
+        clients_count: Callable[[str], int] = lambda token: 0,
+        access: AccessConfig | None = None,
+    ) -> None:
+        self.registry = registry
+        self._keys = [key.encode("utf-8", "surrogateescape") for key in api_keys if key]
+        if not self._keys:
+            raise ValueError("the management API needs at least one non-empty API key")
+        self.version = version
+        self.clients_count = clients_count
+        self.access = access if access is not None else AccessConfig()
+
+    # ------------------------------------------------------------------ auth and dispatch
+
+    def key_is_valid(self, provided: str | None) -> bool:
+        """Constant-time comparison against every configured key."""
+        candidate = (provided or "").encode("utf-8", "surrogateescape")
+        valid = False
+        for key in self._keys:
+            valid |= hmac.compare_digest(candidate, key)
+        return valid
+
+    def _endpoint(self, methods: dict[str, Callable]) -> Callable:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not self.key_is_valid(request.headers.get("X-API-Key")):
+                return _json_response(TokenResponse(False, error=INVALID_API_KEY), 401)
+            handler = methods.get(request.method)
+            if handler is None:
+                return web.Response(status=405, headers={"Allow": ", ".join(methods)})
+            try:
+                return await handler(request)
+            except BadRequest as exc:
+                return _json_response(TokenResponse(False, error=f"{INVALID_BODY}: {exc}"), 400)
+
+        return handle
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        token = self._endpoint({"POST": self.post_token, "DELETE": self.delete_token})
+        app.router.add_route("*", "/token", token)
+        app.router.add_route("*", "/token/{token:.*}", token)
+        app.router.add_route("*", "/status", self._endpoint({"GET": self.get_status}))
+        app.router.add_route("*", "/config/access", self._endpoint({"GET": self.get_access, "PUT": self.put_access}))
+        return app
+
+    # ------------------------------------------------------------------ /api/token
+
+    async def post_token(self, request: web.Request) -> web.Response:
+        body: TokenRequest = await _decode_body(request, TokenRequest)
+        if body.type not in (Role.FORWARD, Role.REVERSE, Role.CONNECTOR):
+            return _json_response(TokenResponse(False, error=INVALID_TYPE), 400)
+        rules = _rules(body.rules) if body.rules else None
+        if body.type == Role.CONNECTOR and not body.reverse_token:
+            return _json_response(TokenResponse(False, error=REVERSE_TOKEN_REQUIRED))
+        try:
+            compiled = AccessRules(rules) if rules is not None else None
+            return _json_response(self._add_token(body, compiled))
+        except (TokenError, AccessError) as exc:
+            return _json_response(TokenResponse(False, error=str(exc)))
+
+    def _add_token(self, body: TokenRequest, rules: AccessRules | None) -> TokenResponse:
+        if body.type == Role.FORWARD:
+            return TokenResponse(True, self.registry.add_forward(body.token, rules=rules).token)
+        if body.type == Role.REVERSE:
+            entry = self.registry.add_reverse(
+                body.token,
+                port=body.port,
+                username=body.username,
+                password=body.password,
+                allow_manage_connector=body.allow_manage_connector,
+                rules=rules,
+            )
+            return TokenResponse(True, entry.token, entry.port)
+        return TokenResponse(True, self.registry.add_connector(body.token, body.reverse_token, rules=rules).token)
+
+    async def delete_token(self, request: web.Request) -> web.Response:
+        token = request.match_info.get("token", "")
+        if not token:
+            try:
+                token = (await _decode_body(request, DeleteRequest)).token
+            except BadRequest:
+                token = ""
+            if not token:
+                return _json_response(TokenResponse(False, error=TOKEN_NOT_SPECIFIED))
+        self.registry.remove(token)  # removing an unknown token succeeds, as in Go
+        return _json_response(TokenResponse(True, token))
+
+    # ------------------------------------------------------------------ /api/status
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return _json_response(self.status())
+
+    def status(self) -> StatusResponse:
+        tokens: list[ReverseStatus | ForwardStatus] = []
+        for entry in self.registry.reverse_tokens():
+            connectors = [c.token for c in self.registry.connector_tokens(entry.token)]
+            count = self.clients_count(entry.token)
+            tokens.append(ReverseStatus(entry.token, Role.REVERSE.value, count, entry.port, connectors))
+        for entry in self.registry.forward_tokens():
+            tokens.append(ForwardStatus(entry.token, Role.FORWARD.value, self.clients_count(entry.token)))
+        return StatusResponse(self.version, tokens, DirectStatus(False))
+
+    # ------------------------------------------------------------------ /api/config/access
+
+    async def get_access(self, request: web.Request) -> web.Response:
+        return _json_response({"entry": self.access.entry.to_builtins(), "dial": self.access.dial.to_builtins()})
+
+    async def put_access(self, request: web.Request) -> web.Response:
+        body: AccessConfigRequest = await _decode_body(request, AccessConfigRequest)
+        try:
+            entry = AccessRules(_rules(body.entry)) if body.entry is not None else None
+            dial = AccessRules(_rules(body.dial)) if body.dial is not None else None
+        except AccessError as exc:
+            raise BadRequest(str(exc)) from None
+        if entry is not None:
+            self.access.entry = entry
+        if dial is not None:
+            self.access.dial = dial
+        return _json_response(SuccessResponse())
+
+
+def api_app(
+    registry: TokenRegistry,
+    api_keys: Iterable[str],
+    *,
+    version: str,
+    clients_count: Callable[[str], int] = lambda token: 0,
+    access: AccessConfig | None = None,
+) -> web.Application:
+    """The API as an aiohttp application to mount with ``app.add_subapp(API_PREFIX, ...)``."""
+    return ManagementApi(registry, api_keys, version=version, clients_count=clients_count, access=access).app()
