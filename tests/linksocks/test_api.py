@@ -374,3 +374,19 @@ def test_access_config_defaults_allow_everything():
     assert config.entry.allows("1.2.3.4", 1) and config.dial.allows("1.2.3.4", 1)
     rules = AccessRules([AccessRule(("10.0.0.0/8",))])
     assert AccessConfig(entry=rules).entry is rules
+
+
+def test_link_counter_counts_providers_by_pool_and_others_by_token():
+    from types import SimpleNamespace
+
+    from hatchway.linksocks.api import link_counter
+
+    links = [
+        SimpleNamespace(token="auto", pool_key="instance-1"),
+        SimpleNamespace(token="auto", pool_key="instance-1"),
+        SimpleNamespace(token="rev", pool_key="rev"),
+        SimpleNamespace(token="fwd"),
+        SimpleNamespace(),
+    ]
+    count = link_counter(lambda: links)
+    assert [count(t) for t in ("instance-1", "auto", "rev", "fwd", "none")] == [2, 0, 1, 1, 0]

@@ -5,6 +5,8 @@ Mount it on the server's app under ``/api``::
     app.add_subapp(API_PREFIX, api_app(registry, [key], version="v1.10.3",
                                        clients_count=count, access=access_config))
 
+or, for hatchway's own server object, ``setup(app, server)``.
+
 Routes (every one needs ``X-API-Key``; a wrong or missing key is 401 before
 anything else, a wrong method 405, as in Go):
 
@@ -37,6 +39,7 @@ from .access import AccessError, AccessRules, rule_from_builtins
 from .tokens import Role, TokenError, TokenRegistry
 
 API_PREFIX = "/api"
+DEFAULT_VERSION = "v1.10.3"  # the upstream release hatchway answers for
 
 INVALID_API_KEY = "invalid API key"
 INVALID_BODY = "invalid request body"
@@ -159,7 +162,7 @@ class ManagementApi:
         *,
         version: str,
         clients_count: Callable[[str], int] = lambda token: 0,
-        access: AccessConfig | None = None,
+        access: AccessConfig | ServerAccess | None = None,
     ) -> None:
         self.registry = registry
         self._keys = [key.encode("utf-8", "surrogateescape") for key in api_keys if key]
@@ -278,13 +281,69 @@ class ManagementApi:
         return _json_response(SuccessResponse())
 
 
+class ServerAccess:
+    """:class:`AccessConfig` view of a server object keeping its rules in ``entry_rules`` / ``dial_rules``."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    @property
+    def entry(self) -> AccessRules:
+        return self.server.entry_rules
+
+    @entry.setter
+    def entry(self, rules: AccessRules) -> None:
+        self.server.entry_rules = rules
+
+    @property
+    def dial(self) -> AccessRules:
+        return self.server.dial_rules
+
+    @dial.setter
+    def dial(self, rules: AccessRules) -> None:
+        self.server.dial_rules = rules
+
+
+def link_counter(links: Callable[[], Iterable[Any]]) -> Callable[[str], int]:
+    """``clients_count`` over live links tagged with ``pool_key`` (providers) or ``token`` (everyone else)."""
+
+    def clients_count(token: str) -> int:
+        return sum(1 for link in links() if (getattr(link, "pool_key", None) or getattr(link, "token", None)) == token)
+
+    return clients_count
+
+
+def setup(app: web.Application, server: Any) -> None:
+    """Mount the API on ``app`` for a hatchway LinkSocks server.
+
+    Uses ``server.tokens`` (the registry), ``server.options.api_key`` and
+    ``server.options.api_keys``, ``server.entry_rules`` / ``server.dial_rules``
+    (replaced by ``PUT /api/config/access``), ``server.links`` (authenticated
+    links carrying ``token`` and, for providers, ``pool_key``) and
+    ``server.version`` when present.
+    """
+    keys = [server.options.api_key or "", *server.options.api_keys]
+    app.add_subapp(
+        API_PREFIX,
+        api_app(
+            server.tokens,
+            keys,
+            version=getattr(server, "version", DEFAULT_VERSION),
+            clients_count=link_counter(lambda: server.links),
+            access=ServerAccess(server),
+        ),
+    )
+
+
 def api_app(
     registry: TokenRegistry,
     api_keys: Iterable[str],
     *,
     version: str,
     clients_count: Callable[[str], int] = lambda token: 0,
-    access: AccessConfig | None = None,
+    access: AccessConfig | ServerAccess | None = None,
 ) -> web.Application:
     """The API as an aiohttp application to mount with ``app.add_subapp(API_PREFIX, ...)``."""
     return ManagementApi(registry, api_keys, version=version, clients_count=clients_count, access=access).app()
