@@ -153,6 +153,14 @@ async def test_open_tcp_unknown_name():
     assert info.value.message.startswith("dial tcp: lookup nosuch.invalid: ")
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b", "bad\udc80name"], ids=["long-label", "empty-label", "surrogate"])
+async def test_open_tcp_invalid_host_names_are_proxy_errors(host):
+    with pytest.raises(ProxyError) as info:
+        await open_tcp(host, 80, Collector)
+    assert info.value.reply == socks5.Rep.HOST_UNREACHABLE
+    assert info.value.message.endswith(": no such host")
+
+
 async def test_open_tcp_rejects_port_zero():
     with pytest.raises(ProxyError):
         await open_tcp("127.0.0.1", 0, Collector)

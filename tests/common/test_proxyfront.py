@@ -289,6 +289,31 @@ async def test_blocked_by_entry_rule_gets_0x02_and_http_403(echo):
     assert dialer.targets == []
 
 
+async def test_entry_rule_that_raises_blocks(echo):
+    def broken_rule(host, port):
+        raise RuntimeError("rule bug")
+
+    async with ProxyFront(DirectDialer(), "127.0.0.1", 0, entry_allowed=broken_rule) as front:
+        _, writer, code = await socks_connect(front, "127.0.0.1", echo)
+        assert code == 0x02
+        writer.close()
+
+
+async def test_client_half_close_after_request_is_relayed(echo, target):
+    async with ProxyFront(DirectDialer(), "127.0.0.1", 0) as front:
+        reader, writer = await connect(front)
+        writer.write(b"\x05\x01\x00" + socks5.build_request(1, "127.0.0.1", echo) + b"last words")
+        writer.write_eof()
+        assert await read_all(reader) == b"\x05\x00" + socks5.build_reply(0) + b"last words"
+        writer.close()
+        reader, writer = await connect(front)
+        writer.write(f"GET http://127.0.0.1:{target.port}/eof HTTP/1.1\r\n\r\n".encode())
+        writer.write_eof()
+        answer = await read_all(reader)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"hello")
+        writer.close()
+
+
 async def test_first_byte_neither_socks5_nor_http_closes():
     async with ProxyFront(DirectDialer(), "127.0.0.1", 0) as front:
         for first in (b"\x16\x03\x01\x00", b"\x04\x01\x00\x50", b"get http://x/ HTTP/1.1\r\n\r\n"):

@@ -107,6 +107,8 @@ async def _resolve(host: str, port: int) -> list[tuple[int, str]]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ProxyError(socks5.Rep.HOST_UNREACHABLE, lookup_error_text(host, exc)) from None
+    except (UnicodeError, ValueError):  # not a valid host name (IDNA label rules, NUL, ...)
+        raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"dial tcp: lookup {host}: no such host") from None
     return [(family, sockaddr[0]) for family, _, _, _, sockaddr in infos]
 
 
@@ -300,7 +302,7 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
             return  # an IPv4-only socket cannot reach it
         try:
             self.transport.sendto(data, (address, port))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OverflowError) as exc:
             log.debug("UDP send to %s:%s failed: %s", address, port, exc)
 
     async def _resolve_and_send(self, host: str, port: int, data: bytes) -> None:
@@ -308,8 +310,8 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
         family = 0 if self.dual_stack else socket.AF_INET
         try:
             infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            log.debug("UDP target %s unresolved: %s", host, exc)
+        except (OSError, UnicodeError, ValueError) as exc:
+            log.debug("UDP target %r unresolved: %s", host, exc)
             return
         self._send_to(infos[0][4][0], port, data)
 

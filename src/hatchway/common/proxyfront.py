@@ -296,8 +296,7 @@ class FrontConnection(asyncio.Protocol):
         return request
 
     def _entry_allowed(self, host: str, port: int) -> bool:
-        check = self.front.entry_allowed
-        return check is None or bool(check(host, port))
+        return _allowed(self.front.entry_allowed, host, port)
 
     # ------------------------------------------------------------ dialing
     def _begin_dial(self, leftover: bytes, work: Any) -> None:
@@ -462,6 +461,17 @@ class FrontConnection(asyncio.Protocol):
         return httpproxy.join_host_port(*self.client)
 
 
+def _allowed(check: Callable[[str, int], bool] | None, host: str, port: int) -> bool:
+    """Apply an entry rule; a rule that raises blocks (and is logged) instead of breaking the connection."""
+    if check is None:
+        return True
+    try:
+        return bool(check(host, port))
+    except Exception:
+        log.exception("entry rule failed for %s", httpproxy.join_host_port(host, port))
+        return False
+
+
 def _close_end(pump: Pump) -> None:
     if pump.transport is not None and not pump.transport.is_closing():
         pump.transport.close()
@@ -488,7 +498,7 @@ class _UdpRelay(asyncio.DatagramProtocol):
             log.debug("UDP datagram from %s dropped: %s", addr, exc)
             return
         self.client_address = addr  # replies go to the last address the client used
-        if self.entry_allowed is not None and not self.entry_allowed(datagram.host, datagram.port):
+        if not _allowed(self.entry_allowed, datagram.host, datagram.port):
             return
         self.association.send(datagram.host, datagram.port, datagram.data)
 
