@@ -194,7 +194,7 @@ class Service:
     def _serve(self, conn: socket.socket):
         try:
             with conn:
-                sender = threading.Thread(target=conn.sendall, args=(self.download,), daemon=True)
+                sender = threading.Thread(target=self._send, args=(conn,), daemon=True)
                 sender.start()
                 h, n, buf = hashlib.sha256(), 0, bytearray(256 * 1024)
                 while n < SIZE:
@@ -206,6 +206,12 @@ class Service:
                 sender.join(timeout=300)
                 self.received.append((n, h.hexdigest()))
                 conn.recv(1)  # hold the connection until the user side closes
+        except OSError as exc:
+            self.errors.append(exc)
+
+    def _send(self, conn: socket.socket):
+        try:
+            conn.sendall(self.download)
         except OSError as exc:
             self.errors.append(exc)
 
@@ -255,9 +261,12 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
 
         wait_for(registered, "the container's tunnel registration", procs)
 
+        # `--slow-consumer block`: forward's default policy (reset) resets a local connection whose
+        # reader falls --buffer-limit (8 MiB) behind, which a reader in this busy 2-core test does
+        # now and then; the transfer must not depend on scheduling.
         forward = start([sys.executable, "-m", "hatchway.tunnel", "forward", "--url", f"ws://127.0.0.1:{runner_port}",
-                         "-l", str(local_port), cid, str(service.port)], tmp_path / "forward.log", env=env,
-                        cwd=tmp_path)
+                         "-l", str(local_port), "--slow-consumer", "block", cid, str(service.port)],
+                        tmp_path / "forward.log", env=env, cwd=tmp_path)
         procs.append((forward, "forward"))
         wait_for(lambda: listening(local_port), "the forward command's local port", procs)
 
@@ -293,6 +302,9 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
               f"({2 * SIZE / 2**20 / elapsed:.0f} MiB/s)")
     finally:
         if container is not None:
+            logs = docker.run("logs", "--tail", "40", cid, check=False)
+            print(f"--- tunnel client container log\n{logs.stdout.decode(errors='replace')}"
+                  f"{logs.stderr.decode(errors='replace')}")
             docker.run("rm", "-f", cid, check=False)
         for proc, _ in procs:
             if proc.poll() is None:
