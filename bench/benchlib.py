@@ -66,7 +66,8 @@ class Proc:
                  cwd: str | None = None):
         self.name = name
         self.argv = argv
-        self.logpath = os.path.join(logdir, f"{name}.log")
+        safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
+        self.logpath = os.path.join(logdir, f"{safe}.log")
         self._log = open(self.logpath, "wb")
         self.t_spawn = time.perf_counter()
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,

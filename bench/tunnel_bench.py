@@ -942,12 +942,12 @@ def report(args, R: dict) -> str:
             many = H.get("many", {}).get(k)
             aft = H.get("many_after", {}).get(k)
             ab = H.get("after_bulk", {}).get(k)
-            per = (many.rss - H["many_before"][k].rss) / args.conns / 1e3 if many else None
+            per = (many.rss - idle.rss) / args.conns / 1e3 if many else None
             rows.append([k, bl.fnum(idle.rss_mb, 1), str(idle.threads), bl.fnum(ab and ab.rss_mb, 1),
                          bl.fnum(ab and ab.hwm_mb, 1), bl.fnum(many and many.rss_mb, 1), bl.fnum(per, 1),
                          bl.fnum(aft and aft.rss_mb, 1)])
         out.append(bl.table(["(d) process", "idle RSS MB", "threads", "after bulk MB", "peak (HWM) MB",
-                             f"{args.conns} conns MB", "KB/conn", "after close MB"], rows,
+                             f"{args.conns} conns MB", "KB/conn over idle", "after close MB"], rows,
                             "## Memory end to end (VmRSS, whole process tree)"))
         if H.get("many_error"):
             out.append(f"  {args.conns}-connection test: {H['many_error']}")
