@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import Message, MsgType, Proto
@@ -22,9 +23,9 @@ TIMEOUT = 10.0
 
 
 class RawPeer:
-    """One raw WebSocket with helpers to send and receive tunnel messages."""
+    """One raw WebSocket (client or server side) with helpers to send and receive tunnel messages."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None, ws: Any) -> None:
         self.session = session
         self.ws = ws
 
@@ -77,7 +78,108 @@ class RawPeer:
 
     async def close(self) -> None:
         await self.ws.close()
-        await self.session.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+class FakeForwardServer:
+    """A stand-in for the host/runner ``/ws/forward`` route that hands each channel to the test.
+
+    It answers the handshake with ``reply`` (``CONNECTED`` or an ``Error: ...`` text,
+    or None to stay silent) and then exposes the server-side WebSocket as a
+    :class:`RawPeer`, so a test sees the forward CLI's exact messages.
+    """
+
+    def __init__(self, reply: str | None = "CONNECTED", close_code: int = 1011) -> None:
+        self.reply = reply
+        self.close_code = close_code
+        self.requests: list[Any] = []
+        self.channels: asyncio.Queue[RawPeer] = asyncio.Queue()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append(request)
+        ws = web.WebSocketResponse(compress=False, max_msg_size=0)
+        await ws.prepare(request)
+        if self.reply is None:
+            await self._done  # type: ignore[misc]
+            return ws
+        await ws.send_str(self.reply)
+        if self.reply != "CONNECTED":
+            await ws.close(code=self.close_code)
+            return ws
+        peer = RawPeer(None, _ServerSide(ws))
+        self.channels.put_nowait(peer)
+        await peer.ws.ended.wait()
+        return ws
+
+    async def __aenter__(self) -> "FakeForwardServer":
+        self._done = asyncio.get_running_loop().create_future()
+        app = web.Application()
+        app.router.add_get("/ws/forward/{cid}/{port}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._done is not None
+        self._done.set_result(None)
+        while not self.channels.empty():
+            await self.channels.get_nowait().close()
+        await self._runner.cleanup()
+
+    async def channel(self, timeout: float = TIMEOUT) -> RawPeer:
+        return await asyncio.wait_for(self.channels.get(), timeout)
+
+
+class _ServerSide:
+    """A server WebSocketResponse with the client-side names RawPeer uses.
+
+    A background task keeps reading (as a real server does), so close
+    handshakes complete promptly; ``receive`` takes messages from its queue.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self.ended = asyncio.Event()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                msg = await self._ws.receive()
+                self._inbox.put_nowait(msg)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    return
+        finally:
+            self.ended.set()
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        return await asyncio.wait_for(self._inbox.get(), timeout)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+    async def send_str(self, text: str) -> None:
+        await self._ws.send_str(text)
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    async def close(self, **kwargs: Any) -> None:
+        await self._ws.close(**kwargs)
+        await asyncio.wait_for(self.ended.wait(), TIMEOUT)
 
 
 async def open_tunnel(base: str, container_id: str) -> RawPeer:
@@ -204,6 +306,13 @@ class UdpClient(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+async def wait_until(predicate: Any, timeout: float = TIMEOUT, interval: float = 0.005) -> None:
+    """Poll a condition until it holds (bounded by ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -213,6 +322,7 @@ def free_port() -> int:
 __all__ = [
     "MsgType",
     "Proto",
+    "FakeForwardServer",
     "RawPeer",
     "TcpService",
     "UdpClient",
@@ -223,4 +333,5 @@ __all__ = [
     "open_forward",
     "open_tunnel",
     "tagged_echo",
+    "wait_until",
 ]
