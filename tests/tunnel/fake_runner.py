@@ -271,7 +271,7 @@ class FrameTap:
             pass
         finally:
             up_writer.close()
-            await down
+            await asyncio.wait({down})  # ends on its own, or was cancelled by stop()
             writer.close()
 
     async def stop(self) -> None:
