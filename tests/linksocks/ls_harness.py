@@ -504,6 +504,14 @@ class EngineThread:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
+    def sync(self, fn: Callable[..., Any], *args: Any, timeout: float = 30.0, **kwargs: Any) -> Any:
+        """Call a plain function inside the loop thread and return its result."""
+
+        async def run() -> Any:
+            return fn(*args, **kwargs)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
     def start(self, factory: Callable[[], Any], timeout: float = 30.0) -> Any:
         """``factory()`` builds a Server or Client inside the loop; it is started and closed with the thread."""
 

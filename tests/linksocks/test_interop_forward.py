@@ -32,12 +32,8 @@ def go_server(procs, peer, ws_port, *extra, name="go-server"):
 
 def hatchway_server(eng, token="tok", **options):
     server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0, **options))
-    eng.call(lambda: _add_forward(server, token))
+    eng.sync(server.add_forward_token, token)
     return server, server.ws_address[1]
-
-
-async def _add_forward(server, token):
-    return server.add_forward_token(token)
 
 
 def hatchway_client(eng, url, token="tok", **options):

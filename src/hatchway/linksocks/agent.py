@@ -115,7 +115,7 @@ class AgentBinding:
         """Resume: ``link`` replaces the side it belongs to."""
         if self.closed:
             return
-        if getattr(link, "role", "") == "provider":
+        if getattr(link, "role", "") == "reverse":
             # the keeper already sent Connect(Resume = 1) on ``link``
             self.provider = link
             link.channels.add(self)
@@ -168,7 +168,7 @@ class AgentBinding:
             gate.resume(self)
 
     def _from_provider(self, link: Any) -> bool:
-        return getattr(link, "role", "") == "provider"
+        return getattr(link, "role", "") == "reverse"
 
     def on_data(self, link: Any, message: Data) -> None:
         self._relay(self._from_provider(link), message, link)

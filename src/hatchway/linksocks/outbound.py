@@ -56,6 +56,7 @@ class Outbound:
         self.upstream = upstream
         self.dial_timeout = dial_timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self.dials = 0  # Connect messages answered by dialing (statistics, tests)
 
     def on_connect(self, link: Any, message: Connect, rules: Any = None) -> None:
         """``rules``: the dial access rules (``AccessRules``) for this peer, if any."""
@@ -96,6 +97,7 @@ class Outbound:
             self._refuse(channel, f"invalid port number: {port}")
             return
         relay = Relay()
+        self.dials += 1
         try:
             transport, _ = await dialing.open_tcp(
                 host, port, relay.back, upstream=self.upstream, timeout=self.dial_timeout

@@ -94,12 +94,13 @@ class ReverseListener:
         fast_open: bool = False,
         http: bool = True,
         linger: float = LINGER,
+        provider_wait: float = PROVIDER_WAIT,
     ) -> None:
         self.pool = pool
         self.host = host
         self.port = port
         self.linger = linger
-        self.requester = Requester(table, pool.pick, fast_open=fast_open, link_wait=PROVIDER_WAIT,
+        self.requester = Requester(table, pool.pick, fast_open=fast_open, link_wait=provider_wait,
                                    no_link_error=NO_PROVIDER)
         self.entry_rules = entry_rules
         self.front = ProxyFront(

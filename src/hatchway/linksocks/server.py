@@ -75,6 +75,7 @@ class ServerOptions:
     read_timeout: float = 60.0
     http_proxy: bool = True
     listener_linger: float = 30.0
+    provider_wait: float = 10.0
     entry_rules: AccessRules = field(default_factory=AccessRules)
     dial_rules: AccessRules = field(default_factory=AccessRules)
 
@@ -239,6 +240,7 @@ class Server:
                 fast_open=self.options.fast_open,
                 http=self.options.http_proxy,
                 linger=self.options.listener_linger,
+                provider_wait=self.options.provider_wait,
             )
             self.listeners[entry.token] = listener
             if not self.options.socks_wait_client:
