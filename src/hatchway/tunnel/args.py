@@ -132,7 +132,7 @@ def _add_forward(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     fb.option("--slow-consumer", env="HATCHWAY_FORWARD_SLOW_CONSUMER", default="reset", choices=("block", "reset"),
               help="when one local connection does not read fast enough: reset (only that connection is closed; "
               "the others never wait) or block (every connection waits for it)")
-    fb.option("--buffer-limit", env="HATCHWAY_FORWARD_BUFFER_LIMIT", default=8 * 1024 * 1024, type=int,
+    fb.option("--buffer-limit", env="HATCHWAY_FORWARD_BUFFER_LIMIT", default=16 * 1024 * 1024, type=int,
               help="bytes buffered per local connection before the slow-consumer policy applies")
     fb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")
 

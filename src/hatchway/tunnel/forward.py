@@ -49,7 +49,7 @@ log = logging.getLogger("hatchway.tunnel.forward")
 
 HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 20.0
-DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
+DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # upstream buffers up to 256 x 64 KiB per connection
 DEFAULT_UDP_IDLE_TIMEOUT = 300.0
 
 _unpack_header = struct.Struct("!BBIH").unpack_from
