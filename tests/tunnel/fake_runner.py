@@ -39,6 +39,7 @@ class TunnelPeer:
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self.transport = request.transport
         self.path = request.raw_path.split("?", 1)[0]
         self.raw_path = request.raw_path  # path and query exactly as requested
         self.query_string = request.query_string
@@ -152,6 +153,12 @@ class TunnelPeer:
                 await self.ws.close(code=code)
         except (TimeoutError, ConnectionError):
             pass
+        self.mark_ended()
+
+    def abort(self) -> None:
+        """The runner vanishes: reset the TCP connection without a close frame."""
+        if self.transport is not None:
+            self.transport.abort()
         self.mark_ended()
 
     async def wait_ended(self, timeout: float = TIMEOUT) -> None:

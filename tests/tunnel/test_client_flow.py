@@ -156,3 +156,22 @@ async def test_early_data_beyond_the_limit_applies_the_policy_before_the_dial_en
             await peer.quiet(0.3, 1)  # no CONNECTED for the reset connection
     finally:
         await sink.stop()
+
+
+async def test_block_policy_tunnel_lost_while_blocked_reconnects(runner, stalled_service):
+    async with tunnel_client(runner, slow_consumer="block", buffer_limit=LIMIT, heartbeat=0.5,
+                             reconnect_delay=0) as (client, peer):
+        await peer.open_tcp(1, stalled_service.port)
+        stalled_reader, _ = await stalled_service.accepted()
+        flood = Flood(peer, 1, client.session.connections[1])
+        try:
+            await wait_until(lambda: client.session.gate.blocked, timeout=2)
+            await flood.stop()
+            peer.abort()
+            second = await runner.next_tunnel(timeout=5)  # the heartbeat noticed; a fresh tunnel
+            await second.ping(2)
+            await second.expect(MsgType.PONG, 2)
+            with pytest.raises((ConnectionError, AssertionError)):
+                await drain(stalled_reader, FLOOD_MESSAGES * CHUNK)  # the old connection was dropped
+        finally:
+            await flood.stop()

@@ -262,3 +262,16 @@ async def test_local_dial_timeout_gives_error(runner):
     finally:
         for sock in fillers + [listener]:
             sock.close()
+
+
+async def test_close_right_after_early_data_still_delivers_it(runner, service):
+    async with tunnel_client(runner) as (client, peer):
+        for message in (protocol.connect(Proto.TCP, 30, service.port),
+                        protocol.data_header(Proto.TCP, 30) + b"GET / HTTP/1.0\r\n\r\n",
+                        protocol.close(Proto.TCP, 30)):
+            await peer.send(message)
+        reader, _ = await service.accepted()
+        assert await read_until_eof(reader) == b"GET / HTTP/1.0\r\n\r\n"
+        assert 30 not in client.session.connections
+        await peer.ping(30)
+        assert (await peer.recv(30)).type is MsgType.PONG  # nothing for id 30 came before the PONG

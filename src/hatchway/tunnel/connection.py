@@ -11,7 +11,8 @@ Life of a connection (tunnel.md sections 5.3 and 7):
 * The dial fails: ERROR with the OS error text, and the entry is dropped (D2).
 * The service closes: CLOSE is sent and the entry dropped (D2).
 * The runner sends CLOSE: queued bytes are delivered, the socket is closed
-  (the service sees EOF) and nothing more is sent for the id (D3).
+  (the service sees EOF) and nothing more is sent for the id (D3). That holds
+  while dialing too: CONNECT, DATA, CLOSE back to back deliver the DATA.
 
 Outbound DATA payloads are capped at 65,536 bytes (a local read may be larger:
 it is sliced, without copying).
@@ -71,6 +72,7 @@ class TcpConnection(TunnelChannel):
         self.relay: Relay | None = None
         self.local: asyncio.Transport | None = None
         self._early = 0
+        self._deliver_held = False  # a runner CLOSE came while dialing: deliver early bytes, then close
 
     # -- outbound: at most 64 KiB per DATA
     def _send_data(self, writer: MessageWriter, data: bytes | bytearray | memoryview) -> None:
@@ -95,6 +97,11 @@ class TcpConnection(TunnelChannel):
             if self._early > self.limit:
                 Channel.pause_reading(self)  # the slow-consumer policy, before the relay exists
 
+    def remote_closed(self, error: str | None = None) -> None:
+        if self.protocol is None and not self._lost:
+            self._deliver_held = bool(self._held)  # as for an open connection (D3): queued bytes go out
+        super().remote_closed(error)
+
     # -- dial
     async def open(self, timeout: float, ipv6_fallback: bool) -> None:
         relay = Relay(high_water=self.limit, low_water=max(self.limit // 4, 1))
@@ -103,7 +110,10 @@ class TcpConnection(TunnelChannel):
         except (OSError, TimeoutError) as exc:
             self._dial_failed(exc)
             return
-        if self._lost:  # runner CLOSE, a reset or the tunnel's end while dialing
+        if self._lost:  # runner CLOSE, a reset or the tunnel's end while dialing: nothing more is sent
+            if self._deliver_held:
+                transport.writelines(self._held)
+            self._held = []
             transport.close()
             return
         self._start(relay, transport)
