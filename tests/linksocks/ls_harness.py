@@ -548,3 +548,111 @@ def engine() -> Iterator[EngineThread]:
         yield thread
     finally:
         thread.close()
+
+
+# ------------------------------------------------------------------ an upstream proxy (for -x)
+
+
+class _UpstreamHandler(socketserver.BaseRequestHandler):
+    """SOCKS5 (optional user/pass) or HTTP CONNECT, then a blind relay; counts what it served."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        server: Any = self.server
+        try:
+            first = _recv_exact(sock, 1)
+            if first == b"\x05":
+                host, port = self._socks(sock, server)
+            else:
+                host, port = self._http(sock, first)
+            upstream = socket.create_connection((host, port), timeout=10)
+        except (OSError, ValueError):
+            return
+        server.served.append((host, port))
+        upstream.settimeout(None)
+        sock.settimeout(None)
+        if first == b"\x05":
+            sock.sendall(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+        else:
+            sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        pump = threading.Thread(target=_pipe, args=(upstream, sock), daemon=True)
+        pump.start()
+        _pipe(sock, upstream)
+        pump.join(30)
+
+    @staticmethod
+    def _socks(sock: socket.socket, server: Any) -> tuple[str, int]:
+        count = _recv_exact(sock, 1)[0]
+        methods = _recv_exact(sock, count)
+        if server.credentials:
+            if 2 not in methods:
+                sock.sendall(b"\x05\xff")
+                raise ValueError("no user/pass offered")
+            sock.sendall(b"\x05\x02")
+            _recv_exact(sock, 1)
+            user = _recv_exact(sock, _recv_exact(sock, 1)[0]).decode()
+            password = _recv_exact(sock, _recv_exact(sock, 1)[0]).decode()
+            ok = (user, password) == server.credentials
+            sock.sendall(b"\x01\x00" if ok else b"\x01\x01")
+            if not ok:
+                raise ValueError("bad credentials")
+        else:
+            sock.sendall(b"\x05\x00")
+        head = _recv_exact(sock, 4)
+        if head[3] == 1:
+            host = socket.inet_ntoa(_recv_exact(sock, 4))
+        elif head[3] == 4:
+            host = socket.inet_ntop(socket.AF_INET6, _recv_exact(sock, 16))
+        else:
+            host = _recv_exact(sock, _recv_exact(sock, 1)[0]).decode()
+        (port,) = struct.unpack("!H", _recv_exact(sock, 2))
+        return host, port
+
+    @staticmethod
+    def _http(sock: socket.socket, first: bytes) -> tuple[str, int]:
+        data = first
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ValueError("EOF in request")
+            data += chunk
+        line = data.split(b"\r\n", 1)[0].decode()
+        method, target, _ = line.split(" ", 2)
+        if method != "CONNECT":
+            raise ValueError("only CONNECT")
+        host, _, port = target.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(262144)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class UpstreamProxy:
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.server = _ThreadingTCP(("127.0.0.1", 0), _UpstreamHandler)
+        self.server.served = []  # type: ignore[attr-defined]
+        self.server.credentials = credentials  # type: ignore[attr-defined]
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    @property
+    def served(self) -> list[tuple[str, int]]:
+        return self.server.served  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,148 @@
+"""UDP, SOCKS5 auth, fast open, upstream proxy and the HTTP proxy, against the real peers."""
+
+import socket
+
+import pytest
+
+import ls_harness as h
+from hatchway.linksocks import Client, Server
+
+pytestmark = pytest.mark.interop
+
+
+def hatchway_server(eng, token="tok", **options):
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0, **options))
+    eng.sync(server.add_forward_token, token)
+    return server, server.ws_address[1]
+
+
+def hatchway_client(eng, url, token="tok", **options):
+    client = eng.start(lambda: Client(token, url=url, socks_host="127.0.0.1", socks_port=0, **options))
+    eng.call(lambda: client.wait_ready(30))
+    return client, client.socks_address[1]
+
+
+def go_client(procs, peer, url, socks, *extra):
+    proc = procs.start(peer.linksocks("client", "-t", "tok", "-u", url, "-s", "127.0.0.1", "-p", str(socks),
+                                      "--direct-mode", "relay-only", *extra), "go-client")
+    h.wait_port(socks, 30)
+    return proc
+
+
+def go_server(procs, peer, *extra):
+    ws_port = h.free_port()
+    procs.start(peer.linksocks("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok", *extra), "go-server")
+    h.wait_port(ws_port, 30)
+    return ws_port
+
+
+def test_udp_hatchway_server_go_client(eng, procs, peer110, target):
+    _, ws_port = hatchway_server(eng)
+    socks = h.free_port()
+    go_client(procs, peer110, f"ws://127.0.0.1:{ws_port}", socks)
+    control, relay = h.udp_associate(socks)
+    with control:
+        host, port, data = h.udp_exchange(relay, target.udp_port, b"datagram-1")
+    assert (host, port, data) == ("127.0.0.1", target.udp_port, b"echo:datagram-1")
+
+
+@pytest.mark.parametrize("peer_name", ["peer110", "peer19"])
+def test_udp_go_server_hatchway_client(eng, procs, request, target, peer_name):
+    ws_port = go_server(procs, request.getfixturevalue(peer_name))
+    _, socks = hatchway_client(eng, f"ws://127.0.0.1:{ws_port}")
+    control, relay = h.udp_associate(socks)
+    assert relay[0] == "127.0.0.1"
+    with control:
+        for n in range(3):
+            host, port, data = h.udp_exchange(relay, target.udp_port, b"d%d" % n)
+            assert (host, port, data) == ("127.0.0.1", target.udp_port, b"echo:d%d" % n)
+
+
+def test_socks_auth_on_hatchway_client(eng, procs, peer110, target):
+    ws_port = go_server(procs, peer110)
+    _, socks = hatchway_client(eng, f"ws://127.0.0.1:{ws_port}", socks_username="u", socks_password="p")
+    with pytest.raises(h.SocksError) as no_auth:
+        h.socks_connect(socks, "127.0.0.1", target.port)
+    assert no_auth.value.reply == 0xFF
+    with pytest.raises(h.SocksError):
+        h.socks_connect(socks, "127.0.0.1", target.port, username="u", password="wrong")
+    assert h.echo_roundtrip(socks, target.port, b"auth", username="u", password="p") == b"auth"
+
+
+def test_socks_auth_on_reverse_token_go_provider(eng, procs, peer110, target):
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    socks = h.free_port()
+    eng.sync(server.add_reverse_token, "rtok", port=socks, username="u", password="p")
+    procs.start(peer110.linksocks("provider", "-t", "rtok", "-u", f"ws://127.0.0.1:{server.ws_address[1]}",
+                                  "--direct-mode", "relay-only"), "go-provider")
+    h.wait_port(socks, 30)
+    with pytest.raises(h.SocksError):
+        h.socks_connect(socks, "127.0.0.1", target.port)
+    assert h.echo_roundtrip(socks, target.port, b"auth", username="u", password="p") == b"auth"
+
+
+def test_fast_open_hatchway_client_go_server(eng, procs, peer110, target):
+    ws_port = go_server(procs, peer110)
+    client, socks = hatchway_client(eng, f"ws://127.0.0.1:{ws_port}", fast_open=True)
+    h.echo_sha(socks, target.port, 8 * h.MiB)
+    # a failing dial still tears the channel down (the SOCKS client was told "success" already)
+    sock, _ = h.socks_connect(socks, "127.0.0.1", h.free_port())
+    with sock:
+        sock.settimeout(20)
+        assert sock.recv(1) == b""
+
+
+def test_fast_open_go_client_hatchway_server(eng, procs, peer110, target):
+    """Data right behind Connect (and, with -T 2, possibly before it on another WebSocket)."""
+    _, ws_port = hatchway_server(eng)
+    socks = h.free_port()
+    go_client(procs, peer110, f"ws://127.0.0.1:{ws_port}", socks, "-f", "-T", "2")
+    for _ in range(5):
+        assert h.echo_roundtrip(socks, target.port, b"fast" * 1000) == b"fast" * 1000
+    h.echo_sha(socks, target.port, 8 * h.MiB)
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+def test_upstream_proxy_hatchway_server(eng, procs, peer110, target, scheme):
+    upstream = h.UpstreamProxy(("pu", "pp"))
+    try:
+        _, ws_port = hatchway_server(eng, upstream_proxy=f"{scheme}://pu:pp@127.0.0.1:{upstream.port}")
+        socks = h.free_port()
+        go_client(procs, peer110, f"ws://127.0.0.1:{ws_port}", socks)
+        h.echo_sha(socks, target.port, 2 * h.MiB)
+        assert ("127.0.0.1", target.port) in upstream.served
+    finally:
+        upstream.close()
+
+
+def test_upstream_proxy_hatchway_provider(eng, procs, peer110, target):
+    upstream = h.UpstreamProxy()
+    try:
+        ws_port, socks = h.free_port(), h.free_port()
+        procs.start(peer110.linksocks("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "rtok", "-r",
+                                      "-s", "127.0.0.1", "-p", str(socks)), "go-server")
+        h.wait_port(ws_port, 30)
+        provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{ws_port}", reverse=True,
+                                            upstream_proxy=f"socks5://127.0.0.1:{upstream.port}"))
+        eng.call(lambda: provider.wait_ready(30))
+        h.wait_port(socks, 30)
+        h.download_sha(socks, target.port, 2 * h.MiB)
+        assert ("127.0.0.1", target.port) in upstream.served
+    finally:
+        upstream.close()
+
+
+def test_http_proxy_on_the_socks_port(eng, procs, peer110, target):
+    ws_port = go_server(procs, peer110)
+    _, socks = hatchway_client(eng, f"ws://127.0.0.1:{ws_port}")
+    with socket.create_connection(("127.0.0.1", socks), timeout=10) as sock:
+        sock.sendall(f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"Eproxy")
+        assert h._recv_exact(sock, 5) == b"proxy"
+    with socket.create_connection(("127.0.0.1", socks), timeout=10) as sock:
+        sock.sendall(f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert b"hello from the target" in h.read_http_response(sock)
