@@ -173,20 +173,22 @@ class FakeRunner:
         self.behaviour = behaviour
         self.tunnels: list[TunnelPeer] = []
         self.port = 0
+        self.scheme = "ws"
         self._new: asyncio.Queue[TunnelPeer] = asyncio.Queue()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> "FakeRunner":
+    async def start(self, port: int = 0, ssl_context: Any = None) -> "FakeRunner":
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
+        self.scheme = "wss" if ssl_context is not None else "ws"
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -257,7 +259,7 @@ class FrameTap:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> "FrameTap":
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
