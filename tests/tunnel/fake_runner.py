@@ -259,7 +259,7 @@ class FrameTap:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"ws://127.0.0.1:{self.port}"
 
     async def start(self) -> "FrameTap":
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
