@@ -22,14 +22,21 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 
+_dial_errors = 0
+
+
 class Half(asyncio.Protocol):
-    """One side of a relayed connection; ``peer`` is the other side's transport."""
+    """One side of a relayed connection; ``peer`` is the other side.
+
+    EOF on either side closes both (after the other side's buffered data is
+    flushed): the same semantics as the tunnel protocol, which has no half-close.
+    """
 
     def __init__(self):
         self.transport = None
         self.peer: Half | None = None
         self.pending: list[bytes] = []  # data received before the peer exists
-        self.eof = False
+        self.done = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -38,41 +45,45 @@ class Half(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=1 << 20)
 
+    def _peer_open(self) -> bool:
+        p = self.peer
+        return p is not None and p.transport is not None and not p.transport.is_closing()
+
     def data_received(self, data):
-        if self.peer is not None and self.peer.transport is not None:
+        if self._peer_open():
             self.peer.transport.write(data)
-        else:
+        elif self.peer is None:
             self.pending.append(data)
-            self.transport.pause_reading()
+            if not self.transport.is_closing():
+                self.transport.pause_reading()
 
     def eof_received(self):
-        self.eof = True
-        if self.peer is not None and self.peer.transport is not None:
-            if self.peer.transport.can_write_eof():
-                self.peer.transport.write_eof()
-        return True  # keep the other direction open
+        return False  # the transport closes itself; connection_lost closes the peer
 
     def connection_lost(self, exc):
-        if self.peer is not None and self.peer.transport is not None:
+        self.done = True
+        if self._peer_open():
             self.peer.transport.close()
 
     def pause_writing(self):
-        if self.peer is not None and self.peer.transport is not None:
+        if self._peer_open():
             self.peer.transport.pause_reading()
 
     def resume_writing(self):
-        if self.peer is not None and self.peer.transport is not None:
+        if self._peer_open():
             self.peer.transport.resume_reading()
 
     def attach(self, other: "Half"):
         self.peer = other
-        if self.pending:
-            for chunk in self.pending:
+        for chunk in self.pending:
+            if self._peer_open():
                 other.transport.write(chunk)
-            self.pending.clear()
-        if self.eof and other.transport.can_write_eof():
-            other.transport.write_eof()
-        self.transport.resume_reading()
+        self.pending.clear()
+        if self.done:
+            if self._peer_open():
+                other.transport.close()
+        elif not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 class Inbound(Half):
@@ -89,10 +100,15 @@ class Inbound(Half):
         loop = asyncio.get_running_loop()
         try:
             _, out = await loop.create_connection(Half, *self.target)
-        except OSError:
-            self.transport.close()
+        except OSError as e:
+            global _dial_errors
+            _dial_errors += 1
+            if _dial_errors <= 5 or _dial_errors % 1000 == 0:
+                print(f"dial {self.target} failed ({_dial_errors} so far): {e!r}", file=sys.stderr, flush=True)
+            if not self.transport.is_closing():
+                self.transport.close()
             return
-        if self.transport.is_closing():
+        if self.done or self.transport.is_closing():
             out.transport.close()
             return
         self.attach(out)

@@ -421,18 +421,26 @@ async def start_hatchway_path(args, svc: Services, logdir: str) -> Path:
         raise
 
 
-async def start_relay_path(svc: Services, logdir: str) -> Path:
+async def start_relay_path(svc: Services, logdir: str, hops: int = 1) -> Path:
+    """`hops` plain relay processes in a chain (3 = as many process hops as forward/runner/client)."""
     group = bl.ProcGroup()
+    loop = asyncio.get_running_loop()
     try:
-        e, k, s = bl.free_port(), bl.free_port(), bl.free_port()
-        p = group.add(bl.Proc("plain-relay", [sys.executable, os.path.join(bl.BENCH_DIR, "plain_relay.py"),
-                                              f"{e}:{svc.echo_port}", f"{k}:{svc.sink_port}",
-                                              f"{s}:{svc.source_port}", "--max-seconds", "3600"], logdir))
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, p.wait_line, "READY", 20.0):
-            raise RuntimeError(f"plain relay not ready: {p.log_tail()}")
-        await wait_echo(e, 10.0)
-        return Path("plain relay", e, k, s, {"relay": p}, group)
+        targets = [svc.echo_port, svc.sink_port, svc.source_port]
+        procs = {}
+        for h in range(hops, 0, -1):  # last hop first, so each listens before its feeder starts
+            listen = [bl.free_port() for _ in targets]
+            name = "relay" if hops == 1 else f"relay{h}"
+            p = group.add(bl.Proc(f"plain-{name}", [sys.executable, os.path.join(bl.BENCH_DIR, "plain_relay.py")]
+                                  + [f"{l}:{t}" for l, t in zip(listen, targets)] + ["--max-seconds", "3600"],
+                                  logdir))
+            if not await loop.run_in_executor(None, p.wait_line, "READY", 20.0):
+                raise RuntimeError(f"plain relay not ready: {p.log_tail()}")
+            procs[name] = p
+            targets = listen
+        await wait_echo(targets[0], 10.0)
+        label = "plain relay" if hops == 1 else f"plain relay ×{hops}"
+        return Path(label, targets[0], targets[1], targets[2], dict(reversed(list(procs.items()))), group)
     except BaseException:
         group.stop_all()
         raise
@@ -475,9 +483,13 @@ async def measure_path(path: Path, args, svc: Services) -> dict:
         bl.log(f"{path.name}:   {res['down'][-1]['mbps']:.0f} MB/s")
     if path.procs:
         res["after_bulk"] = {k: p.sample() for k, p in path.procs.items()}
+    # Fast paths burn ephemeral ports quickly: TIME_WAIT entries are reusable on loopback
+    # (tcp_tw_reuse) only once they are a second old, so pause before each rate test.
+    await asyncio.sleep(2.0)
     bl.log(f"{path.name}: connection rate, one at a time")
     res["seq"] = await tcp_rate(path.echo, 1, args.rate_ops, args.rate_seconds)
     bl.log(f"{path.name}:   {res['seq']['rate']:.0f}/s; 32 at once")
+    await asyncio.sleep(2.0)
     res["c32"] = await tcp_rate(path.echo, 32, args.rate_ops, args.rate_seconds)
     bl.log(f"{path.name}:   {res['c32']['rate']:.0f}/s")
     if path.procs and args.conns:
@@ -867,6 +879,7 @@ def report(args, R: dict) -> str:
     out.append("")
     H = R.get("hatchway")
     RL = R.get("relay")
+    R3 = R.get("relay3")
     D = R.get("direct")
     ip = R.get("iperf3", {})
 
@@ -877,16 +890,20 @@ def report(args, R: dict) -> str:
                                 ("down", "single stream service→user (service→runner), MB/s", "down")):
             h = med(H[key]) if H else None
             r = med(RL[key]) if RL else None
+            r3 = med(R3[key]) if R3 else None
             d = med(D[key]) if D else None
             i = ip.get(ipk)
-            rows.append([label, (bl.fnum(h, 0) + rng(H[key])) if H else "–", (bl.fnum(r, 0) + rng(RL[key])) if RL else "–",
-                         bl.fnum(d, 0), bl.fnum(i, 0), bl.ratio(h, r), bl.ratio(h, i), UP["e2e"][1], "≥ 300",
-                         passfail(None if h is None else h >= 300)])
-        out.append(bl.table(["(a)(e) end to end", "hatchway", "plain relay", "direct", "iperf3",
-                             "hatchway/relay", "hatchway/iperf3", "upstream", "target", ""], rows,
+            rows.append([label, (bl.fnum(h, 0) + rng(H[key])) if H else "–",
+                         (bl.fnum(r3, 0) + rng(R3[key])) if R3 else "–",
+                         (bl.fnum(r, 0) + rng(RL[key])) if RL else "–",
+                         bl.fnum(d, 0), bl.fnum(i, 0), bl.ratio(h, r3), bl.ratio(h, r), bl.ratio(h, i), UP["e2e"][1],
+                         "≥ 300", passfail(None if h is None else h >= 300)])
+        out.append(bl.table(["(a)(e) end to end", "hatchway", "plain relay ×3", "plain relay", "direct", "iperf3",
+                             "hw/relay×3", "hw/relay", "hw/iperf3", "upstream", "target", ""], rows,
                             "## Throughput: user TCP → forward → runner → client → service (1 stream, decimal MB/s)"))
-        out.append("  plain relay = one uvloop Protocol relay process (bench/plain_relay.py); direct = harness straight "
-                   "to the service (harness ceiling); iperf3 = kernel loopback, single stream.")
+        out.append("  plain relay = one uvloop Protocol relay process (bench/plain_relay.py); ×3 = three chained, as many "
+                   "process hops as forward→runner→client; direct = harness straight to the service (harness ceiling); "
+                   "iperf3 = kernel loopback, single stream.")
         out.append("")
 
     # ---------------- (b) CPU
@@ -901,10 +918,15 @@ def report(args, R: dict) -> str:
             rows.append([k, bl.fnum(up, 2), bl.fnum(dn, 2),
                          "≤ 1.5" if k == "client" else "",
                          passfail((up <= 1.5 and dn <= 1.5) if k == "client" and up is not None else None)])
-        rl = RL and RL["up"] and RL["up"][0]["cpu"].get("relay") is not None
-        if rl:
+        if RL and RL["up"] and RL["up"][0]["cpu"].get("relay") is not None:
             rows.append(["plain relay process (for scale)", bl.fnum(cpu_med(RL["up"], "relay"), 2),
                          bl.fnum(cpu_med(RL["down"], "relay"), 2), "", ""])
+        if R3 and R3["up"]:
+            tot = lambda rs: bl.median([sum(v for k, v in r["cpu"].items() if k.startswith("relay")) for r in rs])
+            rows.append(["plain relay ×3, all three (for scale)", bl.fnum(tot(R3["up"]), 2),
+                         bl.fnum(tot(R3["down"]), 2), "", ""])
+            hw = lambda rs: bl.median([sum(v for k, v in r["cpu"].items() if k != "harness") for r in rs])
+            rows.append(["hatchway, all processes", bl.fnum(hw(H["up"]), 2), bl.fnum(hw(H["down"]), 2), "", ""])
         out.append(bl.table(["(b) CPU-s per GiB, by process", "user→service", "service→user", "target", ""], rows,
                             "## CPU cost end to end (utime+stime per GiB moved)"))
         out.append("  upstream client (anchor, client-only method): 1.5 runner→service, 0.8 service→runner. "
@@ -918,6 +940,7 @@ def report(args, R: dict) -> str:
                                            ("c32", "32 at once", "–", 2000)):
             h = H[key] if H else None
             r = RL[key] if RL else None
+            r3 = R3[key] if R3 else None
             d = D[key] if D else None
             def cell(x):
                 if x is None:
@@ -926,11 +949,12 @@ def report(args, R: dict) -> str:
                 if x["fail"]:
                     s += f" {x['fail']} failed {x['errors']}"
                 return s
-            rows.append([label, cell(h), cell(r), cell(d), bl.ratio(h and h["rate"], r and r["rate"]), up_ref,
+            rows.append([label, cell(h), cell(r3), cell(r), cell(d), bl.ratio(h and h["rate"], r3 and r3["rate"]),
+                         bl.ratio(h and h["rate"], r and r["rate"]), up_ref,
                          f"≥ {target:,}" if target else "",
                          passfail(None if (target is None or h is None) else h["rate"] >= target)])
-        out.append(bl.table(["(c) connect + 16 B echo + close", "hatchway", "plain relay", "direct",
-                             "hatchway/relay", "upstream e2e", "target", ""], rows,
+        out.append(bl.table(["(c) connect + 16 B echo + close", "hatchway", "plain relay ×3", "plain relay", "direct",
+                             "hw/relay×3", "hw/relay", "upstream e2e", "target", ""], rows,
                             "## New connections per second through the forward port"))
         out.append("")
 
@@ -1042,14 +1066,15 @@ async def run(args) -> dict:
                 R["errors"]["e2e (a)-(d)"] = f"{type(e).__name__}: {e}"
                 bl.log(f"e2e failed: {e}")
         if "limits" in sections:
-            try:
-                path = await start_relay_path(svc, logdir)
+            for hops, key in ((1, "relay"), (3, "relay3")):
                 try:
-                    R["relay"] = await measure_path(path, args, svc)
-                finally:
-                    await loop.run_in_executor(None, path.group.stop_all)
-            except Exception as e:  # noqa: BLE001
-                R["errors"]["plain relay (e)"] = f"{type(e).__name__}: {e}"
+                    path = await start_relay_path(svc, logdir, hops)
+                    try:
+                        R[key] = await measure_path(path, args, svc)
+                    finally:
+                        await loop.run_in_executor(None, path.group.stop_all)
+                except Exception as e:  # noqa: BLE001
+                    R["errors"][f"plain relay ×{hops} (e)"] = f"{type(e).__name__}: {e}"
             try:
                 R["direct"] = await measure_path(direct_path(svc), args, svc)
             except Exception as e:  # noqa: BLE001
@@ -1099,8 +1124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, help="runs per transfer direction, median reported [3; --quick 1]")
     ap.add_argument("--setup-n", type=int, help="connections per setup-rate test [2000; --quick 1000]")
     ap.add_argument("--rate-seconds", type=float, help="time bound per rate test [10; --quick 5]")
-    ap.add_argument("--rate-ops", type=int, default=20000,
-                    help="at most this many connections per TCP rate test (c) [20000]")
+    ap.add_argument("--rate-ops", type=int, default=10000,
+                    help="at most this many connections per TCP rate test (c) [10000; more can exhaust "
+                    "ephemeral ports on the fast reference paths]")
     ap.add_argument("--conns", type=int, default=1000, help="open connections for the memory test [1000]")
     ap.add_argument("--quick", action="store_true", help="smaller sizes so the whole run takes a few minutes")
     ap.add_argument("--only", default="e2e,limits,client,startup", help="comma list of sections")
