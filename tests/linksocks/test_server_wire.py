@@ -1,0 +1,322 @@
+"""hatchway's server at the wire: versions, unknown types, auth, Resume, orphans, gzip (cases 8-26, 46).
+
+A scripted peer (rawpeer.RawPeer) talks to a Server running in the test's loop.
+"""
+
+import asyncio
+import gzip
+import struct
+import uuid
+
+import aiohttp
+import pytest
+
+from hatchway.linksocks import Server, protocol
+from hatchway.linksocks.protocol import (
+    Auth,
+    AuthResponse,
+    Connect,
+    ConnectResponse,
+    Connector,
+    ConnectorResponse,
+    Data,
+    Disconnect,
+    Log,
+    Partners,
+)
+from rawpeer import RawPeer
+
+
+@pytest.fixture
+async def server():
+    srv = Server(ws_host="127.0.0.1", ws_port=0, read_timeout=60, ping_interval=30)
+    await srv.start()
+    srv.add_forward_token("ftok")
+    yield srv
+    await srv.close()
+
+
+def url(srv, path="/socket"):
+    return f"ws://127.0.0.1:{srv.ws_address[1]}{path}"
+
+
+async def forward_peer(srv, **kw):
+    peer = await RawPeer.connect(url(srv), token="ftok", **kw)
+    response = await peer.recv()
+    assert response == AuthResponse(True)
+    return peer
+
+
+async def open_channel(peer, target, version=protocol.VERSION_DEFAULT):
+    channel_id = protocol.new_channel_id()
+    await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port), version)
+    assert await peer.recv_type(ConnectResponse) == ConnectResponse(True, channel_id)
+    return channel_id
+
+
+async def echo(peer, channel_id, payload, version=protocol.VERSION_DEFAULT):
+    await peer.send(Data(protocol.TCP, channel_id, b"E" + payload), version)
+    got = b""
+    while len(got) < len(payload):
+        message = await peer.recv_type(Data)
+        assert message.channel_id == channel_id
+        got += bytes(protocol.data_payload(message))
+    return got
+
+
+@pytest.mark.parametrize("version", [0x01, 0x02, 0x0F])
+async def test_any_minor_version_is_accepted(server, target, version):
+    peer = await forward_peer(server)
+    channel_id = await open_channel(peer, target, version)
+    assert await echo(peer, channel_id, b"v", version) == b"v"
+    await peer.close()
+
+
+@pytest.mark.parametrize("version", [0x11, 0x21])
+async def test_other_major_version_drops_the_connection(server, version):
+    peer = await forward_peer(server)
+    await peer.send(Connect(protocol.TCP, protocol.new_channel_id(), "127.0.0.1", 1), version)
+    assert await peer.closed(5)
+    await peer.close()
+
+
+async def test_sends_version_01_by_default_and_02_when_configured(target):
+    for configured in (None, 0x02):
+        options = {} if configured is None else {"wire_version": configured}
+        srv = Server(ws_host="127.0.0.1", ws_port=0, **options)
+        await srv.start()
+        srv.add_forward_token("ftok")
+        peer = await RawPeer.connect(url(srv), token="ftok")
+        raw = await peer.recv_raw()
+        assert raw[0] == (configured or 0x01)
+        channel_id = protocol.new_channel_id()
+        await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port))
+        assert (await peer.recv_raw())[0] == (configured or 0x01)
+        await peer.close()
+        await srv.close()
+
+
+async def test_unknown_type_and_hello_log_are_ignored(server, target):
+    peer = await forward_peer(server)
+    await peer.send_raw(b"\x01\x7fwhatever")
+    await peer.send(Log("debug", "linksocks_client_hello:direct_signaling=1;protocol_version=0x02"))
+    await peer.send_raw(b"\x02\x0b" + struct.pack("!I", 2) + b"{}")  # a direct-mode message
+    channel_id = await open_channel(peer, target)
+    assert await echo(peer, channel_id, b"after") == b"after"
+    await peer.close()
+
+
+async def test_sequence_trailer_and_trailing_bytes(server, target):
+    peer = await forward_peer(server)
+    channel_id = await open_channel(peer, target)
+    await peer.send(Data(protocol.TCP, channel_id, b"E", sequence=7))
+    await peer.send_raw(protocol.encode(Data(protocol.TCP, channel_id, b"seq", sequence=8)) + b"junk")
+    got = b""
+    while len(got) < 3:
+        got += bytes((await peer.recv_type(Data)).data)
+    assert got == b"seq"
+    await peer.close()
+
+
+async def test_gzip_data_is_gunzipped_and_capped(server, target):
+    peer = await forward_peer(server)
+    channel_id = await open_channel(peer, target)
+    await peer.send(Data(protocol.TCP, channel_id, gzip.compress(b"E" + b"z" * 100000), compression=1))
+    got = b""
+    while len(got) < 100000:
+        message = await peer.recv_type(Data)
+        assert message.compression == 0  # hatchway never compresses
+        got += bytes(message.data)
+    assert got == b"z" * 100000
+    bomb = gzip.compress(b"\0" * (33 * 1024 * 1024))
+    await peer.send(Data(protocol.TCP, channel_id, bomb, compression=1))
+    reset = await peer.recv_type(Disconnect)
+    assert reset.channel_id == channel_id and "exceeds" in (reset.error or "")
+    other = await open_channel(peer, target)  # the link itself is fine
+    assert await echo(peer, other, b"ok") == b"ok"
+    await peer.close()
+
+
+async def test_long_dial_error_is_truncated(server):
+    peer = await forward_peer(server)
+    channel_id = protocol.new_channel_id()
+    host = ("a" * 60 + ".") * 4 + "invalid"
+    await peer.send(Connect(protocol.TCP, channel_id, host, 80))
+    raw = await peer.recv_raw(20)
+    response = protocol.decode(raw)[1]
+    assert isinstance(response, ConnectResponse) and not response.success
+    assert 0 < len(response.error.encode()) <= 255
+    await peer.close()
+
+
+async def test_close_carries_eof_and_no_half_close(server, target):
+    peer = await forward_peer(server)
+    channel_id = protocol.new_channel_id()
+    await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port))
+    await peer.recv_type(ConnectResponse)
+    await peer.send(Data(protocol.TCP, channel_id, b"C" + struct.pack("!I", 1000)))
+    got = b""
+    while True:
+        message = await peer.recv()
+        if isinstance(message, Data):
+            got += bytes(message.data)
+        elif isinstance(message, Disconnect):
+            assert message.error == "EOF"
+            break
+    assert got == b"\0" * 1000
+    await peer.close()
+
+
+async def test_resume_unknown_channel_is_refused_without_dialing(server, target):
+    peer = await forward_peer(server)
+    before = target.connections
+    channel_id = protocol.new_channel_id()
+    await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, resume=True))
+    answer = await peer.recv_type(Disconnect)
+    assert answer.channel_id == channel_id
+    await asyncio.sleep(0.2)  # a dial, had there been one, would have reached the target by now
+    assert target.connections == before and server.outbound.dials == 0
+    await peer.close()
+
+
+async def test_resume_live_channel_reattaches_without_a_second_dial(server, target):
+    instance = uuid.uuid4().bytes
+    first = await forward_peer(server, instance=instance)
+    channel_id = await open_channel(first, target)
+    assert await echo(first, channel_id, b"one") == b"one"
+    await first.ws.close()
+    await first.session.close()
+    second = await forward_peer(server, instance=instance)
+    await second.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, resume=True))
+    await second.send(Data(protocol.TCP, channel_id, b"two"))
+    got = b""
+    while len(got) < 3:
+        got += bytes((await second.recv_type(Data)).data)
+    assert got == b"two" and server.outbound.dials == 1
+    await second.close()
+
+
+async def test_data_before_connect_is_replayed(server, target):
+    peer = await forward_peer(server)
+    channel_id = protocol.new_channel_id()
+    await peer.send(Data(protocol.TCP, channel_id, b"E"))
+    await peer.send(Data(protocol.TCP, channel_id, b"early"))
+    await asyncio.sleep(0.05)
+    await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port))
+    assert (await peer.recv_type(ConnectResponse)).success
+    got = b""
+    while len(got) < 5:
+        got += bytes((await peer.recv_type(Data)).data)
+    assert got == b"early"
+    await peer.close()
+
+
+async def test_udp_data_fields_on_the_wire(server, target):
+    peer = await forward_peer(server)
+    channel_id = protocol.new_channel_id()
+    await peer.send(Connect(protocol.UDP, channel_id))
+    assert (await peer.recv_type(ConnectResponse)).success
+    await peer.send(Data(protocol.UDP, channel_id, b"u", target_address="127.0.0.1", target_port=target.udp_port))
+    reply = await peer.recv_type(Data)
+    assert reply.protocol == protocol.UDP and bytes(reply.data) == b"echo:u"
+    assert (reply.address, reply.port) == ("127.0.0.1", target.udp_port)
+    assert (reply.target_address, reply.target_port) == ("", 0)
+    await peer.close()
+
+
+# ------------------------------------------------------------------ authentication
+
+
+async def test_url_query_auth_errors(server):
+    short = await RawPeer.connect(url(server), extra_query={"token": "abc"})
+    assert await short.recv() == AuthResponse(False, "invalid token format")
+    assert await short.closed()
+    await short.close()
+    wrong_role = await RawPeer.connect(url(server), token="ftok", reverse=True)
+    assert await wrong_role.recv() == AuthResponse(False, "invalid token")
+    assert await wrong_role.closed()
+    await wrong_role.close()
+
+
+async def test_binary_auth(server):
+    ok = await RawPeer.connect(url(server, "/socket/"), token="ftok", query=False)
+    assert await ok.recv() == AuthResponse(True)
+    await ok.close()
+    bad = await RawPeer.connect(url(server, "/socket/x"))
+    await bad.send(Connect(protocol.TCP, protocol.new_channel_id(), "h", 1))
+    assert await bad.recv() == AuthResponse(False, "invalid auth message")
+    assert await bad.closed()
+    await bad.close()
+
+
+async def test_connector_of_a_deleted_reverse_token_is_refused(server):
+    server.add_reverse_token("rtok", port=0)
+    server.add_connector_token("ctok", "rtok")
+    server.remove_token("rtok")
+    peer = await RawPeer.connect(url(server), token="ctok")
+    assert await peer.recv() == AuthResponse(False, "invalid token")
+    await peer.close()
+
+
+# ------------------------------------------------------------------ HTTP endpoints
+
+
+async def test_banner_404_and_socket_subpaths(server):
+    base = f"http://127.0.0.1:{server.ws_address[1]}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/") as response:
+            assert response.status == 200
+            text = await response.text()
+            assert text.startswith("LinkSocks ") and "is running" in text and "/api/" not in text
+        async with session.get(base + "/nothing") as response:
+            assert response.status == 404
+    peer = await RawPeer.connect(url(server, "/socket/any/thing"), token="ftok", query=False)
+    assert await peer.recv() == AuthResponse(True)
+    await peer.close()
+
+
+async def test_permessage_deflate_is_declined(server):
+    peer = await RawPeer.connect(url(server), token="ftok", compress=15)
+    assert peer.ws.compress == 0
+    assert await peer.recv() == AuthResponse(True)
+    await peer.close()
+
+
+async def test_client_ip_from_headers(server, caplog):
+    caplog.set_level("INFO", logger="hatchway.linksocks.server")
+    for headers, expected in (({"CF-Connecting-IP": "10.1.1.1", "X-Forwarded-For": "10.2.2.2"}, "10.1.1.1"),
+                              ({"X-Forwarded-For": "10.3.3.3, 10.4.4.4"}, "10.3.3.3")):
+        peer = await RawPeer.connect(url(server), token="ftok", headers=headers)
+        await peer.recv()
+        await peer.close()
+        assert any(f"from {expected}" in record.getMessage() for record in caplog.records)
+
+
+# ------------------------------------------------------------------ keepalive
+
+
+async def test_server_pings_and_a_pong_keeps_the_link_up():
+    srv = Server(ws_host="127.0.0.1", ws_port=0, ping_interval=0.2, read_timeout=1.0)
+    await srv.start()
+    srv.add_forward_token("ftok")
+    peer = await RawPeer.connect(url(srv), token="ftok")
+    await peer.recv()
+    assert not await peer.closed(2.5)  # answering pings for 2.5 s > the 1 s read deadline
+    assert peer.pings >= 5
+    await peer.close()
+    await srv.close()
+
+
+async def test_server_drops_a_peer_that_sends_nothing():
+    srv = Server(ws_host="127.0.0.1", ws_port=0, ping_interval=0.2, read_timeout=1.0)
+    await srv.start()
+    srv.add_forward_token("ftok")
+    peer = await RawPeer.connect(url(srv), token="ftok")
+    await peer.recv()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.sleep(1.5)  # not reading: pings stay unanswered
+    assert await peer.closed(5)
+    assert loop.time() - started < 5
+    await peer.close()
+    await srv.close()
