@@ -103,15 +103,16 @@ class RawPeer:
 class RawServer:
     """A scripted LinkSocks server: ``handler(ws, request)`` runs per WebSocket at /socket."""
 
-    def __init__(self, handler: Any) -> None:
+    def __init__(self, handler: Any, autoping: bool = True) -> None:
         self.handler = handler
+        self.autoping = autoping
         self.requests: list[web.Request] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request)
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 20)
+        ws = web.WebSocketResponse(autoping=self.autoping, max_msg_size=64 << 20)
         await ws.prepare(request)
         try:
             await self.handler(ws, request)

@@ -81,6 +81,7 @@ class ClientOptions:
     ping_interval: float = 30.0
     read_timeout: float = 60.0
     http_proxy: bool = True
+    link_wait: float = 10.0
     reconnect_initial: float = 1.0
     reconnect_factor: float = 1.5
     reconnect_max: float = 600.0
@@ -133,7 +134,7 @@ class Client:
         self.outbound = Outbound(self.table, self.orphans, upstream=options.upstream_proxy)
         self._dial_rules = rules if options.reverse else None
         self._entry_allowed = rules.allows if (rules is not None and not options.reverse) else None
-        self.requester = Requester(self.table, self.pick_link, fast_open=options.fast_open)
+        self.requester = Requester(self.table, self.pick_link, fast_open=options.fast_open, link_wait=options.link_wait)
         if options.reverse and options.connector_token:
             self._connector_tokens.append(options.connector_token)
 

@@ -1,0 +1,270 @@
+"""hatchway's client at the wire: auth styles, failures, redirects, keepalive, Resume, -T (cases 21-22, 34, 41-44, 47).
+
+A scripted server (rawpeer.RawServer) plays the LinkSocks server.
+"""
+
+import asyncio
+import hashlib
+import socket
+import struct
+import uuid
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from hatchway.linksocks import Client, Server, protocol
+from hatchway.linksocks.client import AuthError
+from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data, Disconnect
+from rawpeer import RawServer, read_message, send_message
+
+
+async def socks_open(port, host="127.0.0.1", target_port=80):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x05\x01\x00")
+    assert await reader.readexactly(2) == b"\x05\x00"
+    writer.write(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack("!H", target_port))
+    reply = await reader.readexactly(10)
+    return reader, writer, reply[1]
+
+
+def fast_client(port, path="/socket", **kw):
+    options = dict(url=f"ws://127.0.0.1:{port}{path}", socks_host="127.0.0.1", socks_port=0,
+                   reconnect_initial=0.05, reconnect_factor=1.0)
+    options.update(kw)
+    return Client(**options)
+
+
+async def test_url_query_auth_sends_the_hash_and_no_auth_message():
+    seen = []
+
+    async def handler(ws, request):
+        seen.append(dict(request.query))
+        await send_message(ws, AuthResponse(True))
+        await ws.receive()
+
+    fake = await RawServer(handler).start()
+    client = fast_client(fake.port, token="secret")
+    await client.start()
+    await client.wait_ready(10)
+    query = seen[0]
+    assert query["token"] == hashlib.sha256(b"secret").hexdigest()
+    assert query["reverse"] == "false"
+    assert uuid.UUID(query["instance"]).bytes == client.instance
+    await client.close()
+    await fake.close()
+
+
+async def test_binary_auth_and_anonymous_token():
+    seen = []
+
+    async def handler(ws, request):
+        seen.append(await read_message(ws))
+        await send_message(ws, AuthResponse(True))
+        await ws.receive()
+
+    fake = await RawServer(handler).start()
+    client = fast_client(fake.port, path="/socket/custom", reverse=True)
+    await client.start()
+    await client.wait_ready(10)
+    assert seen[0] == Auth("anonymous", True, client.instance)
+    await client.close()
+    await fake.close()
+
+
+async def test_auth_failure_is_fatal_unless_retry_auth():
+    attempts = []
+
+    async def handler(ws, request):
+        attempts.append(1)
+        await send_message(ws, AuthResponse(False, "invalid token"))
+
+    fake = await RawServer(handler).start()
+    client = fast_client(fake.port, token="bad")
+    await client.start()
+    with pytest.raises(AuthError, match="invalid token"):
+        await client.wait_ready(10)
+    with pytest.raises(AuthError):
+        await client.wait_closed()
+    assert len(attempts) == 1
+    await client.close()
+    retrying = fast_client(fake.port, token="bad", retry_auth=True)
+    await retrying.start()
+    async with asyncio.timeout(10):
+        while len(attempts) < 4:
+            await asyncio.sleep(0.02)
+    assert not retrying._done.is_set()
+    await retrying.close()
+    await fake.close()
+
+
+async def test_follows_redirects_to_the_socket():
+    async def handler(ws, request):
+        await send_message(ws, AuthResponse(True))
+        await ws.receive()
+
+    hops = []
+
+    async def redirect(request):
+        hops.append(request.path)
+        n = int(request.match_info["n"])
+        location = "/socket" if n == 0 else f"/r/{n - 1}"
+        raise web.HTTPFound(location) if n % 2 else web.HTTPPermanentRedirect(location)
+
+    fake = await RawServer(handler).start([web.get("/r/{n}", redirect)])
+    client = fast_client(fake.port, path="/r/4")
+    await client.start()
+    await client.wait_ready(10)
+    assert hops == ["/r/4", "/r/3", "/r/2", "/r/1", "/r/0"]
+    await client.close()
+    await fake.close()
+
+
+async def test_client_pings_and_drops_a_silent_server():
+    pings = []
+    connections = []
+
+    async def handler(ws, request):
+        connections.append(1)
+        await send_message(ws, AuthResponse(True))
+        if len(connections) == 1:
+            async for msg in ws:  # answer nothing: count pings for a while, then go silent
+                if msg.type is WSMsgType.PING:
+                    pings.append(1)
+                    if len(pings) >= 3:
+                        await asyncio.sleep(3)
+                        return
+        else:
+            await ws.receive()
+
+    fake = await RawServer(handler, autoping=False).start()
+    client = fast_client(fake.port, ping_interval=0.2, read_timeout=1.0)
+    await client.start()
+    await client.wait_ready(10)
+    async with asyncio.timeout(10):
+        while len(connections) < 2:
+            await asyncio.sleep(0.05)
+    assert len(pings) >= 3
+    await client.close()
+    await fake.close()
+
+
+def _channel_server(log):
+    """A fake server that acts as an echo dialer and records (connection number, message)."""
+    count = 0
+
+    async def handler(ws, request):
+        nonlocal count
+        count += 1
+        number = count
+        await send_message(ws, AuthResponse(True))
+        while True:
+            msg = await ws.receive()
+            if msg.type is not WSMsgType.BINARY:
+                return
+            message = protocol.decode(msg.data)[1]
+            log.append((number, message))
+            if isinstance(message, Connect) and not message.resume:
+                await send_message(ws, ConnectResponse(True, message.channel_id))
+            elif isinstance(message, Data):
+                await send_message(ws, Data(protocol.TCP, message.channel_id, bytes(message.data)))
+                if bytes(message.data) == b"drop":
+                    await ws.close()
+                    return
+
+    return handler
+
+
+async def test_resume_after_the_websocket_drops():
+    log = []
+    fake = await RawServer(_channel_server(log)).start()
+    client = fast_client(fake.port)
+    await client.start()
+    await client.wait_ready(10)
+    reader, writer, reply = await socks_open(client.socks_address[1])
+    assert reply == 0
+    writer.write(b"one")
+    assert await reader.readexactly(3) == b"one"
+    writer.write(b"drop")
+    assert await reader.readexactly(4) == b"drop"
+    writer.write(b"three")  # held while the link is down, sent after the Resume
+    assert await asyncio.wait_for(reader.readexactly(5), 10) == b"three"
+    connect = next(m for n, m in log if n == 2 and isinstance(m, Connect))
+    first = next(m for n, m in log if n == 1 and isinstance(m, Connect))
+    assert connect.resume and connect.channel_id == first.channel_id
+    writer.close()
+    await client.close()
+    await fake.close()
+
+
+async def test_without_grace_a_drop_ends_the_channel():
+    log = []
+    fake = await RawServer(_channel_server(log)).start()
+    client = fast_client(fake.port, transport_grace=0)
+    await client.start()
+    await client.wait_ready(10)
+    reader, writer, _ = await socks_open(client.socks_address[1])
+    writer.write(b"drop")
+    assert await reader.readexactly(4) == b"drop"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    await client.close()
+    await fake.close()
+
+
+async def test_socks_port_opens_after_auth_and_requests_wait_for_a_link():
+    gate = asyncio.Event()
+
+    async def handler(ws, request):
+        await gate.wait()
+        await send_message(ws, AuthResponse(True))
+        await ws.receive()
+
+    fake = await RawServer(handler).start()
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    socks_port = port.getsockname()[1]
+    port.close()
+    client = fast_client(fake.port, socks_port=socks_port)
+    await client.start()
+    await asyncio.sleep(0.3)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", socks_port)
+    gate.set()
+    await client.wait_ready(10)
+    await asyncio.open_connection("127.0.0.1", socks_port)
+    await client.close()
+    await fake.close()
+    nowait = fast_client(fake.port, socks_wait_server=False, link_wait=0.3, reconnect=False)
+    await nowait.start()  # the server is gone: the port is open anyway, requests get 0x03
+    _, _, reply = await socks_open(nowait.socks_address[1])
+    assert reply == 0x03
+    await nowait.close()
+
+
+async def test_threads_keep_each_channel_on_one_websocket(target):
+    """-T 3 against hatchway's server: many channels, each channel's messages on a single link."""
+    server = Server(ws_host="127.0.0.1", ws_port=0)
+    await server.start()
+    server.add_forward_token("tok")
+    client = Client("tok", url=f"ws://127.0.0.1:{server.ws_address[1]}", socks_host="127.0.0.1", socks_port=0,
+                    threads=3)
+    await client.start()
+    await client.wait_ready(10)
+    async with asyncio.timeout(10):
+        while len(client.links) < 3:
+            await asyncio.sleep(0.02)
+    streams = [await socks_open(client.socks_address[1], target_port=target.port) for _ in range(6)]
+    for reader, writer, reply in streams:
+        assert reply == 0
+        writer.write(b"E" + b"x" * 50000)
+    for reader, writer, _ in streams:
+        assert await reader.readexactly(50000) == b"x" * 50000
+    carried = [len(link.channels) for link in client.links]
+    assert sum(carried) == 6 and all(carried)
+    for link in client.links:
+        for channel in link.channels:
+            assert channel.link is link
+    for _, writer, _ in streams:
+        writer.close()
+    await client.close()
+    await server.close()
