@@ -154,10 +154,10 @@ class TunnelSession:
             log.info("udp %d: cannot open a socket to 127.0.0.1:%d: %s", client_id, port, text)
             self._send(protocol.error(client_id, text))
             return
-        flow = UdpFlow(self, client_id, port)
+        flow = UdpFlow(self, client_id, port, sock)
         self.connections[client_id] = flow
         self._send(protocol.connected(Proto.UDP, client_id))
-        self.spawn(flow.open(sock))
+        self.spawn(flow.open())
 
     def forget(self, conn: Any) -> None:
         """Drop a connection from the table (if that id still maps to it)."""

@@ -48,12 +48,13 @@ def open_udp_socket(port: int) -> socket.socket:
 class UdpFlow(asyncio.DatagramProtocol):
     """The tunnel side and the local socket of one UDP client_id."""
 
-    def __init__(self, session: "TunnelSession", client_id: int, port: int) -> None:
+    def __init__(self, session: "TunnelSession", client_id: int, port: int, sock: socket.socket) -> None:
         self.session = session
         self.writer = session.writer
         self.client_id = client_id
         self.port = port
         self.transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = sock  # until the transport owns it
         self.limit = session.options.buffer_limit
         self.idle_timeout = session.options.udp_idle_timeout
         self._loop = asyncio.get_running_loop()
@@ -63,12 +64,13 @@ class UdpFlow(asyncio.DatagramProtocol):
         self._closed = False
         self._last_activity = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
+        self._opening = False
 
-    async def open(self, sock: socket.socket) -> None:
+    async def open(self) -> None:
+        self._opening = True  # from here on the transport owns the socket
         try:
-            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+            await self._loop.create_datagram_endpoint(lambda: self, sock=self._sock)
         except OSError as exc:
-            sock.close()
             log.info("udp %d: socket setup failed: %s", self.client_id, rust_io_error(exc))
             self._finish(notify=True)
 
@@ -78,6 +80,7 @@ class UdpFlow(asyncio.DatagramProtocol):
             transport.close()
             return
         self.transport = transport  # type: ignore[assignment]
+        self._sock = None
         held, self._held = self._held, []
         for datagram in held:
             self.transport.sendto(datagram)  # type: ignore[union-attr]
@@ -143,6 +146,9 @@ class UdpFlow(asyncio.DatagramProtocol):
         self.session.forget(self)
         if self.transport is not None:
             self.transport.close()
+        elif self._sock is not None and not self._opening:
+            self._sock.close()  # never handed to a transport
+            self._sock = None
         if notify and not self.writer.closed:
             try:
                 self.writer.send(protocol.close(Proto.UDP, self.client_id))
