@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pkgtest_helpers import DIST, REPO, require_tool, run  # noqa: E402
+from pkgtest_helpers import DIST, PROGRAM_NAMES, REPO, require_tool, run  # noqa: E402
 
 
 # ---------------------------------------------------------------- release artefacts
@@ -34,31 +34,48 @@ def _ensure_built(prog: str, what: str, path: Path) -> Path:
     return path
 
 
+ARTEFACTS = {
+    "binary": lambda prog: DIST / f"hatchway-{prog}",
+    "oci": lambda prog: DIST / f"hatchway-{prog}.tar",
+    "pex": lambda prog: DIST / f"hatchway-{prog}.pex",
+    "man": lambda prog: DIST / "man" / f"hatchway-{prog}.1",
+}
+
+
 @pytest.fixture(scope="session")
-def static_binary():
+def release_artefact():
+    """Function (prog, format) -> Path of that artefact in dist/, built if it is missing."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(prog: str, what: str) -> Path:
+        if (prog, what) not in cache:
+            if what == "oci":
+                get(prog, "binary")
+            cache[prog, what] = _ensure_built(prog, what, ARTEFACTS[what](prog))
+        return cache[prog, what]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def static_binary(release_artefact):
     """Function prog -> Path of dist/hatchway-<prog> (the staticx binary)."""
-    cache: dict[str, Path] = {}
-
-    def get(prog: str) -> Path:
-        if prog not in cache:
-            cache[prog] = _ensure_built(prog, "binary", DIST / f"hatchway-{prog}")
-        return cache[prog]
-
-    return get
+    return lambda prog: release_artefact(prog, "binary")
 
 
 @pytest.fixture(scope="session")
-def image_archive(static_binary):
-    """Function prog -> Path of dist/hatchway-<prog>.tar (needs the binary first)."""
-    cache: dict[str, Path] = {}
+def image_archive(release_artefact):
+    """Function prog -> Path of dist/hatchway-<prog>.tar."""
+    return lambda prog: release_artefact(prog, "oci")
 
-    def get(prog: str) -> Path:
-        if prog not in cache:
-            static_binary(prog)
-            cache[prog] = _ensure_built(prog, "oci", DIST / f"hatchway-{prog}.tar")
-        return cache[prog]
 
-    return get
+@pytest.fixture(scope="session")
+def build_info(release_artefact) -> dict:
+    """dist/BUILDINFO.json of the release build: version, source_date_epoch, revision."""
+    path = DIST / "BUILDINFO.json"
+    if not path.exists():
+        release_artefact(PROGRAM_NAMES[0], "man")
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------- private dockerd

@@ -245,3 +245,12 @@ def test_man_page_date_follows_source_date_epoch(prog, tmp_path):
         pages[epoch] = out.read_text()
     body = lambda s: s.split("\n", 1)[1]  # noqa: E731
     assert body(pages[1700000000]) == body(pages[86400 * 365])
+
+
+@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+def test_pex_fails_with_enoent_in_an_empty_root(prog, release_artefact, tmp_path):
+    """Case 27: the PEX's `#!/usr/bin/env python3.11` does not exist in scratch."""
+    root = make_root(tmp_path, prog, release_artefact(prog, "pex"), tmp=True)
+    res = run_in_root(root, 65532, [f"/app/{prog}", "--version"])
+    assert res.returncode != 0
+    assert b"FileNotFoundError" in res.stderr and res.stdout == b"", res.stderr

@@ -1,0 +1,112 @@
+"""What build/release writes into dist/: reproducible images for one commit, man pages
+dated by SOURCE_DATE_EPOCH, the PEX, and SHA256SUMS (packaging.md 1.1, 2.10, 3; cases 14, 16, 27)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pkgtest_helpers import DIST, PROGRAM_NAMES, PROGRAMS, REPO, VERSION, run
+
+
+def git(*args: str) -> str:
+    return run(["git", "-C", str(REPO), *args]).stdout.decode().strip()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_source_date_epoch_defaults_to_the_commit_time(build_info):
+    assert build_info["version"] == VERSION
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        assert build_info["source_date_epoch"] == int(os.environ["SOURCE_DATE_EPOCH"])
+    else:
+        assert build_info["source_date_epoch"] == int(git("show", "-s", "--format=%ct", build_info["revision"]))
+
+
+@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+def test_release_image_is_reproducible(prog, release_artefact, build_info, tmp_path):
+    """A second build of the same commit gives byte-identical layout and archive."""
+    archive = release_artefact(prog, "oci")
+    other = tmp_path / "dist"
+    other.mkdir()
+    shutil.copy2(DIST / f"hatchway-{prog}", other / f"hatchway-{prog}")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(build_info["source_date_epoch"]),
+           "HATCHWAY_REVISION": build_info["revision"]}
+    run([sys.executable, str(REPO / "build" / "release"), "--no-setup", "--only", "oci", "--programs", prog,
+         "--dist", str(other)], env=env, timeout=300)
+    assert (other / archive.name).read_bytes() == archive.read_bytes()
+    assert tree(other / "oci" / f"hatchway-{prog}") == tree(DIST / "oci" / f"hatchway-{prog}")
+
+
+@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+def test_release_image_metadata(prog, release_artefact, build_info):
+    release_artefact(prog, "oci")
+    layout = DIST / "oci" / f"hatchway-{prog}"
+    index = json.loads((layout / "index.json").read_bytes())
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    blob = lambda d: json.loads((layout / "blobs" / "sha256" / d.split(":")[1]).read_bytes())  # noqa: E731
+    config = blob(blob(entry["digest"])["config"]["digest"])
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(build_info["source_date_epoch"]))
+    assert config["created"] == created
+    cfg = config["config"]
+    assert cfg["Entrypoint"] == [f"/app/{prog}"]
+    assert cfg.get("Cmd", []) == PROGRAMS[prog]["cmd"]
+    assert sorted(cfg["ExposedPorts"]) == sorted(PROGRAMS[prog]["expose"])
+    assert cfg["User"] == "65532:65532" and cfg["WorkingDir"] == "/home/nonroot"
+    assert cfg["Env"] == ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]
+    assert cfg["Labels"]["org.opencontainers.image.revision"] == build_info["revision"]
+    assert cfg["Labels"]["org.opencontainers.image.version"] == VERSION
+
+
+@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+def test_man_page(prog, release_artefact, build_info):
+    page = release_artefact(prog, "man").read_text()
+    date = time.strftime("%Y-%m-%d", time.gmtime(build_info["source_date_epoch"])).replace("-", "\\-")
+    assert page.splitlines()[0] == f'.TH HATCHWAY\\-{prog.upper()} "1" "{date}" "hatchway {VERSION}" "hatchway manual"'
+    name = page.split(".SH NAME\n", 1)[1].splitlines()[0]
+    assert name == f"hatchway\\-{prog} \\- " + PROGRAMS[prog]["description"].replace("-", "\\-")
+    assert "\\-\\-version" in page
+    man = shutil.which("man")
+    if man:  # the page renders without warnings
+        res = subprocess.run([man, "--warnings", "-l", "-"], input=page.encode(), capture_output=True,
+                             env={**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "0"}, timeout=60)
+        assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+def test_pex_runs_with_python311(prog, release_artefact, tmp_path):
+    pex = release_artefact(prog, "pex")
+    assert pex.read_bytes().startswith(b"#!/usr/bin/env python3.11\n")
+    assert os.access(pex, os.X_OK)
+    env = {**os.environ, "PEX_ROOT": str(tmp_path / "pex_root")}  # empty PEX_ROOT: the cold path
+    env.pop("PYTHONPATH", None)
+    res = run([str(pex), "--version"], env=env, timeout=120, cwd=tmp_path)
+    assert res.stdout.decode().strip() == f"hatchway-{prog} {VERSION}"
+    res = run([str(pex), "--help"], env=env, timeout=120, cwd=tmp_path)
+    assert res.stdout.decode().startswith(f"usage: hatchway-{prog}")
+
+
+def test_sha256sums_cover_dist(release_artefact):
+    for prog in PROGRAM_NAMES:
+        for what in ("binary", "oci", "pex", "man"):
+            release_artefact(prog, what)
+    listed = {}
+    for line in (DIST / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    for prog in PROGRAM_NAMES:
+        for name in (f"hatchway-{prog}", f"hatchway-{prog}.pex", f"hatchway-{prog}.tar", f"man/hatchway-{prog}.1"):
+            assert name in listed, name
+    for name, digest in listed.items():
+        assert hashlib.sha256((DIST / name).read_bytes()).hexdigest() == digest, name
