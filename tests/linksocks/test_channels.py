@@ -1,0 +1,168 @@
+"""Channel behaviour hatchway <-> hatchway: prompt close, churn, slow readers, transport grace (cases 23, 28, 29, 44).
+
+Server and client run in an engine thread; the test drives blocking sockets.
+"""
+
+import socket
+import statistics
+import struct
+import threading
+import time
+
+import pytest
+
+import ls_harness as h
+from hatchway.linksocks import Client, Server
+
+
+def forward_pair(eng, server_options=None, client_options=None, via_proxy=False):
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0, **(server_options or {})))
+    eng.sync(server.add_forward_token, "tok")
+    ws_port = server.ws_address[1]
+    proxy = h.CuttableProxy(ws_port) if via_proxy else None
+    url = f"ws://127.0.0.1:{proxy.port if proxy else ws_port}"
+    options = dict(socks_host="127.0.0.1", socks_port=0, reconnect_initial=0.05, reconnect_factor=1.0)
+    options.update(client_options or {})
+    client = eng.start(lambda: Client("tok", url=url, **options))
+    eng.call(lambda: client.wait_ready(30))
+    return server, client, client.socks_address[1], proxy
+
+
+def test_remote_close_reaches_the_socks_client_promptly(eng, target):
+    _, _, socks, _ = forward_pair(eng)
+    delays = []
+    for _ in range(5):
+        sock, _ = h.socks_connect(socks, "127.0.0.1", target.port)
+        with sock:
+            started = time.monotonic()
+            sock.sendall(b"C" + struct.pack("!I", 1000))
+            got = b""
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                got += data
+            delays.append(time.monotonic() - started)
+        assert got == b"\0" * 1000
+    assert statistics.median(delays) < 0.25, delays  # Go: 5.0 s
+
+
+def test_churn_releases_every_channel(eng, target):
+    server, client, socks, _ = forward_pair(eng)
+    workers, rounds = 8, 40
+
+    def work() -> None:
+        for _ in range(rounds):
+            assert h.echo_roundtrip(socks, target.port, b"0123456789abcdef") == b"0123456789abcdef"
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    h.wait_until(lambda: eng.sync(lambda: len(server.table) + len(client.table)) == 0, 10,
+                 "every channel to be forgotten")
+    assert eng.sync(lambda: len(server.orphans)) == 0
+    assert h.echo_roundtrip(socks, target.port, b"still fine") == b"still fine"
+
+
+def test_slow_reader_gets_every_byte_with_bounded_buffers(eng, target):
+    """No drop at 1000 queued messages: the reader is slow, the pipeline holds back (block policy)."""
+    server, client, socks, _ = forward_pair(eng)
+    size = 48 * h.MiB
+    peak = {"socks_buffer": 0, "blocked": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        def probe():
+            front = client._front
+            sizes = [c.transport.get_write_buffer_size() for c in front._connections if c.transport is not None]
+            gates = [link.gate.blocked for link in client.links]
+            return max(sizes, default=0), any(gates)
+
+        while not stop.is_set():
+            buffered, blocked = eng.sync(probe)
+            peak["socks_buffer"] = max(peak["socks_buffer"], buffered)
+            peak["blocked"] += blocked
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=120)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"D" + struct.pack("!Q", size))
+        import hashlib
+
+        digest, count = hashlib.sha256(), 0
+        while count < size:
+            data = sock.recv(65536)
+            if not data:
+                break
+            digest.update(data)
+            count += len(data)
+            if count < 16 * h.MiB:
+                time.sleep(0.001)  # a slow reader for the first part
+    finally:
+        sock.close()
+        stop.set()
+        sampler.join(10)
+    assert count == size and digest.hexdigest() == h.expected_download(size)
+    assert peak["blocked"] > 0, "the reader was never slow enough to hold the link"
+    assert peak["socks_buffer"] <= 3 * h.MiB, peak
+
+
+@pytest.mark.parametrize("grace", [30.0, 0.0], ids=["grace", "no-grace"])
+def test_websocket_drop_mid_transfer(eng, target, grace):
+    """Case 44: cut the WebSocket (not the processes) between two halves of a transfer."""
+    _, client, socks, proxy = forward_pair(eng, client_options={"transport_grace": grace}, via_proxy=True)
+    try:
+        sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=30)
+        with sock:
+            sock.sendall(b"E")
+            first = bytes(range(256)) * 4096  # 1 MiB
+            sock.sendall(first)
+            assert h._recv_exact(sock, len(first)) == first
+            proxy.cut()
+            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, 20,
+                         "the client to reconnect")
+            second = bytes(reversed(first))
+            if grace:
+                sock.sendall(second)
+                assert h._recv_exact(sock, len(second)) == second
+            else:
+                try:
+                    sock.sendall(second)
+                    assert sock.recv(1) == b""
+                except ConnectionError:
+                    pass
+    finally:
+        proxy.close()
+
+
+def test_agent_channel_survives_a_provider_reconnect(eng, target):
+    """Case 40: the provider's WebSocket drops; the server re-sends Connect with Resume = 1 to it."""
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    eng.sync(server.add_reverse_token, "rtok", port=h.free_port())
+    eng.sync(server.add_connector_token, "ctok", "rtok")
+    ws_port = server.ws_address[1]
+    proxy = h.CuttableProxy(ws_port)
+    try:
+        fast = dict(reconnect_initial=0.05, reconnect_factor=1.0)
+        provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{proxy.port}/socket/", reverse=True, **fast))
+        eng.call(lambda: provider.wait_ready(30))
+        connector = eng.start(lambda: Client("ctok", url=f"ws://127.0.0.1:{ws_port}", socks_host="127.0.0.1",
+                                             socks_port=0, **fast))
+        eng.call(lambda: connector.wait_ready(30))
+        sock, _ = h.socks_connect(connector.socks_address[1], "127.0.0.1", target.port)
+        with sock:
+            sock.sendall(b"Ebefore")
+            assert h._recv_exact(sock, 6) == b"before"
+            proxy.cut()
+            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(provider.links)) == 1, 20,
+                         "the provider to reconnect")
+            sock.sendall(b"after")
+            assert h._recv_exact(sock, 5) == b"after"
+        assert provider.outbound.dials == 1
+    finally:
+        proxy.close()
