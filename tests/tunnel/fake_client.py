@@ -114,7 +114,7 @@ class FakeForwardServer:
         if self.reply != "CONNECTED":
             await ws.close(code=self.close_code)
             return ws
-        peer = RawPeer(None, _ServerSide(ws))
+        peer = RawPeer(None, _ServerSide(ws, request.transport))
         self.channels.put_nowait(peer)
         await peer.ws.ended.wait()
         return ws
@@ -148,8 +148,9 @@ class _ServerSide:
     handshakes complete promptly; ``receive`` takes messages from its queue.
     """
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: Any) -> None:
         self._ws = ws
+        self.transport = transport  # the TCP transport, for tests that cut the connection
         self.ended = asyncio.Event()
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._reader = asyncio.ensure_future(self._read())

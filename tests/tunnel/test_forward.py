@@ -207,6 +207,34 @@ async def test_block_policy_waits_for_the_slow_reader_and_loses_nothing(server):
         writer.close()
 
 
+async def test_block_policy_still_notices_a_lost_channel(server):
+    # the heartbeat's ping is what meets the dead socket; the blocked read loop must then notice
+    fwd = Forwarder(server.url, TASK, 8080, local_port=0, slow_consumer="block", buffer_limit=64 * 1024,
+                    heartbeat=0.3)
+    await fwd.start()
+    try:
+        channel = await server.channel()
+        stalled_reader, stalled_writer = await open_local(fwd.local_port)  # never reads
+        await channel.recv()
+        sender = asyncio.ensure_future(_flood(channel, 1, 64 * 1024 * 1024))
+        await wait_until(lambda: fwd._gate.blocked)
+        channel.ws.transport.abort()  # the server vanishes while the forwarder waits for its reader
+        await asyncio.wait_for(fwd.wait_closed(), 10)
+        assert fwd.endpoints == {}
+        sender.cancel()
+        stalled_writer.close()
+    finally:
+        await fwd.close()
+
+
+async def _flood(channel, client_id, total, chunk=bytes(256 * 1024)):
+    try:
+        for _ in range(total // len(chunk)):
+            await channel.send(data(Proto.TCP, client_id, chunk))
+    except ConnectionError:
+        pass
+
+
 async def test_udp_one_id_per_source_and_replies_to_the_right_source(server):
     async with Forwarder(server.url, TASK, 5353, local_port=0, proto="udp", udp_idle_timeout=30) as fwd:
         channel = await server.channel()

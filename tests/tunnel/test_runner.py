@@ -8,9 +8,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from fake_client import Proto, RawPeer, data, open_forward, open_tunnel
+from fake_client import Proto, RawPeer, data, open_forward, open_tunnel, wait_until
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import MsgType
+from hatchway.tunnel import runner as runner_module
 from hatchway.tunnel.runner import ENDPOINT_KEY, Runner, make_app
 
 CID = "kohakuriver-task-1"
@@ -346,9 +347,7 @@ async def test_block_policy_delivers_everything_to_a_slow_forward_channel(peers)
             sender = asyncio.ensure_future(flood())
             # wait (polling a condition, bounded) until the slow user's buffer is over the limit
             (slow_channel,) = [f for f in r.endpoint.forwards if f.routes.get(1) and f.routes[1].tunnel_id == tid_slow]
-            async with asyncio.timeout(10):
-                while not slow_channel.writer.paused:
-                    await asyncio.sleep(0.005)
+            await wait_until(lambda: slow_channel.writer.paused)
             received = 0
             while received < total:
                 msg = await slow.recv()
@@ -358,6 +357,33 @@ async def test_block_policy_delivers_everything_to_a_slow_forward_channel(peers)
             assert (await other.recv()).payload == b"after the flood"
         finally:
             await tunnel.close()
+
+
+class _FakeWriter:
+    def __init__(self):
+        self.paused = True
+        self.closed = False
+        self._resumed = asyncio.Event()
+        self.waits = 0
+
+    async def drained(self):
+        self.waits += 1
+        await self._resumed.wait()
+
+
+async def test_a_blocked_read_loop_stops_waiting_when_its_own_websocket_is_gone(monkeypatch):
+    monkeypatch.setattr(runner_module, "DRAIN_POLL", 0.01)
+    full, own = _FakeWriter(), _FakeWriter()
+    waiter = asyncio.ensure_future(runner_module.wait_drained(full, own))
+    await wait_until(lambda: full.waits >= 3)
+    assert not waiter.done()  # three polls later it still waits: nothing drained, nothing lost
+    own.closed = True
+    await asyncio.wait_for(waiter, 5)
+    full2 = _FakeWriter()
+    waiter = asyncio.ensure_future(runner_module.wait_drained(full2, _FakeWriter()))
+    full2.paused = False
+    full2._resumed.set()
+    await asyncio.wait_for(waiter, 5)
 
 
 async def test_make_app_embeds_the_routes_in_a_user_app(unused_tcp_port):

@@ -48,6 +48,7 @@ from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto
 log = logging.getLogger("hatchway.tunnel.forward")
 
 HANDSHAKE_TIMEOUT = 10.0
+GATE_POLL = 0.5  # while blocked on a slow local reader, how often to check the WebSocket
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # upstream buffers up to 256 x 64 KiB per connection
 DEFAULT_UDP_IDLE_TIMEOUT = 300.0
@@ -249,8 +250,8 @@ class Forwarder:
         gate = self._gate
         try:
             while True:
-                if gate.blocked:
-                    await gate.wait_open()
+                if gate.blocked and not await self._wait_gate():
+                    break
                 msg = await ws.receive()
                 if msg.type is WSMsgType.BINARY:
                     self._dispatch(msg.data)
@@ -260,6 +261,17 @@ class Forwarder:
                     break
         finally:
             self._link_down()
+
+    async def _wait_gate(self) -> bool:
+        """Block policy: wait for the slow local reader; False when the WebSocket died meanwhile."""
+        while self._gate.blocked:
+            if self.writer.closed:
+                return False
+            try:
+                await asyncio.wait_for(self._gate.wait_open(), GATE_POLL)
+            except asyncio.TimeoutError:
+                pass
+        return True
 
     def _dispatch(self, data: bytes) -> None:
         if len(data) < HEADER_SIZE:

@@ -57,6 +57,7 @@ log = logging.getLogger("hatchway.tunnel.runner")
 DEFAULT_PORT = 8001
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 4 * 1024 * 1024
+DRAIN_POLL = 0.5  # while a read loop waits for a writer, how often it checks its own WebSocket
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
@@ -157,7 +158,7 @@ class TunnelEndpoint:
             if kind is WSMsgType.BINARY:
                 waiting_on = self._from_tunnel(link, msg.data)
                 if waiting_on is not None and waiting_on.writer.paused:
-                    await waiting_on.writer.drained()  # block policy: this user is slow
+                    await wait_drained(waiting_on.writer, link.writer)  # block policy: this user is slow
             elif kind is WSMsgType.TEXT:
                 log.debug("container=%s: ignoring a text message from the tunnel client", link.container_id)
             else:
@@ -281,7 +282,7 @@ class TunnelEndpoint:
             if kind is WSMsgType.BINARY:
                 link = self._from_user(forward, msg.data)
                 if link is not None and link.writer.paused:
-                    await link.writer.drained()  # the tunnel is full: stop reading this user
+                    await wait_drained(link.writer, forward.writer)  # the tunnel is full: stop reading this user
             elif kind is WSMsgType.TEXT:
                 log.debug("%r: ignoring a text message", forward)
             else:
@@ -407,6 +408,15 @@ class TunnelEndpoint:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
+
+
+async def wait_drained(writer: MessageWriter, reader_side: MessageWriter) -> None:
+    """Wait until ``writer`` drains; give up early when the WebSocket we stopped reading is gone."""
+    while writer.paused and not reader_side.closed:
+        try:
+            await asyncio.wait_for(writer.drained(), DRAIN_POLL)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def _refuse(ws: web.WebSocketResponse, text: str, code: int) -> None:
