@@ -99,7 +99,7 @@ class MessageWriter:
             mask = _rand32(32).to_bytes(4, "big")
             payload = bytearray().join(parts)
             _mask(mask, payload)
-            transport.write(frame_header(length, True) + mask + payload)
+            transport.writelines((frame_header(length, True) + mask, payload))
         else:
             transport.writelines((frame_header(length, False), *parts))
         self.sent_messages += 1
