@@ -20,7 +20,13 @@ buffers what the far side sends it, up to ``buffer_limit`` bytes. Past that:
   local socket aborted). The WebSocket is never stopped for one connection,
   so the other connections never wait.
 * ``block``: the WebSocket read loop waits until that connection drains
-  (upstream behaviour: every connection waits for the slowest).
+  (upstream behaviour: every connection waits for the slowest). While it
+  waits, WebSocket pongs are not read either, so a local reader stalled for
+  longer than about 1.5 heartbeats ends the whole forward channel.
+
+Memory is bounded per connection by ``buffer_limit`` (default 16 MiB, what
+upstream's 256-message queue can hold); UDP datagrams are dropped, not
+queued, while the WebSocket is full.
 
 UDP lives in :mod:`hatchway.tunnel.forward_udp`.
 """

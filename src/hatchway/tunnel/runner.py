@@ -12,7 +12,8 @@ Beyond upstream:
 * the tunnel is resolved by container id at CONNECT time, so forward channels
   survive a tunnel reconnect (D5); routes through a tunnel that ends get
   ERROR ``Container tunnel disconnected`` (D5);
-* tunnel links are unregistered by identity (D4) and heartbeated (D16);
+* tunnel links are unregistered by identity (D4) and heartbeated (D16;
+  forward channels too), so a dead tunnel is not reported ``CONNECTED``;
 * a CONNECT whose port differs from the URL port gets ERROR (D10);
 * an optional token guards ``/ws/forward`` only (the upstream tunnel client
   sends none): ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``; a missing
