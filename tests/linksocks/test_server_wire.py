@@ -320,3 +320,123 @@ async def test_server_drops_a_peer_that_sends_nothing():
     assert loop.time() - started < 5
     await peer.close()
     await srv.close()
+
+
+# ------------------------------------------------------------------ reverse, partners, autonomy
+
+
+async def test_partners_counts_for_connectors_and_providers(server):
+    server.add_reverse_token("rtok", port=0)
+    server.add_connector_token("ctok", "rtok")
+    connector = await RawPeer.connect(url(server), token="ctok")
+    assert await connector.recv() == AuthResponse(True)
+    assert await connector.recv() == Partners(0)
+    provider = await RawPeer.connect(url(server), token="rtok", reverse=True)
+    assert await provider.recv() == AuthResponse(True)
+    assert await provider.recv_type(Partners) == Partners(1)  # one connector uses this pool
+    assert await connector.recv_type(Partners) == Partners(1)  # one provider joined
+    second = await RawPeer.connect(url(server), token="ctok")
+    assert await second.recv() == AuthResponse(True)
+    assert await second.recv() == Partners(1)
+    assert await provider.recv_type(Partners) == Partners(2)
+    await provider.close()
+    assert await connector.recv_type(Partners) == Partners(0)
+    await second.close()
+    await connector.close()
+
+
+async def test_connector_counts_only_its_own_pool(server):
+    server.add_reverse_token("r1", port=0)
+    server.add_reverse_token("r2", port=0)
+    server.add_connector_token("c1", "r1")
+    provider2 = await RawPeer.connect(url(server), token="r2", reverse=True)
+    await provider2.recv()
+    connector = await RawPeer.connect(url(server), token="c1")
+    await connector.recv()
+    assert await connector.recv() == Partners(0)  # r2's provider is not ours (upstream counts all)
+    await connector.close()
+    await provider2.close()
+
+
+async def test_autonomy_connector_management(server):
+    server.add_reverse_token("auto", allow_manage_connector=True)
+    server.add_reverse_token("plain", port=0)
+    first = await RawPeer.connect(url(server, "/socket/"), token="auto", reverse=True, query=False)
+    assert await first.recv() == AuthResponse(True)
+    request = protocol.new_channel_id()
+    await first.send(Connector(request, "", protocol.ADD))
+    added = await first.recv_type(ConnectorResponse)
+    assert added.channel_id == request and added.success and len(added.token) == 16
+    second = await RawPeer.connect(url(server, "/socket/"), token="auto", reverse=True, query=False)
+    await second.recv()
+    await second.send(Connector(request, added.token, protocol.REMOVE))
+    refused = await second.recv_type(ConnectorResponse)
+    assert not refused.success  # not its own token (upstream lets any provider remove it)
+    assert server.tokens.get(added.token) is not None
+    plain = await RawPeer.connect(url(server), token="plain", reverse=True)
+    await plain.recv()
+    await plain.send(Connector(request, "x", protocol.ADD))
+    unauthorized = await plain.recv_type(ConnectorResponse)
+    assert unauthorized == ConnectorResponse(request, False, "Unauthorized connector management attempt")
+    # the generated token works for a connector, reaching the provider that added it
+    connector = await RawPeer.connect(url(server), token=added.token)
+    assert await connector.recv() == AuthResponse(True)
+    channel_id = protocol.new_channel_id()
+    await connector.send(Connect(protocol.TCP, channel_id, "example.invalid", 80))
+    relayed = await first.recv_type(Connect)
+    assert relayed == Connect(protocol.TCP, channel_id, "example.invalid", 80)
+    await first.send(ConnectResponse(False, channel_id, "refused by test"))
+    assert await connector.recv_type(ConnectResponse) == ConnectResponse(False, channel_id, "refused by test")
+    await first.send(Connector(request, added.token, protocol.REMOVE))
+    assert (await first.recv_type(ConnectorResponse)).success
+    for peer in (first, second, plain, connector):
+        await peer.close()
+
+
+async def test_agent_without_provider_answers_no_available_reverse_clients():
+    srv = Server(ws_host="127.0.0.1", ws_port=0, connector_wait=0.3)
+    await srv.start()
+    srv.add_reverse_token("rtok", port=0)
+    srv.add_connector_token("ctok", "rtok")
+    connector = await RawPeer.connect(url(srv), token="ctok")
+    await connector.recv()
+    channel_id = protocol.new_channel_id()
+    await connector.send(Connect(protocol.TCP, channel_id, "127.0.0.1", 1))
+    answer = await connector.recv_type(ConnectResponse, timeout=5)
+    assert answer == ConnectResponse(False, channel_id, "no available reverse clients")
+    await connector.close()
+    await srv.close()
+
+
+async def test_reverse_listener_binding_linger_and_nowait():
+    import socket as _socket
+
+    def bound(port):
+        with _socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    srv = Server(ws_host="127.0.0.1", ws_port=0, listener_linger=0.3)
+    await srv.start()
+    token, port = srv.add_reverse_token("rtok")
+    assert 1024 <= port <= 10240
+    await asyncio.sleep(0.1)
+    assert not bound(port)  # waits for the first provider
+    provider = await RawPeer.connect(url(srv), token="rtok", reverse=True)
+    await provider.recv()
+    assert bound(port)
+    await provider.close()
+    await asyncio.sleep(0.1)
+    assert bound(port)  # lingers after the last provider left
+    async with asyncio.timeout(5):
+        while bound(port):
+            await asyncio.sleep(0.05)
+    await srv.close()
+    nowait = Server(ws_host="127.0.0.1", ws_port=0, socks_wait_client=False)
+    await nowait.start()
+    outside = 20000 + (port % 1000)
+    _, explicit = nowait.add_reverse_token("r2", port=outside)
+    assert explicit == outside
+    async with asyncio.timeout(5):
+        while not bound(outside):
+            await asyncio.sleep(0.05)
+    await nowait.close()
