@@ -1032,6 +1032,10 @@ def report(args, R: dict) -> str:
         out.append(bl.table(["(g) client", "runs", "median ms", "min ms", "max ms", "RSS MB (tree)",
                              "target", "", "note"], rows,
                             "## Start and connect: exec → WebSocket complete at the runner"))
+        for label in S:
+            if label != "python -m" and os.path.exists(label):
+                st_ = os.stat(label)
+                out.append(f"  {label}: {st_.st_size:,} bytes, built {time.strftime('%Y-%m-%d %H:%M', time.localtime(st_.st_mtime))}")
         out.append("  upstream Rust binary: not measurable here (cannot be built offline).")
         out.append("")
 
