@@ -83,6 +83,7 @@ class _TargetHandler(socketserver.BaseRequestHandler):
         self.server.connections += 1  # type: ignore[attr-defined]
         try:
             first = sock.recv(1)
+            self.server.first_bytes.append(first)  # type: ignore[attr-defined]
             if first == b"E":
                 while True:
                     data = sock.recv(262144)
@@ -148,6 +149,7 @@ class Target:
         self.tcp = _ThreadingTCP((host, 0), _TargetHandler)
         _ThreadingTCP.address_family = socket.AF_INET
         self.tcp.connections = 0  # type: ignore[attr-defined]
+        self.tcp.first_bytes = []  # type: ignore[attr-defined]
         self.port = self.tcp.server_address[1]
         self.udp = socket.socket(family, socket.SOCK_DGRAM)
         self.udp.bind((host, 0))
@@ -164,6 +166,11 @@ class Target:
     @property
     def connections(self) -> int:
         return self.tcp.connections  # type: ignore[attr-defined]
+
+    @property
+    def first_bytes(self) -> list[bytes]:
+        """The first byte each connection sent (b"" when it closed without sending)."""
+        return self.tcp.first_bytes  # type: ignore[attr-defined]
 
     def _udp_echo(self) -> None:
         while not self._stop:

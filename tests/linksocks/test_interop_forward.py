@@ -108,3 +108,28 @@ def test_pywssocks_server_hatchway_client(eng, procs, peer110, target):
     _, socks = hatchway_client(eng, f"ws://127.0.0.1:{ws_port}")
     assert b"hello from the target" in h.socks_http_get(socks, target.port)
     h.echo_sha(socks, target.port, 2 * h.MiB)
+
+
+def test_resume_against_a_server_without_resume_never_mixes_streams(eng, procs, peer19):
+    """Go 1.9.5 takes Connect(Resume = 1) for a new dial: the channel is reset, the new connection gets nothing."""
+    target = h.Target()
+    try:
+        ws_port = h.free_port()
+        go_server(procs, peer19, ws_port, "-t", "tok")
+        proxy = h.CuttableProxy(ws_port)
+        client, socks = hatchway_client(eng, f"ws://127.0.0.1:{proxy.port}", reconnect_initial=0.05)
+        sock, _ = h.socks_connect(socks, "127.0.0.1", target.port)
+        with sock:
+            sock.sendall(b"Efirst")
+            assert h._recv_exact(sock, 5) == b"first"
+            proxy.cut()
+            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, 20, "reconnect")
+            sock.sendall(b"second")
+            sock.settimeout(10)
+            assert sock.recv(10) == b""  # reset, not silently carried on over a second target connection
+        h.wait_until(lambda: target.connections == 2, 10, "Go's second dial")
+        h.wait_until(lambda: len(target.first_bytes) == 2, 10, "the second connection to end")
+        assert target.first_bytes == [b"E", b""]
+        proxy.close()
+    finally:
+        target.close()

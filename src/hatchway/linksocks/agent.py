@@ -75,6 +75,7 @@ class AgentBinding:
         self.provider: Any = None
         self.suspended = False
         self.suspended_at = 0.0
+        self.resumed = False
         self.closed = False
         self._queued: list[tuple[Any, int]] = []  # messages for a side that is not bound
         self._queued_bytes = 0
@@ -111,12 +112,13 @@ class AgentBinding:
         self.suspended = self.connector is None
         return True
 
-    def rebind(self, link: Any) -> None:
+    def rebind(self, link: Any, probe: float = 0.0) -> None:
         """Resume: ``link`` replaces the side it belongs to."""
         if self.closed:
             return
         if getattr(link, "role", "") == "reverse":
             # the keeper already sent Connect(Resume = 1) on ``link``
+            self.resumed = True
             self.provider = link
             link.channels.add(self)
             link.writer.add_listener(self._to_provider)
@@ -175,6 +177,9 @@ class AgentBinding:
 
     def on_connect_response(self, link: Any, message: ConnectResponse) -> None:
         if not self._from_provider(link):
+            return
+        if self.resumed:  # the provider dialed again instead of resuming: never mix two streams
+            self.close("Resume not supported by the provider")
             return
         self._relay(True, message, link)
         if not message.success:

@@ -34,6 +34,7 @@ from .protocol import Connect, ConnectResponse, Disconnect
 log = logging.getLogger("hatchway.linksocks.channel")
 
 HOLD_LIMIT = 1024 * 1024  # bytes held for a channel whose local end is not connected yet
+RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from the dialer
 EOF_TEXT = "EOF"
 
 
@@ -87,6 +88,9 @@ class TcpChannel(Channel):
         self.established = False
         self.suspended = False
         self.suspended_at = 0.0
+        self.resumed = False
+        self._probing = False
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._pending: list[bytes] = []
         self._held_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -113,9 +117,10 @@ class TcpChannel(Channel):
         self.link.channels.discard(self)
         self._pending.clear()
         self._held.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._probe_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._probe_timer = None
         waiter = self.connect_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(ConnectResponse(False, self.id, "channel closed"))
@@ -124,7 +129,7 @@ class TcpChannel(Channel):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
             return
-        if self.suspended:
+        if self.suspended or self._probing:
             self._pending.append(bytes(data))
             return
         self.sent += len(data)
@@ -157,6 +162,9 @@ class TcpChannel(Channel):
         super().feed(data)
 
     def on_data(self, link: Any, message: protocol.Data) -> None:
+        if self.suspended and link.alive:
+            # a peer without Resume (Go <= 1.10.1) simply carries on over its new WebSocket
+            self.rebind(link)
         try:
             payload = protocol.data_payload(message)
         except protocol.ProtocolError as exc:
@@ -176,6 +184,11 @@ class TcpChannel(Channel):
         waiter = self.connect_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(message)
+            return
+        if self.resumed and self.established and not self._closing:
+            # the dialer took our Resume for a new connection (Go <= 1.9, pywssocks): never mix two streams
+            log.warning("channel %s: the peer does not support Resume; closing the channel", self.name)
+            self.reset("Resume not supported by the peer")
             return
         if not message.success and not self._closing:  # fast open: the dial failed after all
             log.info("channel %s: connect to %s:%d failed: %s", self.name, self.address, self.port, message.error)
@@ -210,8 +223,14 @@ class TcpChannel(Channel):
             self.gate.resume(self)
         self.link.channels.discard(self)
 
-    def rebind(self, link: Any) -> None:
-        """Carry on over ``link`` (after a Resume): flush what was kept and read the local socket again."""
+    def rebind(self, link: Any, probe: float = 0.0) -> None:
+        """Carry on over ``link`` after a Resume: flush what was kept and read the local socket again.
+
+        ``probe`` > 0 (the requester, which just sent Connect with Resume = 1)
+        holds new data that long first: a dialer without Resume support answers
+        with a fresh ConnectResponse (it dialed again) and the channel is reset
+        before any byte reaches that second connection.
+        """
         if self._closing:
             return
         was_suspended = self.suspended
@@ -227,12 +246,26 @@ class TcpChannel(Channel):
         self.suspended = False
         if self._paused_reading:
             self.gate.pause(self)
+        if probe > 0:
+            self.resumed = True
+            self._probing = True
+            self._probe_timer = asyncio.get_running_loop().call_later(probe, self._resume_confirmed)
+            return
+        self._carry_on()
+
+    def _resume_confirmed(self) -> None:
+        self._probe_timer = None
+        self._probing = False
+        if not self._closing and not self.suspended:
+            self._carry_on()
+
+    def _carry_on(self) -> None:
         pending, self._pending = self._pending, []
         for chunk in pending:
             self.write(chunk)
-        if self.protocol is not None:
-            link.writer.add_listener(self.protocol)  # pauses the protocol again if the writer is full
-            if not link.writer.paused:
+        if self.protocol is not None and not self.suspended:
+            self.link.writer.add_listener(self.protocol)  # pauses the protocol again if the writer is full
+            if not self.link.writer.paused:
                 self.protocol.resume_writing()
 
     def expire(self) -> None:

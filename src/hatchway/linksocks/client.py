@@ -36,7 +36,7 @@ from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
 
 from . import protocol
-from .channel import ChannelTable
+from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
 from .orphans import OrphanBuffer
@@ -357,7 +357,7 @@ class Client:
         """Re-attach suspended channels: a requester sends Connect(Resume=1); a provider waits for it."""
         if self.options.reverse:
             return
-        count = self.grace.resume_requests(None, link)
+        count = self.grace.resume_requests(None, link, RESUME_PROBE)
         if count:
             log.info("resumed %d channel(s) on %s", count, link.name)
 

@@ -70,14 +70,14 @@ class GraceKeeper:
             del self._held[key]
         return alive
 
-    def resume_requests(self, key: Hashable, link: Any) -> int:
+    def resume_requests(self, key: Hashable, link: Any, probe: float = 0.0) -> int:
         """Requester side: re-attach ``key``'s channels to ``link`` with Connect(Resume = 1)."""
         count = 0
         held = self._held.get(key)
         for endpoint in self.take(key):
             if not link.try_send(endpoint.connect_message(resume=True)):
                 continue
-            endpoint.rebind(link)
+            endpoint.rebind(link, probe)
             if held is not None:
                 held.discard(endpoint)
             count += 1

@@ -40,7 +40,7 @@ from hatchway.common import wsconn
 from . import protocol
 from .access import AccessRules
 from .agent import AgentRelay
-from .channel import ChannelTable
+from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
 from .orphans import OrphanBuffer
@@ -405,7 +405,7 @@ class Server:
             pool.add(link)
             link.pool_key = pool_key  # type: ignore[attr-defined]
             self._partners_changed(pool_key)
-            resumed = self.grace.resume_requests(key, link)
+            resumed = self.grace.resume_requests(key, link, RESUME_PROBE)
             if resumed:
                 log.info("resumed %d channel(s) on %s", resumed, link.name)
             table = self.table
