@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -568,10 +569,19 @@ class _UpstreamHandler(socketserver.BaseRequestHandler):
         server: Any = self.server
         try:
             first = _recv_exact(sock, 1)
+            forward = b""
             if first == b"\x05":
                 host, port = self._socks(sock, server)
-            else:
+            elif first == b"C":
                 host, port = self._http(sock, first)
+            else:  # an absolute-form request (e.g. a ws:// upgrade through an HTTP proxy)
+                data = first
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                host, port, forward = self._absolute_form(data)
             upstream = socket.create_connection((host, port), timeout=10)
         except (OSError, ValueError):
             return
@@ -580,6 +590,8 @@ class _UpstreamHandler(socketserver.BaseRequestHandler):
         sock.settimeout(None)
         if first == b"\x05":
             sock.sendall(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+        elif forward:
+            upstream.sendall(forward)
         else:
             sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         pump = threading.Thread(target=_pipe, args=(upstream, sock), daemon=True)
@@ -629,6 +641,17 @@ class _UpstreamHandler(socketserver.BaseRequestHandler):
             raise ValueError("only CONNECT")
         host, _, port = target.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @staticmethod
+    def _absolute_form(data: bytes) -> tuple[str, int, bytes]:
+        """``GET http://host:port/path ...`` -> (host, port, the request in origin form)."""
+        line, _, rest = data.partition(b"\r\n")
+        method, target, version = line.decode().split(" ", 2)
+        parts = urlsplit(target)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return parts.hostname or "", parts.port or 80, f"{method} {path} {version}\r\n".encode() + rest
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:

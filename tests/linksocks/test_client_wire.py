@@ -268,3 +268,50 @@ async def test_threads_keep_each_channel_on_one_websocket(target):
         writer.close()
     await client.close()
     await server.close()
+
+
+def test_reconnect_backoff_policy():
+    backoff = Client("t").reconnect_backoff()
+    delays = [backoff.next() for _ in range(4)]
+    assert delays == [1.0, 1.5, 2.25, 3.375]
+    for _ in range(40):
+        last = backoff.next()
+    assert last == 600.0
+    backoff.reset()
+    assert backoff.next() == 1.0
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("host:8765", "wss://host:8765/socket"),
+    ("http://h", "ws://h/socket"),
+    ("https://h/", "wss://h/socket"),
+    ("ws://h:1/socket/", "ws://h:1/socket/"),
+    ("ws://h:1/custom", "ws://h:1/custom"),
+])
+def test_url_normalisation(given, expected):
+    assert Client("t", url=given).url == expected
+
+
+@pytest.mark.parametrize("no_env_proxy", [False, True], ids=["env-proxy", "no-env-proxy"])
+async def test_http_proxy_environment_for_the_websocket(monkeypatch, no_env_proxy):
+    import ls_harness as h
+
+    upstream = h.UpstreamProxy()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{upstream.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    server = Server(ws_host="127.0.0.1", ws_port=0)
+    await server.start()
+    server.add_forward_token("tok")
+    client = Client("tok", url=f"ws://127.0.0.1:{server.ws_address[1]}", socks_port=0, socks_host="127.0.0.1",
+                    no_env_proxy=no_env_proxy)
+    await client.start()
+    await client.wait_ready(10)
+    via_proxy = [port for _, port in upstream.served]
+    assert via_proxy == ([] if no_env_proxy else [server.ws_address[1]])
+    await client.close()
+    await server.close()
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    bypass = Client("tok", url="ws://127.0.0.1:1")
+    assert bypass._env_proxy("ws://127.0.0.1:1/socket") is None
+    await asyncio.get_running_loop().run_in_executor(None, upstream.close)

@@ -146,3 +146,46 @@ def test_http_proxy_on_the_socks_port(eng, procs, peer110, target):
     with socket.create_connection(("127.0.0.1", socks), timeout=10) as sock:
         sock.sendall(f"GET http://127.0.0.1:{target.port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         assert b"hello from the target" in h.read_http_response(sock)
+
+
+def test_dial_rules_on_the_forward_server(eng, procs, peer110, target):
+    from hatchway.linksocks.access import AccessRules, parse_rule_flag
+
+    server, ws_port = hatchway_server(eng)
+    eng.sync(setattr, server, "dial_rules", AccessRules([parse_rule_flag(f"127.0.0.1:{target.port}")]))
+    socks = h.free_port()
+    go_client(procs, peer110, f"ws://127.0.0.1:{ws_port}", socks)
+    assert h.echo_roundtrip(socks, target.port, b"allowed") == b"allowed"
+    with pytest.raises(h.SocksError):
+        h.socks_connect(socks, "127.0.0.1", target.udp_port)  # another port: refused by the server
+    assert eng.sync(lambda: server.outbound.dials) == 1
+
+
+def test_entry_rules_on_the_reverse_socks_port(eng, procs, peer110, target):
+    from hatchway.linksocks.access import AccessRules, parse_rule_flag
+
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    socks = h.free_port()
+    eng.sync(server.add_reverse_token, "rtok", port=socks)
+    eng.sync(setattr, server, "entry_rules", AccessRules([parse_rule_flag("10.0.0.0/8:*")]))
+    procs.start(peer110.linksocks("provider", "-t", "rtok", "-u", f"ws://127.0.0.1:{server.ws_address[1]}",
+                                  "--direct-mode", "relay-only"), "go-provider")
+    h.wait_port(socks, 30)
+    with pytest.raises(h.SocksError) as blocked:
+        h.socks_connect(socks, "127.0.0.1", target.port)
+    assert blocked.value.reply == 0x02
+
+
+def test_dial_rules_on_a_hatchway_provider(eng, procs, peer110, target):
+    ws_port, socks = h.free_port(), h.free_port()
+    procs.start(peer110.linksocks("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "rtok", "-r",
+                                  "-s", "127.0.0.1", "-p", str(socks)), "go-server")
+    h.wait_port(ws_port, 30)
+    provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{ws_port}", reverse=True,
+                                        access_rules=[f"127.0.0.1:{target.port}"]))
+    eng.call(lambda: provider.wait_ready(30))
+    h.wait_port(socks, 30)
+    assert h.echo_roundtrip(socks, target.port, b"ok") == b"ok"
+    with pytest.raises(h.SocksError):
+        h.socks_connect(socks, "127.0.0.1", target.udp_port)
+    assert provider.outbound.dials == 1

@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import urllib.request
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -148,7 +150,7 @@ class Client:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> "Client":
         options = self.options
-        self._session = wsconn.client_session(trust_env=not options.no_env_proxy)
+        self._session = wsconn.client_session()
         if not options.reverse and not options.socks_wait_server:
             await self._ensure_front()
         for index in range(thread_count(options.threads)):
@@ -222,9 +224,14 @@ class Client:
         return host, port
 
     # ------------------------------------------------------------ connections
+    def reconnect_backoff(self) -> Backoff:
+        """The reconnect policy: 1 s x 1.5 per failed attempt up to 10 min, reset once established."""
+        options = self.options
+        return Backoff(options.reconnect_initial, options.reconnect_factor, options.reconnect_max)
+
     async def _run_thread(self, index: int) -> None:
         options = self.options
-        backoff = Backoff(options.reconnect_initial, options.reconnect_factor, options.reconnect_max)
+        backoff = self.reconnect_backoff()
 
         async def attempt() -> bool:
             return await self._connect_once(index)
@@ -282,7 +289,12 @@ class Client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 return await wsconn.dial(
-                    self._session, url, max_msg_size=MAX_MSG_SIZE, timeout=DIAL_TIMEOUT, autoping=False
+                    self._session,
+                    url,
+                    max_msg_size=MAX_MSG_SIZE,
+                    timeout=DIAL_TIMEOUT,
+                    autoping=False,
+                    proxy=self._env_proxy(url),
                 )
             except aiohttp.WSServerHandshakeError as exc:
                 location = exc.headers.get("Location") if exc.headers else None
@@ -293,6 +305,19 @@ class Client:
                     url = with_query(url, self._auth_query())
                 log.debug("redirected to %s", url)
         raise aiohttp.ClientError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _env_proxy(self, url: str) -> str | None:
+        """http_proxy for ws://, https_proxy for wss:// (no_proxy honoured), unless -E."""
+        if self.options.no_env_proxy:
+            return None
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get("https" if url.startswith("wss://") else "http")
+        if not proxy:
+            return None
+        host = urlsplit(url).hostname or ""
+        if urllib.request.proxy_bypass_environment(host, proxies):
+            return None
+        return proxy
 
     def _auth_query(self) -> dict[str, str]:
         return {
