@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pkgtest_helpers import DIST, PROGRAM_NAMES, REPO, require_tool, run  # noqa: E402
+from pkgtest_helpers import DIST, REPO, require_tool, run  # noqa: E402
 
 
 # ---------------------------------------------------------------- release artefacts
@@ -70,12 +70,16 @@ def image_archive(release_artefact):
 
 
 @pytest.fixture(scope="session")
-def build_info(release_artefact) -> dict:
-    """dist/BUILDINFO.json of the release build: version, source_date_epoch, revision."""
-    path = DIST / "BUILDINFO.json"
-    if not path.exists():
-        release_artefact(PROGRAM_NAMES[0], "man")
-    return json.loads(path.read_text())
+def build_info(release_artefact):
+    """Function (prog, format) -> the dist/BUILDINFO.json entry of that artefact:
+    version, source_date_epoch and revision it was built from."""
+
+    def get(prog: str, what: str) -> dict:
+        path = release_artefact(prog, what)
+        table = json.loads((DIST / "BUILDINFO.json").read_text())
+        return table[str(path.relative_to(DIST))]
+
+    return get
 
 
 # ---------------------------------------------------------------- private dockerd

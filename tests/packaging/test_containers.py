@@ -220,7 +220,8 @@ class Service:
 
 
 def start(cmd, log: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
 
 
 def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_images, tmp_path):

@@ -3,12 +3,15 @@ dated by SOURCE_DATE_EPOCH, the PEX, and SHA256SUMS (packaging.md 1.1, 2.10, 3; 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -25,23 +28,37 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_source_date_epoch_defaults_to_the_commit_time(build_info):
-    assert build_info["version"] == VERSION
+@pytest.mark.parametrize("what", ["binary", "oci", "man"])
+def test_source_date_epoch_defaults_to_the_commit_time(what, build_info):
+    info = build_info(PROGRAM_NAMES[0], what)
+    assert info["version"] == VERSION
     if os.environ.get("SOURCE_DATE_EPOCH"):
-        assert build_info["source_date_epoch"] == int(os.environ["SOURCE_DATE_EPOCH"])
+        assert info["source_date_epoch"] == int(os.environ["SOURCE_DATE_EPOCH"])
     else:
-        assert build_info["source_date_epoch"] == int(git("show", "-s", "--format=%ct", build_info["revision"]))
+        assert info["source_date_epoch"] == int(git("show", "-s", "--format=%ct", info["revision"]))
+
+
+def image_config(prog: str) -> tuple[dict, bytes]:
+    layout = DIST / "oci" / f"hatchway-{prog}"
+    (entry,) = json.loads((layout / "index.json").read_bytes())["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    blob = lambda d: (layout / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+    manifest = json.loads(blob(entry["digest"]))
+    return json.loads(blob(manifest["config"]["digest"])), blob(manifest["layers"][0]["digest"])
 
 
 @pytest.mark.parametrize("prog", PROGRAM_NAMES)
 def test_release_image_is_reproducible(prog, release_artefact, build_info, tmp_path):
-    """A second build of the same commit gives byte-identical layout and archive."""
+    """A second build from the same binary and commit gives byte-identical layout and archive."""
     archive = release_artefact(prog, "oci")
+    info = build_info(prog, "oci")
+    _, layer_gz = image_config(prog)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer_gz))) as tar:
+        binary = tar.extractfile(f"app/{prog}").read()
     other = tmp_path / "dist"
     other.mkdir()
-    shutil.copy2(DIST / f"hatchway-{prog}", other / f"hatchway-{prog}")
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(build_info["source_date_epoch"]),
-           "HATCHWAY_REVISION": build_info["revision"]}
+    (other / f"hatchway-{prog}").write_bytes(binary)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(info["source_date_epoch"]), "HATCHWAY_REVISION": info["revision"]}
     run([sys.executable, str(REPO / "build" / "release"), "--no-setup", "--only", "oci", "--programs", prog,
          "--dist", str(other)], env=env, timeout=300)
     assert (other / archive.name).read_bytes() == archive.read_bytes()
@@ -49,30 +66,25 @@ def test_release_image_is_reproducible(prog, release_artefact, build_info, tmp_p
 
 
 @pytest.mark.parametrize("prog", PROGRAM_NAMES)
-def test_release_image_metadata(prog, release_artefact, build_info):
-    release_artefact(prog, "oci")
-    layout = DIST / "oci" / f"hatchway-{prog}"
-    index = json.loads((layout / "index.json").read_bytes())
-    (entry,) = index["manifests"]
-    assert entry["annotations"]["org.opencontainers.image.ref.name"] == VERSION
-    blob = lambda d: json.loads((layout / "blobs" / "sha256" / d.split(":")[1]).read_bytes())  # noqa: E731
-    config = blob(blob(entry["digest"])["config"]["digest"])
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(build_info["source_date_epoch"]))
-    assert config["created"] == created
+def test_release_image_metadata(prog, build_info):
+    info = build_info(prog, "oci")
+    config, _ = image_config(prog)
+    assert config["created"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info["source_date_epoch"]))
     cfg = config["config"]
     assert cfg["Entrypoint"] == [f"/app/{prog}"]
     assert cfg.get("Cmd", []) == PROGRAMS[prog]["cmd"]
     assert sorted(cfg["ExposedPorts"]) == sorted(PROGRAMS[prog]["expose"])
     assert cfg["User"] == "65532:65532" and cfg["WorkingDir"] == "/home/nonroot"
     assert cfg["Env"] == ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]
-    assert cfg["Labels"]["org.opencontainers.image.revision"] == build_info["revision"]
+    assert cfg["Labels"]["org.opencontainers.image.revision"] == info["revision"]
     assert cfg["Labels"]["org.opencontainers.image.version"] == VERSION
 
 
 @pytest.mark.parametrize("prog", PROGRAM_NAMES)
 def test_man_page(prog, release_artefact, build_info):
     page = release_artefact(prog, "man").read_text()
-    date = time.strftime("%Y-%m-%d", time.gmtime(build_info["source_date_epoch"])).replace("-", "\\-")
+    epoch = build_info(prog, "man")["source_date_epoch"]
+    date = time.strftime("%Y-%m-%d", time.gmtime(epoch)).replace("-", "\\-")
     assert page.splitlines()[0] == f'.TH HATCHWAY\\-{prog.upper()} "1" "{date}" "hatchway {VERSION}" "hatchway manual"'
     name = page.split(".SH NAME\n", 1)[1].splitlines()[0]
     assert name == f"hatchway\\-{prog} \\- " + PROGRAMS[prog]["description"].replace("-", "\\-")
