@@ -189,3 +189,27 @@ def test_dial_rules_on_a_hatchway_provider(eng, procs, peer110, target):
     with pytest.raises(h.SocksError):
         h.socks_connect(socks, "127.0.0.1", target.udp_port)
     assert provider.outbound.dials == 1
+
+
+def test_udp_in_reverse_mode_both_ways(eng, procs, peer110, target):
+    # hatchway server (SOCKS + UDP relay), Go provider (dials)
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    socks = h.free_port()
+    eng.sync(server.add_reverse_token, "rtok", port=socks)
+    procs.start(peer110.linksocks("provider", "-t", "rtok", "-u", f"ws://127.0.0.1:{server.ws_address[1]}",
+                                  "--direct-mode", "relay-only"), "go-provider")
+    h.wait_port(socks, 30)
+    control, relay = h.udp_associate(socks)
+    with control:
+        assert h.udp_exchange(relay, target.udp_port, b"r1") == ("127.0.0.1", target.udp_port, b"echo:r1")
+    # Go server (SOCKS + UDP relay), hatchway provider (dials)
+    ws_port, socks2 = h.free_port(), h.free_port()
+    procs.start(peer110.linksocks("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "rtok2", "-r",
+                                  "-s", "127.0.0.1", "-p", str(socks2)), "go-server")
+    h.wait_port(ws_port, 30)
+    provider = eng.start(lambda: Client("rtok2", url=f"ws://127.0.0.1:{ws_port}", reverse=True))
+    eng.call(lambda: provider.wait_ready(30))
+    h.wait_port(socks2, 30)
+    control, relay = h.udp_associate(socks2)
+    with control:
+        assert h.udp_exchange(relay, target.udp_port, b"r2") == ("127.0.0.1", target.udp_port, b"echo:r2")

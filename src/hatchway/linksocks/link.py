@@ -146,7 +146,12 @@ class Link:
                     log.warning("%s: %s, closing", self.name, self.close_reason)
                     return
                 self.peer_version = version
-                dispatch(self, message)
+                try:
+                    dispatch(self, message)
+                except Exception:  # a bug must not take the process down: end this link only
+                    log.exception("%s: failed to handle %s", self.name, type(message).__name__)
+                    self.close_reason = f"internal error handling {type(message).__name__}"
+                    return
             elif kind is WSMsgType.PING:
                 try:
                     await ws.pong(msg.data)
