@@ -440,3 +440,28 @@ async def test_reverse_listener_binding_linger_and_nowait():
         while not bound(outside):
             await asyncio.sleep(0.05)
     await nowait.close()
+
+
+async def test_sent_data_respects_the_buffer_size(target):
+    srv = Server(ws_host="127.0.0.1", ws_port=0, buffer_size=1000)
+    await srv.start()
+    srv.add_forward_token("ftok")
+    peer = await forward_peer(srv)
+    channel_id = await open_channel(peer, target)
+    await peer.send(Data(protocol.TCP, channel_id, b"E" + b"b" * 50000))
+    got = b""
+    while len(got) < 50000:
+        message = await peer.recv_type(Data)
+        assert 0 < len(message.data) <= 1000
+        got += bytes(message.data)
+    assert got == b"b" * 50000
+    await peer.close()
+    await srv.close()
+
+
+async def test_trace_logging_describes_received_messages(server, target, caplog):
+    caplog.set_level(5, logger="hatchway.linksocks.link")
+    peer = await forward_peer(server)
+    channel_id = await open_channel(peer, target)
+    assert any(f"recv Connect {protocol.uuid_text(channel_id)}" in r.getMessage() for r in caplog.records)
+    await peer.close()

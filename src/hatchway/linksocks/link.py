@@ -36,6 +36,28 @@ READ_TIMEOUT = 60.0
 _CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 Dispatch = Callable[["Link", Any], None]
+TRACE = 5
+
+
+def describe(message: Any) -> str:
+    """A short text for a trace line: type, channel id, sizes."""
+    name = type(message).__name__
+    channel_id = getattr(message, "channel_id", None)
+    parts = [name]
+    if channel_id is not None:
+        parts.append(protocol.uuid_text(channel_id))
+    data = getattr(message, "data", None)
+    if data is not None:
+        parts.append(f"{len(data)} bytes")
+    return " ".join(parts)
+
+
+def _traced(dispatch: Dispatch) -> Dispatch:
+    def traced(link: "Link", message: Any) -> None:
+        log.log(TRACE, "%s: recv %s", link.name, describe(message))
+        dispatch(link, message)
+
+    return traced
 
 
 class Link:
@@ -113,6 +135,8 @@ class Link:
     # -- reading
     async def serve(self, dispatch: Dispatch) -> None:
         """Read and dispatch until the WebSocket ends; then close it."""
+        if log.isEnabledFor(TRACE):  # -dd: every received message (checked once, not per message)
+            dispatch = _traced(dispatch)
         keepalive = asyncio.ensure_future(self._keepalive()) if self.ping_interval > 0 else None
         try:
             await self._read_loop(dispatch)
