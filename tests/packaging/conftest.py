@@ -89,6 +89,13 @@ def _link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 
 
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return [p for p in points if p.startswith(prefix)]
+
+
 def _iptables_rules() -> str | None:
     tool = shutil.which("iptables-save")
     if tool is None:
@@ -142,6 +149,7 @@ def dockerd():
                 pytest.fail(f"dockerd not ready in 60 s: {(root / 'dockerd.log').read_text()[-3000:]}")
             time.sleep(0.1)
         assert int(pidfile.read_text().strip()) == proc.pid
+        assert not _link_exists("docker0"), "the private dockerd created a docker0 bridge"
         yield docker
     finally:
         pid = int(pidfile.read_text().strip()) if pidfile.exists() else proc.pid
@@ -151,9 +159,13 @@ def dockerd():
             proc.wait(timeout=60)
         finally:
             log.close()
-        subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True)
-        subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        for mount in sorted(_mounts_under(root), key=len, reverse=True):  # e.g. exec/netns/default
+            if subprocess.run(["umount", mount], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", mount], capture_output=True)
+        leftover = _mounts_under(root)
+        if not leftover:
+            shutil.rmtree(root)
+    assert not leftover, f"mounts left behind by dockerd: {leftover}"
     assert proc.returncode == 0, f"dockerd exited {proc.returncode} after SIGTERM"
     assert not _link_exists("docker0"), "dockerd left a docker0 bridge behind"
     if rules_before is not None:
