@@ -389,7 +389,8 @@ async def start_hatchway_path(args, svc: Services, logdir: str) -> Path:
     try:
         rport = bl.free_port()
         runner = group.add(bl.Proc("tunnel-runner", cmd + ["runner", "--host", HOST, "--port", str(rport),
-                                                            "--log-level", "warn"], logdir, env))
+                                                            "--log-level", "warn"] + shlex.split(args.runner_args),
+                                   logdir, env))
         deadline = time.monotonic() + 20
         while not bl.port_open(HOST, rport, 0.2):
             if not runner.alive() or time.monotonic() > deadline:
@@ -397,7 +398,8 @@ async def start_hatchway_path(args, svc: Services, logdir: str) -> Path:
             await asyncio.sleep(0.05)
         client = group.add(bl.Proc("tunnel-client", cmd + ["--runner-url", f"ws://{HOST}:{rport}/",
                                                             "--container-id", "bench", "--log-level", "warn",
-                                                            "--reconnect-delay", "1"], logdir, env))
+                                                            "--reconnect-delay", "1"] + shlex.split(args.client_args),
+                                   logdir, env))
         try:
             await wait_tunnel_registered(rport, "bench", 20.0)
         except TimeoutError as e:
@@ -408,7 +410,8 @@ async def start_hatchway_path(args, svc: Services, logdir: str) -> Path:
             lport = bl.free_port()
             p = group.add(bl.Proc(f"tunnel-forward-{svcname}",
                                   cmd + ["forward", "--url", f"ws://{HOST}:{rport}", "-l", str(lport),
-                                         "--log-level", "warn", "bench", str(sport)], logdir, env))
+                                         "--log-level", "warn"] + shlex.split(args.forward_args)
+                                  + ["bench", str(sport)], logdir, env))
             ok = await loop.run_in_executor(None, p.wait_line, "READY", 20.0)
             if not ok and not bl.port_open(HOST, lport):
                 raise RuntimeError(f"forward for {svcname} not ready: {p.log_tail()}")
@@ -475,12 +478,17 @@ async def measure_path(path: Path, args, svc: Services) -> dict:
     if path.procs:
         await asyncio.sleep(2.0)
         res["idle"] = {k: p.sample() for k, p in path.procs.items()}
+    res["up_fail"], res["down_fail"] = [], []
     for i in range(args.repeat):
-        bl.log(f"{path.name}: bulk up {args.size} MiB ({i + 1}/{args.repeat})")
-        res["up"].append(await bulk_up(path.sink, n, svc, path.procs))
-        bl.log(f"{path.name}:   {res['up'][-1]['mbps']:.0f} MB/s; bulk down")
-        res["down"].append(await bulk_down(path.source, n, svc, path.procs))
-        bl.log(f"{path.name}:   {res['down'][-1]['mbps']:.0f} MB/s")
+        for key, fn, port in (("up", bulk_up, path.sink), ("down", bulk_down, path.source)):
+            bl.log(f"{path.name}: bulk {key} {args.size} MiB ({i + 1}/{args.repeat})")
+            try:
+                res[key].append(await fn(port, n, svc, path.procs))
+                bl.log(f"{path.name}:   {res[key][-1]['mbps']:.0f} MB/s")
+            except (OSError, TimeoutError, ConnectionError) as e:
+                res[f"{key}_fail"].append(f"{type(e).__name__}: {e}")
+                bl.log(f"{path.name}:   FAILED: {e!r}")
+                await asyncio.sleep(1.0)
     if path.procs:
         res["after_bulk"] = {k: p.sample() for k, p in path.procs.items()}
     # Fast paths burn ephemeral ports quickly: TIME_WAIT entries are reusable on loopback
@@ -668,7 +676,8 @@ async def client_only(args, svc: Services, logdir: str) -> dict:
     step = "start"
     try:
         client = group.add(bl.Proc("tunnel-client-only", cmd + ["--runner-url", hr.url, "--container-id", "bench",
-                                                                 "--log-level", "warn", "--reconnect-delay", "1"],
+                                                                 "--log-level", "warn", "--reconnect-delay", "1"]
+                                   + shlex.split(args.client_args),
                                    logdir, bl.hatchway_env()))
         st = client.stat
         try:
@@ -858,6 +867,16 @@ def rng(rs: list[dict], key: str = "mbps") -> str:
     return f" ({min(xs):.0f}–{max(xs):.0f})"
 
 
+def tput_cell(P: dict | None, key: str) -> str:
+    if not P:
+        return "–"
+    s = (bl.fnum(med(P[key]), 0) + rng(P[key])) if P[key] else "–"
+    fails = P.get(f"{key}_fail") or []
+    if fails:
+        s += f" [{len(fails)} of {len(fails) + len(P[key])} runs FAILED: {fails[0]}]"
+    return s
+
+
 def cpu_med(rs: list[dict], proc: str):
     xs = [r["cpu"].get(proc) for r in rs]
     xs = [x for x in xs if x is not None]
@@ -871,6 +890,9 @@ def passfail(ok) -> str:
 def report(args, R: dict) -> str:
     out = []
     out.append(f"hatchway-tunnel bench — {time.strftime('%Y-%m-%d %H:%M:%S')}; {bl.machine_line()}")
+    extra = " ".join(f"{k}={v!r}" for k, v in (("client", args.client_args), ("runner", args.runner_args),
+                                                ("forward", args.forward_args)) if v)
+    out.append("hatchway processes run with their default flags" + (f" plus {extra}" if extra else "") + ".")
     out.append(f"transfer size {args.size} MiB × {args.repeat} run(s) (median shown, range in parentheses); "
                f"TCP rate tests ≤ {args.rate_seconds:g} s / ≤ {args.rate_ops} ops; client-only setup n = {args.setup_n}; "
                f"{args.conns} open connections")
@@ -893,11 +915,10 @@ def report(args, R: dict) -> str:
             r3 = med(R3[key]) if R3 else None
             d = med(D[key]) if D else None
             i = ip.get(ipk)
-            rows.append([label, (bl.fnum(h, 0) + rng(H[key])) if H else "–",
-                         (bl.fnum(r3, 0) + rng(R3[key])) if R3 else "–",
-                         (bl.fnum(r, 0) + rng(RL[key])) if RL else "–",
+            failed = bool(H and H.get(f"{key}_fail"))
+            rows.append([label, tput_cell(H, key), tput_cell(R3, key), tput_cell(RL, key),
                          bl.fnum(d, 0), bl.fnum(i, 0), bl.ratio(h, r3), bl.ratio(h, r), bl.ratio(h, i), UP["e2e"][1],
-                         "≥ 300", passfail(None if h is None else h >= 300)])
+                         "≥ 300", passfail(None if h is None else (h >= 300 and not failed))])
         out.append(bl.table(["(a)(e) end to end", "hatchway", "plain relay ×3", "plain relay", "direct", "iperf3",
                              "hw/relay×3", "hw/relay", "hw/iperf3", "upstream", "target", ""], rows,
                             "## Throughput: user TCP → forward → runner → client → service (1 stream, decimal MB/s)"))
@@ -1136,6 +1157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="e2e,limits,client,startup", help="comma list of sections")
     ap.add_argument("--tunnel-cmd", default=f"{shlex.quote(sys.executable)} -m hatchway.tunnel",
                     help="command that runs hatchway-tunnel (client; 'runner'/'forward' sub-commands)")
+    ap.add_argument("--client-args", default="", help="extra flags for the tunnel client, e.g. '--buffer-limit 4194304'")
+    ap.add_argument("--runner-args", default="", help="extra flags for 'runner'")
+    ap.add_argument("--forward-args", default="", help="extra flags for 'forward', e.g. '--slow-consumer block'")
     ap.add_argument("--binary", help="release binary to time in (g), e.g. dist/hatchway-tunnel")
     ap.add_argument("--startup-runs", type=int, default=10)
     ap.add_argument("--json", help="also write raw results here")
