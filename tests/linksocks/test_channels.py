@@ -166,3 +166,33 @@ def test_agent_channel_survives_a_provider_reconnect(eng, target):
         assert provider.outbound.dials == 1
     finally:
         proxy.close()
+
+
+def test_agent_channel_survives_a_connector_reconnect(eng, target):
+    """The connector's WebSocket drops; it resumes its channel, the server re-attaches the binding."""
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    eng.sync(server.add_reverse_token, "rtok", port=h.free_port())
+    eng.sync(server.add_connector_token, "ctok", "rtok")
+    ws_port = server.ws_address[1]
+    proxy = h.CuttableProxy(ws_port)
+    try:
+        fast = dict(reconnect_initial=0.05, reconnect_factor=1.0)
+        provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{ws_port}", reverse=True, **fast))
+        eng.call(lambda: provider.wait_ready(30))
+        connector = eng.start(lambda: Client("ctok", url=f"ws://127.0.0.1:{proxy.port}", socks_host="127.0.0.1",
+                                             socks_port=0, **fast))
+        eng.call(lambda: connector.wait_ready(30))
+        sock, _ = h.socks_connect(connector.socks_address[1], "127.0.0.1", target.port)
+        with sock:
+            sock.sendall(b"Ebefore")
+            assert h._recv_exact(sock, 6) == b"before"
+            proxy.cut()
+            sock.sendall(b"during")  # held by the suspended channel, sent after the Resume
+            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(connector.links)) == 1, 20,
+                         "the connector to reconnect")
+            assert h._recv_exact(sock, 6) == b"during"
+            sock.sendall(b"after")
+            assert h._recv_exact(sock, 5) == b"after"
+        assert provider.outbound.dials == 1
+    finally:
+        proxy.close()

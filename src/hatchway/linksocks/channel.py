@@ -221,7 +221,7 @@ class TcpChannel(Channel):
             self.protocol.pause_writing()
         if self._paused_reading:
             self.gate.resume(self)
-        self.link.channels.discard(self)
+        # stays in link.channels: the link's loss hands it to the grace keeper
 
     def rebind(self, link: Any, probe: float = 0.0) -> None:
         """Carry on over ``link`` after a Resume: flush what was kept and read the local socket again.
