@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from hatchway.linksocks import Client, Server, protocol
 from hatchway.linksocks.client import AuthError
-from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data, Disconnect
+from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data
 from rawpeer import RawServer, read_message, send_message
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from hatchway.linksocks import Server, protocol
 from hatchway.linksocks.protocol import (
-    Auth,
     AuthResponse,
     Connect,
     ConnectResponse,

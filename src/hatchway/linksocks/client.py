@@ -168,7 +168,7 @@ class Client:
         waiter = asyncio.ensure_future(self._ready.wait())
         done_waiter = asyncio.ensure_future(self._done.wait())
         try:
-            finished, _ = await asyncio.wait({waiter, done_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, done_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             done_waiter.cancel()

@@ -48,7 +48,7 @@ from .outbound import Outbound
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .reverse import ProviderPool, ReverseListener
 from .routing import route
-from .tokens import ConnectorToken, ForwardToken, ReverseToken, Role, TokenError, TokenRegistry
+from .tokens import ReverseToken, Role, TokenError, TokenRegistry
 
 log = logging.getLogger("hatchway.linksocks.server")
 
