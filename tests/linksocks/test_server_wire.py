@@ -464,3 +464,14 @@ async def test_trace_logging_describes_received_messages(server, target, caplog)
     channel_id = await open_channel(peer, target)
     assert any(f"recv Connect {protocol.uuid_text(channel_id)}" in r.getMessage() for r in caplog.records)
     await peer.close()
+
+
+async def test_removing_a_token_closes_its_links_and_channels(server, target):
+    peer = await forward_peer(server)
+    channel_id = await open_channel(peer, target)
+    assert server.remove_token("ftok")
+    assert await peer.closed(5)
+    async with asyncio.timeout(5):
+        while channel_id in server.table:
+            await asyncio.sleep(0.02)
+    await peer.close()

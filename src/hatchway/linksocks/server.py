@@ -492,7 +492,8 @@ class Server:
     # ------------------------------------------------------------ link loss
     def _link_gone(self, link: Link, key: Any) -> None:
         self.links.discard(link)
-        if self._closing:
+        token_gone = self.tokens.get(getattr(link, "token", "")) is None
+        if self._closing or token_gone:  # nothing can resume: close its channels now
             for endpoint in list(link.channels):
                 endpoint.link_lost()
             link.channels.clear()
