@@ -186,3 +186,13 @@ def _socks_works(socks, port):
         return h.echo_roundtrip(socks, port, b"ok", timeout=5) == b"ok"
     except (OSError, h.SocksError):
         return False
+
+
+def test_go_provider_with_several_websockets(eng, procs, peer110, target):
+    """A Go provider with -T 3 is three pool entries; its replies for a channel may come on any of them."""
+    _, ws_port, socks = reverse_server(eng)
+    go_provider(procs, peer110, f"ws://127.0.0.1:{ws_port}", "rtok", "-T", "3")
+    h.wait_until(lambda: _providers(eng) == 3, 30, "three provider WebSockets")
+    h.download_sha(socks, target.port, 16 * h.MiB)
+    for _ in range(3):
+        assert h.echo_roundtrip(socks, target.port, b"spread") == b"spread"
