@@ -19,11 +19,19 @@ log = logging.getLogger("hatchway.linksocks.orphans")
 MAX_MESSAGES = 1000
 TTL = 30.0
 MAX_BYTES = 64 * 1024 * 1024
+MAX_CHANNELS = 4096
 
 
 class OrphanBuffer:
-    def __init__(self, max_messages: int = MAX_MESSAGES, ttl: float = TTL, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        max_messages: int = MAX_MESSAGES,
+        ttl: float = TTL,
+        max_bytes: int = MAX_BYTES,
+        max_channels: int = MAX_CHANNELS,
+    ) -> None:
         self.max_messages = max_messages
+        self.max_channels = max_channels
         self.ttl = ttl
         self.max_bytes = max_bytes
         self._entries: dict[bytes, tuple[float, list[Any]]] = {}
@@ -34,6 +42,9 @@ class OrphanBuffer:
         """Keep ``message`` for ``channel_id``; False when a limit is reached (the message is not kept)."""
         entry = self._entries.get(channel_id)
         if entry is None:
+            if len(self._entries) >= self.max_channels:
+                log.warning("orphan buffer holds %d channels, message not kept", len(self._entries))
+                return False
             entry = self._entries[channel_id] = (time.monotonic(), [])
             self._arm_sweeper()
         messages = entry[1]

@@ -1,0 +1,35 @@
+"""The orphan buffer: messages for channels whose Connect has not arrived, bounded and expiring."""
+
+import asyncio
+
+from hatchway.linksocks.orphans import OrphanBuffer
+
+
+async def test_keeps_order_and_forgets_on_take():
+    buffer = OrphanBuffer()
+    buffer.add(b"a" * 16, "m1", 10)
+    buffer.add(b"a" * 16, "m2", 5)
+    assert buffer.bytes == 15 and len(buffer) == 1
+    assert buffer.take(b"a" * 16) == ["m1", "m2"]
+    assert buffer.take(b"a" * 16) == [] and buffer.bytes == 0
+    buffer.close()
+
+
+async def test_limits_messages_bytes_and_channels():
+    buffer = OrphanBuffer(max_messages=2, max_bytes=100, max_channels=2)
+    assert buffer.add(b"1" * 16, "x", 1) and buffer.add(b"1" * 16, "y", 1)
+    assert not buffer.add(b"1" * 16, "z", 1)  # 1000 messages per channel upstream; 2 here
+    assert buffer.add(b"2" * 16, "big", 98)
+    assert not buffer.add(b"2" * 16, "more", 1)  # byte budget
+    assert not buffer.add(b"3" * 16, "third", 0)  # channel budget
+    buffer.close()
+
+
+async def test_entries_expire():
+    buffer = OrphanBuffer(ttl=0.15)
+    buffer.add(b"e" * 16, "old", 3)
+    async with asyncio.timeout(5):
+        while len(buffer):
+            await asyncio.sleep(0.02)
+    assert buffer.bytes == 0
+    buffer.close()
