@@ -315,3 +315,49 @@ async def test_http_proxy_environment_for_the_websocket(monkeypatch, no_env_prox
     bypass = Client("tok", url="ws://127.0.0.1:1")
     assert bypass._env_proxy("ws://127.0.0.1:1/socket") is None
     await asyncio.get_running_loop().run_in_executor(None, upstream.close)
+
+
+async def test_udp_association_ends_with_its_control_connection():
+    log = []
+    fake = await RawServer(_channel_server(log)).start()
+    client = fast_client(fake.port)
+    await client.start()
+    await client.wait_ready(10)
+    reader, writer = await asyncio.open_connection(*client.socks_address)
+    writer.write(b"\x05\x01\x00")
+    assert await reader.readexactly(2) == b"\x05\x00"
+    writer.write(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+    reply = await reader.readexactly(10)
+    assert reply[1] == 0 and reply[4:8] == socket.inet_aton("127.0.0.1")
+    writer.close()
+    async with asyncio.timeout(10):
+        while not any(isinstance(m, protocol.Disconnect) for _, m in log):
+            await asyncio.sleep(0.02)
+    connect = next(m for _, m in log if isinstance(m, Connect))
+    disconnect = next(m for _, m in log if isinstance(m, protocol.Disconnect))
+    assert connect.protocol == protocol.UDP and disconnect.channel_id == connect.channel_id
+    await client.close()
+    await fake.close()
+
+
+async def test_provider_re_adds_its_connector_tokens_after_a_reconnect():
+    import ls_harness as h
+
+    server = Server(ws_host="127.0.0.1", ws_port=0)
+    await server.start()
+    server.add_reverse_token("auto", allow_manage_connector=True)
+    proxy = await asyncio.get_running_loop().run_in_executor(None, h.CuttableProxy, server.ws_address[1])
+    provider = fast_client(proxy.port, token="auto", reverse=True, connector_token="mine")
+    await provider.start()
+    await provider.wait_ready(10)
+    async with asyncio.timeout(10):
+        while server.tokens.get("mine") is None:
+            await asyncio.sleep(0.02)
+    first_pool = server.tokens.get("mine").reverse_token
+    await asyncio.get_running_loop().run_in_executor(None, proxy.cut)
+    async with asyncio.timeout(10):  # URL-query auth: a new pool per connection, the token follows it
+        while server.tokens.get("mine") is None or server.tokens.get("mine").reverse_token == first_pool:
+            await asyncio.sleep(0.02)
+    await provider.close()
+    await asyncio.get_running_loop().run_in_executor(None, proxy.close)
+    await server.close()
