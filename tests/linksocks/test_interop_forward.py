@@ -133,3 +133,12 @@ def test_resume_against_a_server_without_resume_never_mixes_streams(eng, procs, 
         proxy.close()
     finally:
         target.close()
+
+
+@pytest.mark.parametrize("path", ["", "/socket/"], ids=["url-query-auth", "binary-auth"])
+def test_hatchway_server_go19_client(eng, procs, peer19, target, path):
+    _, ws_port = hatchway_server(eng)
+    socks = h.free_port()
+    go_client(procs, peer19, f"ws://127.0.0.1:{ws_port}{path}", "tok", socks)
+    assert b"hello from the target" in h.socks_http_get(socks, target.port)
+    h.echo_sha(socks, target.port, 4 * h.MiB)

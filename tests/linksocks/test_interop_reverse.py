@@ -196,3 +196,14 @@ def test_go_provider_with_several_websockets(eng, procs, peer110, target):
     h.download_sha(socks, target.port, 16 * h.MiB)
     for _ in range(3):
         assert h.echo_roundtrip(socks, target.port, b"spread") == b"spread"
+
+
+def test_go19_provider_and_connector_on_hatchway_server(eng, procs, peer19, target):
+    _, ws_port, socks = reverse_server(eng, connector="ctok")
+    url = f"ws://127.0.0.1:{ws_port}"
+    go_provider(procs, peer19, url, "rtok")
+    h.wait_port(socks, 30)
+    assert h.echo_roundtrip(socks, target.port, b"reverse19") == b"reverse19"
+    connector_socks = h.free_port()
+    go_connector(procs, peer19, url, "ctok", connector_socks)
+    h.echo_sha(connector_socks, target.port, 4 * h.MiB)
