@@ -482,7 +482,8 @@ def ensure_peer_venv(path: str, packages: list[str]) -> str:
     python = os.path.join(path, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", path], check=True)
-    check = subprocess.run([python, "-c", "import linksocks"], capture_output=True)
+    modules = ", ".join(spec.split("==")[0].replace("-", "_") for spec in packages)
+    check = subprocess.run([python, "-c", f"import {modules}"], capture_output=True)
     if check.returncode != 0:
         subprocess.run([python, "-m", "pip", "install", "-q", "--only-binary=:all:", *packages], check=True,
                        timeout=900)
