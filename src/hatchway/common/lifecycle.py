@@ -9,6 +9,7 @@ and maps the outcome to an exit code.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -144,3 +145,19 @@ def setup_logging(level: int | str = logging.INFO, fmt: str | None = None, strea
 def announce_ready(what: str) -> None:
     """One readiness line on stderr, for supervisors and tests: ``READY <what>``."""
     print(f"READY {what}", file=sys.stderr, flush=True)
+
+
+class Service:
+    """Base of every embeddable server and client: ``async with X(...)`` is ``start()`` then ``close()``.
+
+    Subclasses define ``start()`` (plain or async) and ``async close()``.
+    """
+
+    async def __aenter__(self) -> Any:
+        started = self.start()  # type: ignore[attr-defined]
+        if inspect.isawaitable(started):
+            await started
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()  # type: ignore[attr-defined]

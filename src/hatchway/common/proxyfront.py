@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from .lifecycle import Service
 from . import httpproxy, socks5
 from .relay import READ_MAX, Pump, Relay
 
@@ -92,7 +93,7 @@ class _Stage(enum.Enum):
     CLOSED = "closed"
 
 
-class ProxyFront:
+class ProxyFront(Service):
     """SOCKS5 (RFC 1928/1929) and HTTP proxy listener that hands targets to a dialer.
 
     * ``host``: one address or several (``None``/``""`` = all interfaces);
@@ -161,13 +162,6 @@ class ProxyFront:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> "ProxyFront":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 class FrontConnection(asyncio.Protocol):

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from hatchway.common.lifecycle import Service
 from hatchway.common import wsconn
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
@@ -98,7 +99,7 @@ def thread_count(requested: int) -> int:
     return min(requested, 100 * cpus)
 
 
-class Client:
+class Client(Service):
     """A LinkSocks client embedded in the running event loop."""
 
     def __init__(self, token: str | None = None, options: ClientOptions | None = None, **kwargs: Any) -> None:
@@ -209,12 +210,6 @@ class Client:
             await self._session.close()
         self.orphans.close()
         self._done.set()
-
-    async def __aenter__(self) -> "Client":
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     @property
     def socks_address(self) -> tuple[str, int] | None:

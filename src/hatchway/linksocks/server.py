@@ -35,6 +35,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from hatchway.common.lifecycle import Service
 from hatchway.common import wsconn
 
 from . import protocol
@@ -108,7 +109,7 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-class Server:
+class Server(Service):
     """A LinkSocks server embedded in the running event loop."""
 
     def __init__(self, options: ServerOptions | None = None, **kwargs: Any) -> None:
@@ -183,12 +184,6 @@ class Server:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
-
-    async def __aenter__(self) -> "Server":
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

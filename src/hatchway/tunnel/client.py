@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import yarl
 
+from hatchway.common.lifecycle import Service
 from hatchway.common.reconnect import GaveUp, reconnect_loop
 from hatchway.common.wsconn import dial
 
@@ -63,7 +64,7 @@ def default_ssl_context() -> ssl.SSLContext:
     return context
 
 
-class TunnelClient:
+class TunnelClient(Service):
     """Keeps one tunnel WebSocket to the runner up and relays its connections."""
 
     def __init__(
@@ -136,13 +137,6 @@ class TunnelClient:
         return True
 
     # -- background
-    async def __aenter__(self) -> "TunnelClient":
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
     def start(self) -> None:
         """Run the reconnect loop as a background task."""
         if self._task is None:

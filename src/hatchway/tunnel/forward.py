@@ -43,7 +43,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
-from hatchway.common.lifecycle import announce_ready, setup_logging
+from hatchway.common.lifecycle import Service, announce_ready, setup_logging
 from hatchway.common.relay import Relay
 from hatchway.common.wsconn import ConnectionGone, MessageWriter, client_session, dial
 
@@ -100,7 +100,7 @@ class _Acceptor(asyncio.Protocol):
         self.forwarder._accepted(transport)
 
 
-class Forwarder:
+class Forwarder(Service):
     """``async with Forwarder(server, task_id, remote_port) as fwd:`` forwards ``fwd.local_port``.
 
     ``server`` is a base URL (``ws://runner:8001``, ``wss://host``) or ``host[:port]``.
@@ -342,13 +342,6 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def __aenter__(self) -> "Forwarder":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 async def run_from_args(args: Any) -> int:

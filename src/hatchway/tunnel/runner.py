@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from hatchway.common.lifecycle import Fatal, announce_ready, setup_logging
+from hatchway.common.lifecycle import Fatal, Service, announce_ready, setup_logging
 from hatchway.common.wsconn import ConnectionGone, MessageWriter, accept, serve_app
 
 from .protocol import HEADER_SIZE, MsgType, Proto, pack_header
@@ -447,7 +447,7 @@ def make_app(
     return app
 
 
-class Runner:
+class Runner(Service):
     """``async with Runner(host, port) as runner:`` serves the endpoint; port 0 picks a free port."""
 
     def __init__(
@@ -485,13 +485,6 @@ class Runner:
             await self.endpoint.close()
             await self._app_runner.cleanup()
             self._app_runner = None
-
-    async def __aenter__(self) -> "Runner":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 async def run_from_args(args: Any) -> int:
