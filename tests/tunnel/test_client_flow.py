@@ -3,28 +3,14 @@
 import asyncio
 
 import pytest
-from fake_runner import FakeRunner, tunnel_client, wait_until
-from local_services import TcpService, echo
+from fake_runner import tunnel_client, wait_until
+from local_services import TcpService
 
 from hatchway.tunnel.protocol import MsgType
 
 CHUNK = 64 * 1024
 FLOOD_MESSAGES = 1024  # 64 MiB
 LIMIT = 1024 * 1024
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def echo_service():
-    service = await TcpService(echo).start()
-    yield service
-    await service.stop()
 
 
 @pytest.fixture

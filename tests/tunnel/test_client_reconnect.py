@@ -3,18 +3,11 @@
 import asyncio
 
 import pytest
-from fake_runner import FakeRunner, tunnel_client
+from fake_runner import tunnel_client
 from local_services import TcpService, echo, read_until_eof
 
 from hatchway.tunnel import TunnelClient, TunnelGaveUp
 from hatchway.tunnel.protocol import MsgType
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

@@ -1,27 +1,11 @@
 """Tunnel client: frames on the wire and tolerance of bad input (acceptance cases 9, 22-26)."""
 
-import pytest
-from fake_runner import FakeRunner, FrameTap, tunnel_client
-from local_services import TcpService, echo
+from fake_runner import FrameTap, tunnel_client
 
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import Message, MsgType, Proto
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def echo_service():
-    service = await TcpService(echo).start()
-    yield service
-    await service.stop()
 
 
 async def test_case9_every_client_frame_is_masked_and_never_text(runner, echo_service):

@@ -6,25 +6,11 @@ import os
 import socket
 
 import pytest
-from fake_runner import FakeRunner, tunnel_client
+from fake_runner import tunnel_client
 from local_services import TcpService, bye_then_close, closed_port, echo, read_until_eof
 
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import MAX_DATA_PAYLOAD, Message, MsgType, Proto
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def echo_service():
-    service = await TcpService(echo).start()
-    yield service
-    await service.stop()
 
 
 @pytest.fixture

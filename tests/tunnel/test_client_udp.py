@@ -3,25 +3,10 @@
 import asyncio
 import socket
 
-import pytest
-from fake_runner import FakeRunner, tunnel_client
-from local_services import UdpEcho, closed_port
+from fake_runner import tunnel_client
+from local_services import closed_port
 
 from hatchway.tunnel.protocol import Message, MsgType, Proto
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def udp_echo():
-    service = await UdpEcho().start()
-    yield service
-    await service.stop()
 
 
 async def test_case27_one_datagram_per_data_each_way(runner, udp_echo):

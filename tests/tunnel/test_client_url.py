@@ -3,16 +3,9 @@
 import logging
 
 import pytest
-from fake_runner import FakeRunner, tunnel_client
+from fake_runner import tunnel_client
 
 from hatchway.tunnel.client import check_runner_url, tunnel_url
-
-
-@pytest.fixture
-async def runner():
-    fake = await FakeRunner().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.mark.parametrize(
