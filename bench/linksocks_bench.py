@@ -187,6 +187,7 @@ def echo_op(env: Env, timeout: float, payload: bytes = b"0123456789abcdef") -> N
 
 # ====================================================================== tests
 
+LOAD_STOP = threading.Event()  # set by the RSS watchdog: rate/churn loops end early
 RAND = os.urandom(CHUNK)
 ZEROS = bytes(CHUNK)
 
@@ -252,7 +253,7 @@ def t_rate(env: Env, workers: int, seconds: float, max_ops: int = 50000, timeout
     def run():
         while True:
             with lock:
-                if st["started"] >= max_ops or perf() >= deadline or st["fail"] > 1000:
+                if st["started"] >= max_ops or perf() >= deadline or st["fail"] > 1000 or LOAD_STOP.is_set():
                     return
                 st["started"] += 1
             t = perf()
@@ -356,7 +357,7 @@ def t_rate_uvloop(env: Env, workers: int, seconds: float, max_ops: int = 50000, 
         deadline = t0 + seconds
 
         async def worker():
-            while st["started"] < max_ops and perf() < deadline and st["fail"] <= 1000:
+            while st["started"] < max_ops and perf() < deadline and st["fail"] <= 1000 and not LOAD_STOP.is_set():
                 st["started"] += 1
                 t = perf()
                 fut = loop.create_future()
@@ -545,8 +546,20 @@ def make_variants(args, logdir: str) -> list[Variant]:
 
 
 class Running:
-    def __init__(self, v: Variant, logdir: str, tag: str):
+    """A freshly started server + client pair, with an RSS watchdog.
+
+    The Go peer's RSS grows by gigabytes under connection churn (12-16 GB seen
+    after 10 s rate tests + 10,000 connections); on a shared machine the
+    watchdog kills the pair (by PID) once one process passes rss_cap bytes.
+    """
+
+    def __init__(self, v: Variant, logdir: str, tag: str, rss_cap: int = 0):
         self.group = bl.ProcGroup()
+        self.peak = {"server": 0, "client": 0}
+        self.capped: str | None = None
+        self.killed = False
+        self._stop = threading.Event()
+        LOAD_STOP.clear()
         slug = v.name.replace(" ", "-").replace(".", "")
         try:
             self.server = self.group.add(bl.Proc(f"{slug}-{tag}-server", v.server_argv, logdir, v.env))
@@ -561,6 +574,29 @@ class Running:
         except BaseException:
             self.group.stop_all()
             raise
+        self.rss_cap = rss_cap
+        self._watch = threading.Thread(target=self._watchdog, daemon=True)
+        self._watch.start()
+
+    def _watchdog(self):
+        while not self._stop.wait(0.25):
+            for k, p in self.procs.items():
+                r = p.sample().rss
+                self.peak[k] = max(self.peak[k], r)
+                if self.rss_cap and r > self.rss_cap and not LOAD_STOP.is_set():
+                    LOAD_STOP.set()
+                    self.capped = (f"{k} RSS {r / 1e6:,.0f} MB > cap {self.rss_cap / 1e6:,.0f} MB: "
+                                   "connection load stopped for the rest of the group")
+                    bl.log(f"watchdog: {self.capped}")
+                if self.rss_cap and r > 1.5 * self.rss_cap and not self.killed:
+                    self.killed = True
+                    self.capped = f"{k} RSS {r / 1e6:,.0f} MB > 1.5 × cap: proxies killed"
+                    bl.log(f"watchdog: {self.capped}")
+                    for q in self.procs.values():
+                        try:
+                            os.kill(q.pid, 9)
+                        except ProcessLookupError:
+                            pass
 
     def wait_ready(self, target_port: int, timeout: float = 40.0) -> None:
         env = Env(target_port, self.socks_port)
@@ -580,6 +616,8 @@ class Running:
 
     def stop(self):
         # SIGTERM both, 1 s, SIGKILL, reap; then a short pause (spec: 2 s)
+        self._stop.set()
+        self._watch.join(2)
         self.group.stop_all(grace=1.0)
 
 
@@ -608,7 +646,7 @@ def run_variant(v: Variant, args, target_port: int, logdir: str) -> dict:
     def group(tag: str, body):
         bl.log(f"{v.name}: group {tag}")
         try:
-            run = Running(v, logdir, tag)
+            run = Running(v, logdir, tag, args.rss_cap_mb * 1000 * 1000)
         except Exception as e:  # noqa: BLE001
             R["errors"][tag] = f"{type(e).__name__}: {e}"
             return
@@ -621,9 +659,13 @@ def run_variant(v: Variant, args, target_port: int, logdir: str) -> dict:
             bl.log(f"{v.name}: {tag} failed: {e}")
         finally:
             alive = {k: p.alive() for k, p in run.procs.items()}
-            if not all(alive.values()):
-                R["errors"][f"{tag} exited"] = ", ".join(k for k, a in alive.items() if not a)
             run.stop()
+            R[f"peak_{tag}"] = dict(run.peak)
+            if run.capped:
+                R["errors"][f"{tag} watchdog"] = run.capped
+            if not all(alive.values()):
+                R["errors"][f"{tag} exited"] = ", ".join(
+                    f"{k} (status {run.procs[k].popen.returncode})" for k, a in alive.items() if not a)
             time.sleep(pause)
 
     def g1(run):
@@ -796,6 +838,10 @@ def report(args, variants: list[Variant], results: dict, direct: dict | None) ->
         cn_g = G.get("churn", {}).get("ok")
         rows.append([f"RSS after rate tests + churn, MB (churn ok: hw {cn_h}, Go {cn_g})", pair(H.get("after_churn")),
                      pair(G.get("after_churn")), "", "", "", "", ""])
+        def peak(R):
+            pk = R.get("peak_rate")
+            return f"{pk['server'] / 1e6:,.0f} / {pk['client'] / 1e6:,.0f}" if pk else "–"
+        rows.append(["peak RSS during rate + churn (watchdog, 0.25 s), MB", peak(H), peak(G), "", "", "", "", ""])
         rows.append(["  growth over idle (worse process), MB", f(ch, 1), f(cg, 1), bl.ratio(ch, cg), "", "",
                      "≤ 20", passfail(None if ch is None else ch <= 20)])
 
@@ -852,6 +898,9 @@ def main(argv=None) -> int:
     ap.add_argument("--idle-n", type=int, help="tunnels in the idle test [1000; --quick 1000]")
     ap.add_argument("--churn-n", type=int, help="connections in the churn step [10000; --quick 10000]")
     ap.add_argument("--groups", default="idle,rate,tput,closewait")
+    ap.add_argument("--rss-cap-mb", type=int, default=8000,
+                    help="shared-machine guard: when a proxy process passes this RSS the connection load of its "
+                    "group stops; at 1.5x the pair is killed [8000]")
     ap.add_argument("--no-go", action="store_true", help="hatchway only (no peer)")
     ap.add_argument("--no-hatchway", action="store_true", help="Go peer only")
     ap.add_argument("--no-direct", action="store_true", help="skip the harness-ceiling column")
