@@ -36,26 +36,44 @@ class SlowConsumerPolicy(str, enum.Enum):
 
 
 class InboundGate:
-    """Holds a WebSocket's read loop while any channel it feeds is paused (block policy)."""
+    """Holds a WebSocket's read loop while any channel it feeds is paused (block policy).
 
-    def __init__(self, policy: SlowConsumerPolicy = SlowConsumerPolicy.BLOCK) -> None:
+    ``stall_timeout`` (block policy, seconds, 0 = never) bounds how long one
+    channel may hold the gate without draining: a consumer that is slow but
+    reads keeps resuming and is never reset; one that stopped reading is reset
+    after that long, and the other channels go on.
+    """
+
+    def __init__(self, policy: SlowConsumerPolicy = SlowConsumerPolicy.BLOCK, stall_timeout: float = 0.0) -> None:
         self.policy = SlowConsumerPolicy(policy)
-        self._paused: set[Channel] = set()
+        self.stall_timeout = stall_timeout
+        self._paused: dict[Channel, asyncio.TimerHandle | None] = {}
         self._open = asyncio.Event()
         self._open.set()
 
     def pause(self, channel: "Channel") -> None:
         if self.policy is SlowConsumerPolicy.RESET:
-            log.info("channel %s: local consumer too slow, resetting it", channel.name)
+            log.warning("channel %s: local consumer too slow, resetting it", channel.name)
             channel.reset("slow consumer")
             return
-        self._paused.add(channel)
+        timer = None
+        if self.stall_timeout > 0:
+            timer = asyncio.get_running_loop().call_later(self.stall_timeout, self._stalled, channel)
+        self._paused[channel] = timer
         self._open.clear()
 
     def resume(self, channel: "Channel") -> None:
-        self._paused.discard(channel)
+        timer = self._paused.pop(channel, None)
+        if timer is not None:
+            timer.cancel()
         if not self._paused:
             self._open.set()
+
+    def _stalled(self, channel: "Channel") -> None:
+        if channel in self._paused:
+            self._paused[channel] = None
+            log.warning("channel %s: local consumer read nothing for %.0f s, resetting it", channel.name, self.stall_timeout)
+            channel.reset("stalled consumer")
 
     @property
     def blocked(self) -> bool:

@@ -31,6 +31,14 @@ def _add_policy(b: ParserBuilder) -> None:
         "as upstream) or reset (only that connection is closed)",
     )
     b.option(
+        "--stall-timeout",
+        env="HATCHWAY_STALL_TIMEOUT",
+        default=10.0,
+        type=float,
+        help="block policy: reset a connection whose local reader has drained nothing for this many seconds, "
+        "so the others go on; 0 = wait forever (upstream)",
+    )
+    b.option(
         "--buffer-limit",
         env="HATCHWAY_BUFFER_LIMIT",
         default=1024 * 1024,
@@ -129,9 +137,11 @@ def _add_forward(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     fb.option("--token", env="HATCHWAY_TUNNEL_TOKEN", help="token for a runner started with --token")
     fb.option("--udp-idle-timeout", env="HATCHWAY_UDP_IDLE_TIMEOUT", default=300.0, type=float,
               help="seconds after which an idle UDP source is forgotten")
-    fb.option("--slow-consumer", env="HATCHWAY_FORWARD_SLOW_CONSUMER", default="reset", choices=("block", "reset"),
-              help="when one local connection does not read fast enough: reset (only that connection is closed; "
-              "the others never wait) or block (every connection waits for it)")
+    fb.option("--slow-consumer", env="HATCHWAY_FORWARD_SLOW_CONSUMER", default="block", choices=("block", "reset"),
+              help="when one local connection does not read fast enough: block (every connection waits for it, "
+              "at most --stall-timeout while it reads nothing) or reset (only that connection is closed at once)")
+    fb.option("--stall-timeout", env="HATCHWAY_STALL_TIMEOUT", default=10.0, type=float,
+              help="block policy: reset a local connection that has read nothing for this many seconds; 0 = never")
     fb.option("--buffer-limit", env="HATCHWAY_FORWARD_BUFFER_LIMIT", default=16 * 1024 * 1024, type=int,
               help="bytes buffered per local connection before the slow-consumer policy applies")
     fb.option("--log-level", env="LOG_LEVEL", default="info", choices=LOG_LEVELS, help="log level")

@@ -70,6 +70,7 @@ async def run_client(args: Any) -> int:
             connect_timeout=args.connect_timeout,
             udp_idle_timeout=args.udp_idle_timeout,
             slow_consumer=args.slow_consumer,
+            stall_timeout=args.stall_timeout,
             buffer_limit=args.buffer_limit,
             ipv6_fallback=getattr(args, "ipv6_fallback", "on") == "on",
         )

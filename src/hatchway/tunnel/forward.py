@@ -58,6 +58,7 @@ GATE_POLL = 0.5  # while blocked on a slow local reader, how often to check the 
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # upstream buffers up to 256 x 64 KiB per connection
 DEFAULT_UDP_IDLE_TIMEOUT = 300.0
+DEFAULT_STALL_TIMEOUT = 10.0  # block policy: a local reader that drains nothing this long is reset
 
 _unpack_header = struct.Struct("!BBIH").unpack_from
 _DATA = int(MsgType.DATA)
@@ -117,7 +118,8 @@ class Forwarder(Service):
         proto: str = "tcp",
         token: str | None = None,
         udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT,
-        slow_consumer: str = "reset",
+        slow_consumer: str = "block",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
@@ -142,7 +144,7 @@ class Forwarder(Service):
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._writer: MessageWriter | None = None
-        self._gate = InboundGate(self.policy)
+        self._gate = InboundGate(self.policy, stall_timeout)
         self._server: asyncio.AbstractServer | None = None
         self._udp: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -357,7 +359,8 @@ async def run_from_args(args: Any) -> int:
         proto=args.proto,
         token=args.token,
         udp_idle_timeout=args.udp_idle_timeout,
-        slow_consumer=getattr(args, "slow_consumer", "reset"),
+        slow_consumer=args.slow_consumer,
+        stall_timeout=args.stall_timeout,
         buffer_limit=getattr(args, "buffer_limit", DEFAULT_BUFFER_LIMIT),
     )
     try:

@@ -21,6 +21,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout: float = 10.0  # WebSocket connect and local dials; 0 = none
     udp_idle_timeout: float = 300.0  # 0 = never expire
     slow_consumer: Literal["block", "reset"] = "block"
+    stall_timeout: float = 10.0  # block policy: reset a connection that drained nothing this long; 0 = never
     buffer_limit: int = 1024 * 1024  # bytes queued per connection toward its local socket
     ipv6_fallback: bool = True  # dial [::1]:port when 127.0.0.1:port refuses (D9)
     max_message_size: int = MAX_MESSAGE_DEFAULT  # inbound WebSocket message limit (64 MiB)
@@ -30,7 +31,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("reconnect delay and max reconnect must not be negative")
         if self.buffer_limit < 1:
             raise ValueError("buffer limit must be at least 1 byte")
-        if self.heartbeat < 0 or self.connect_timeout < 0 or self.udp_idle_timeout < 0:
+        if min(self.heartbeat, self.connect_timeout, self.udp_idle_timeout, self.stall_timeout) < 0:
             raise ValueError("timeouts must not be negative")
 
     @classmethod

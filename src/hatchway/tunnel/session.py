@@ -58,7 +58,7 @@ class TunnelSession:
         self.ws = ws
         self.options = options
         self.writer = MessageWriter(ws)
-        self.gate = InboundGate(SlowConsumerPolicy(options.slow_consumer))
+        self.gate = InboundGate(SlowConsumerPolicy(options.slow_consumer), options.stall_timeout)
         self.connections: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_unknown = -1
