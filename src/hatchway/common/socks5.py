@@ -296,16 +296,25 @@ def build_userpass_status(ok: bool) -> bytes:
 # --------------------------------------------------------------- request / reply
 
 
-def parse_request(buf: Buffer) -> tuple[Request, int] | None:
+def _parse_command_frame(buf: Buffer, what: str) -> tuple[int, str, int, int] | None:
+    """VER CMD/REP RSV ATYP ADDR PORT: the shape requests and replies share."""
     if len(buf) < 4:
         return None
     if buf[0] != VERSION:
-        raise Socks5Error(f"unsupported SOCKS version {buf[0]} in request")
+        raise Socks5Error(f"unsupported SOCKS version {buf[0]} in {what}")
     parsed = parse_address(buf, 3)
     if parsed is None:
         return None
     host, port, end = parsed
-    return Request(buf[1], host, port), end
+    return buf[1], host, port, end
+
+
+def parse_request(buf: Buffer) -> tuple[Request, int] | None:
+    frame = _parse_command_frame(buf, "request")
+    if frame is None:
+        return None
+    command, host, port, end = frame
+    return Request(command, host, port), end
 
 
 def build_request(command: int, host: str, port: int) -> bytes:
@@ -313,15 +322,11 @@ def build_request(command: int, host: str, port: int) -> bytes:
 
 
 def parse_reply(buf: Buffer) -> tuple[Reply, int] | None:
-    if len(buf) < 4:
+    frame = _parse_command_frame(buf, "reply")
+    if frame is None:
         return None
-    if buf[0] != VERSION:
-        raise Socks5Error(f"unsupported SOCKS version {buf[0]} in reply")
-    parsed = parse_address(buf, 3)
-    if parsed is None:
-        return None
-    host, port, end = parsed
-    return Reply(buf[1], host, port), end
+    reply, host, port, end = frame
+    return Reply(reply, host, port), end
 
 
 def build_reply(reply: int, host: str = "0.0.0.0", port: int = 0) -> bytes:

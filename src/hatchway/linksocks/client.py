@@ -247,14 +247,7 @@ class Client(Service):
             log.warning("connection to %s failed: %s", self.url, exc or type(exc).__name__)
             return False
         name = f"{self.url}#{index}"
-        link = Link(
-            ws,
-            version=self.options.wire_version,
-            max_payload=self.options.buffer_size,
-            ping_interval=self.options.ping_interval,
-            read_timeout=self.options.read_timeout,
-            name=name,
-        )
+        link = Link.with_options(ws, self.options, name)
         try:
             await self._authenticate(link)
         except AuthError as exc:

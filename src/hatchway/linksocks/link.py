@@ -87,6 +87,18 @@ class Link:
         self.close_reason = ""
         self.peer_version: int | None = None
 
+    @classmethod
+    def with_options(cls, ws: Any, options: Any, name: str) -> "Link":
+        """A link configured from a ServerOptions or ClientOptions (same field names)."""
+        return cls(
+            ws,
+            version=options.wire_version,
+            max_payload=options.buffer_size,
+            ping_interval=options.ping_interval,
+            read_timeout=options.read_timeout,
+            name=name,
+        )
+
     def __repr__(self) -> str:
         return f"<Link {self.name}>"
 

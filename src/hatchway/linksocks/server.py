@@ -274,14 +274,7 @@ class Server(Service):
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         ws = await wsconn.accept(request, max_msg_size=MAX_MSG_SIZE, autoping=False)
         peer = client_ip(request)
-        link = Link(
-            ws,
-            version=self.options.wire_version,
-            max_payload=self.options.buffer_size,
-            ping_interval=self.options.ping_interval,
-            read_timeout=self.options.read_timeout,
-            name=peer,
-        )
+        link = Link.with_options(ws, self.options, peer)
         try:
             await self._serve_link(request, link)
         except asyncio.CancelledError:
