@@ -161,8 +161,13 @@ async def test_far_side_ending_the_channel_closes_local_connections(server):
         await fwd.close()
 
 
-async def test_a_local_reader_that_stops_does_not_stall_the_others(server):
-    async with Forwarder(server.url, TASK, 8080, local_port=0, buffer_limit=256 * 1024) as fwd:
+@pytest.mark.parametrize(
+    "policy",
+    [{"slow_consumer": "reset"}, {"slow_consumer": "block", "stall_timeout": 0.5}],
+    ids=["reset-at-once", "block-then-stall-reset"],
+)
+async def test_a_local_reader_that_stops_does_not_stall_the_others(server, policy):
+    async with Forwarder(server.url, TASK, 8080, local_port=0, buffer_limit=256 * 1024, **policy) as fwd:
         channel = await server.channel()
         _stalled_reader, stalled_writer = await open_local(fwd.local_port)  # never reads
         assert (await channel.recv()).client_id == 1
