@@ -140,20 +140,28 @@ def test_websocket_drop_mid_transfer(eng, target, grace):
         proxy.close()
 
 
-def test_agent_channel_survives_a_provider_reconnect(eng, target):
-    """Case 40: the provider's WebSocket drops; the server re-sends Connect with Resume = 1 to it."""
+def start_agent(eng, cut: str):
+    """Server + provider + connector (agent mode); the ``cut`` side dials through a CuttableProxy."""
     server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
     eng.sync(server.add_reverse_token, "rtok", port=h.free_port())
     eng.sync(server.add_connector_token, "ctok", "rtok")
     ws_port = server.ws_address[1]
     proxy = h.CuttableProxy(ws_port)
+    direct, via_proxy = f"ws://127.0.0.1:{ws_port}", f"ws://127.0.0.1:{proxy.port}"
+    fast = dict(reconnect_initial=0.05, reconnect_factor=1.0)
+    provider_url = via_proxy + "/socket/" if cut == "provider" else direct  # binary auth on the cut link
+    connector_url = via_proxy if cut == "connector" else direct
+    provider = eng.start(lambda: Client("rtok", url=provider_url, reverse=True, **fast))
+    eng.call(lambda: provider.wait_ready(30))
+    connector = eng.start(lambda: Client("ctok", url=connector_url, socks_host="127.0.0.1", socks_port=0, **fast))
+    eng.call(lambda: connector.wait_ready(30))
+    return proxy, provider, connector
+
+
+def test_agent_channel_survives_a_provider_reconnect(eng, target):
+    """Case 40: the provider's WebSocket drops; the server re-sends Connect with Resume = 1 to it."""
+    proxy, provider, connector = start_agent(eng, cut="provider")
     try:
-        fast = dict(reconnect_initial=0.05, reconnect_factor=1.0)
-        provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{proxy.port}/socket/", reverse=True, **fast))
-        eng.call(lambda: provider.wait_ready(30))
-        connector = eng.start(lambda: Client("ctok", url=f"ws://127.0.0.1:{ws_port}", socks_host="127.0.0.1",
-                                             socks_port=0, **fast))
-        eng.call(lambda: connector.wait_ready(30))
         sock, _ = h.socks_connect(connector.socks_address[1], "127.0.0.1", target.port)
         with sock:
             sock.sendall(b"Ebefore")
@@ -170,18 +178,8 @@ def test_agent_channel_survives_a_provider_reconnect(eng, target):
 
 def test_agent_channel_survives_a_connector_reconnect(eng, target):
     """The connector's WebSocket drops; it resumes its channel, the server re-attaches the binding."""
-    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
-    eng.sync(server.add_reverse_token, "rtok", port=h.free_port())
-    eng.sync(server.add_connector_token, "ctok", "rtok")
-    ws_port = server.ws_address[1]
-    proxy = h.CuttableProxy(ws_port)
+    proxy, provider, connector = start_agent(eng, cut="connector")
     try:
-        fast = dict(reconnect_initial=0.05, reconnect_factor=1.0)
-        provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{ws_port}", reverse=True, **fast))
-        eng.call(lambda: provider.wait_ready(30))
-        connector = eng.start(lambda: Client("ctok", url=f"ws://127.0.0.1:{proxy.port}", socks_host="127.0.0.1",
-                                             socks_port=0, **fast))
-        eng.call(lambda: connector.wait_ready(30))
         sock, _ = h.socks_connect(connector.socks_address[1], "127.0.0.1", target.port)
         with sock:
             sock.sendall(b"Ebefore")

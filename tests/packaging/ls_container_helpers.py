@@ -22,6 +22,7 @@ if _LINKSOCKS_TESTS not in sys.path:
     sys.path.insert(0, _LINKSOCKS_TESTS)
 
 import ls_harness
+from pkgtest_helpers import wait_for  # noqa: F401  (re-exported for the tests)
 
 PEER110_PACKAGES = ["linksocks==1.10.1", "pywssocks==1.5.1"]
 
@@ -30,20 +31,6 @@ def peer110() -> ls_harness.Peer:
     """The linksocks 1.10.1 venv: $HATCHWAY_PEER110, else .venv-peer110 (created when missing)."""
     path = os.environ.get("HATCHWAY_PEER110") or os.path.join(ls_harness.REPO, ".venv-peer110")
     return ls_harness.Peer(ls_harness.ensure_peer_venv(path, PEER110_PACKAGES))
-
-
-def wait_for(cond, what: str, timeout: float, alive=()) -> object:
-    """Poll ``cond`` until it returns something truthy; fail if a watched process exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if result:
-            return result
-        for check in alive:
-            check()
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Container:

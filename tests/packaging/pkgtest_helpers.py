@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -54,3 +55,42 @@ def source_date_epoch() -> int:
         return int(os.environ["SOURCE_DATE_EPOCH"])
     out = run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"]).stdout.decode().strip()
     return int(out)
+
+
+def listening(port: int) -> bool:
+    """Is something listening on TCP port ``port``? Read from /proc/net, no connection made."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def wait_for(cond, what: str, timeout: float = 60.0, alive=()) -> object:
+    """Poll ``cond`` until it returns something truthy; each ``alive`` check fails the test if a
+    watched process has exited meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = cond()
+        if result:
+            return result
+        for check in alive:
+            check()
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def exited_check(proc: subprocess.Popen, name: str):
+    """An ``alive`` check for :func:`wait_for`: fail when ``proc`` has exited."""
+
+    def check() -> None:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited {proc.returncode}")
+
+    return check

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, VERSION, run
+from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, VERSION, exited_check, listening, run, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -137,31 +137,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def listening(port: int) -> bool:
-    """Is something listening on TCP 127.0.0.1:port (or any address)? Read from /proc, no connection made."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
-def wait_for(cond, what: str, proc_list=(), timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for p, name in proc_list:
-            if p.poll() is not None:
-                pytest.fail(f"{name} exited {p.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 async def forward_handshake(url: str) -> str:
     import aiohttp
 
@@ -219,6 +194,10 @@ class Service:
         self.sock.close()
 
 
+def alive(procs: list[tuple[subprocess.Popen, str]]) -> list:
+    return [exited_check(proc, name) for proc, name in procs]
+
+
 def start(cmd, log: Path, **kw) -> subprocess.Popen:
     with open(log, "wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
@@ -240,7 +219,7 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
         runner = start([sys.executable, "-m", "hatchway.tunnel", "runner", "--host", "127.0.0.1",
                         "--port", str(runner_port)], tmp_path / "runner.log", env=env, cwd=tmp_path)
         procs.append((runner, "runner"))
-        wait_for(lambda: listening(runner_port), "the runner's port", procs)
+        wait_for(lambda: listening(runner_port), "the runner's port", alive=alive(procs))
 
         container = docker.run(
             "run", "-d", "--network", "host", "--name", cid, image_ref("tunnel"),
@@ -260,7 +239,7 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
                 pytest.fail(f"tunnel client container stopped: {logs.stdout!r} {logs.stderr!r}")
             return asyncio.run(forward_handshake(handshake_url)) == "CONNECTED"
 
-        wait_for(registered, "the container's tunnel registration", procs)
+        wait_for(registered, "the container's tunnel registration", alive=alive(procs))
 
         # `--slow-consumer block`: forward's default policy (reset) resets a local connection whose
         # reader falls --buffer-limit (8 MiB) behind, which a reader in this busy 2-core test does
@@ -269,7 +248,7 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
                          "-l", str(local_port), "--slow-consumer", "block", cid, str(service.port)],
                         tmp_path / "forward.log", env=env, cwd=tmp_path)
         procs.append((forward, "forward"))
-        wait_for(lambda: listening(local_port), "the forward command's local port", procs)
+        wait_for(lambda: listening(local_port), "the forward command's local port", alive=alive(procs))
 
         t0 = time.monotonic()
         user = socket.create_connection(("127.0.0.1", local_port), timeout=120)
@@ -292,7 +271,7 @@ def test_tunnel_client_in_scratch_container_carries_64_mib_each_way(loaded_image
         sender.join(timeout=120)
         assert not sender.is_alive() and sent_err == []
         wait_for(lambda: bool(service.received) or bool(service.errors), "the service to receive the upload",
-                 procs, timeout=120)
+                 timeout=120, alive=alive(procs))
         elapsed = time.monotonic() - t0
         user.close()
 

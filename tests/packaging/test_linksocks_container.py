@@ -9,12 +9,11 @@ import hashlib
 import os
 import re
 import secrets
-from pathlib import Path
 
 import ls_container_helpers as lc
 import pytest
 from ls_container_helpers import ls_harness
-from pkgtest_helpers import VERSION
+from pkgtest_helpers import VERSION, listening
 
 pytestmark = [pytest.mark.container, pytest.mark.interop]
 
@@ -47,20 +46,6 @@ def echo():
     service = lc.EchoService()
     yield service
     service.close()
-
-
-def listening(port: int) -> bool:
-    """Is something listening on TCP port ``port``? Read from /proc/net, no connection made."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
 
 
 def proc_alive(proc: ls_harness.Proc, name: str):
