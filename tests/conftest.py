@@ -1,6 +1,34 @@
-"""Every async test runs on both loops: asyncio's and uvloop's (packaging.md 7.4)."""
+"""Suite-wide test set-up.
+
+* Every async test runs on both loops: asyncio's and uvloop's (packaging.md 7.4).
+* ``tests/`` is on ``sys.path``, so test modules can ``from helpers import wait_until``.
+* Leak check: a test fails (as an error at teardown) when it leaves a thread or
+  an asyncio task running after its own fixtures have been torn down. Threads
+  started by session/module/class-scoped fixtures belong to those fixtures and
+  are not counted. A thread or task gets a short grace (``LEAK_GRACE``) to
+  finish on its own, awaited on its end (join / asyncio.wait), not slept.
+"""
+
+from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+LEAK_GRACE = 2.0  # seconds a thread or task may take to finish after its test
+
+# Threads started while a wider-than-function fixture was set up: they live with that fixture.
+_fixture_threads: set[threading.Thread] = set()
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -12,3 +40,69 @@ def pytest_asyncio_loop_factories(config, item):
     else:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+# ------------------------------------------------------------------ leak check: threads
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if fixturedef.scope == "function":
+        return (yield)
+    before = set(threading.enumerate())
+    try:
+        return (yield)
+    finally:
+        _fixture_threads.update(set(threading.enumerate()) - before)
+
+
+_threads_before: dict[str, set[threading.Thread]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    _threads_before[item.nodeid] = set(threading.enumerate())
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield  # every fixture of the test (and its event loop) is gone after this
+    before = _threads_before.pop(item.nodeid, set())
+    _fixture_threads.intersection_update(threading.enumerate())  # forget finished ones
+    leaked = [t for t in threading.enumerate() if t not in before and t not in _fixture_threads]
+    deadline = time.monotonic() + LEAK_GRACE
+    for thread in leaked:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t for t in leaked if t.is_alive()]
+    if alive:
+        pytest.fail(f"test left {len(alive)} thread(s) running: {', '.join(map(repr, alive))}", pytrace=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> None:
+    """Async tests get the task check, set up before and torn down after their other fixtures."""
+    if pytest_asyncio.is_async_test(request.node):
+        request.getfixturevalue("_no_leaked_tasks")
+
+
+# ------------------------------------------------------------------ leak check: asyncio tasks
+
+
+@pytest_asyncio.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.get_running_loop().shutdown_default_executor()  # its threads are the loop's, not leaks
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
+    if not pending:
+        return
+    _, still = await asyncio.wait(pending, timeout=LEAK_GRACE)
+    if still:
+        names = ", ".join(f"{t.get_name()} ({t.get_coro()!r})" for t in still)
+        for task in still:
+            task.cancel()
+        await asyncio.wait(still, timeout=LEAK_GRACE)
+        pytest.fail(f"test left {len(still)} asyncio task(s) running: {names}", pytrace=False)
