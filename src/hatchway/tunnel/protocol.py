@@ -4,8 +4,10 @@ Every tunnel message is one binary WebSocket message: an 8-byte big-endian
 header ``type:u8 proto:u8 client_id:u32 port:u16`` followed by the payload.
 There is no length field; the WebSocket message carries the length.
 
-This module imports no asyncio: ``decode`` turns bytes into a :class:`Message`
-and ``encode``/``header`` turn fields back into bytes.
+This module imports no asyncio. :func:`parse_header` is the one header parser
+every side uses (the multiplexers in :mod:`hatchway.tunnel.mux`); ``decode``
+turns a whole message into a :class:`Message` and ``encode``/``header`` turn
+fields back into bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ MAX_DATA_PAYLOAD = 65536  # what the upstream client sends per DATA (one local r
 
 _HEADER = struct.Struct("!BBIH")
 pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack_from
+unpack_header = _HEADER.unpack_from  # raw fields of the first 8 bytes; struct.error when shorter
 
 
 class MsgType(enum.IntEnum):
@@ -55,6 +57,18 @@ _TYPES = {int(t): t for t in MsgType}
 _PROTOS = {int(p): p for p in Proto}
 
 
+def parse_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+    """``(type, proto, client_id, port)`` of one message; ProtocolError when it is too short or the
+    protocol byte is neither TCP nor UDP. The type is returned raw: what an unknown type means is
+    each receiver's decision."""
+    if len(data) < HEADER_SIZE:
+        raise ProtocolError(f"message too short: {len(data)} bytes")
+    fields: tuple[int, int, int, int] = unpack_header(data)
+    if fields[1] > 1:
+        raise ProtocolError(f"unknown protocol 0x{fields[1]:02x}")
+    return fields
+
+
 def header(type: MsgType, proto: Proto, client_id: int, port: int = 0) -> bytes:
     return pack_header(type, proto, client_id, port)
 
@@ -65,16 +79,11 @@ def encode(message: Message) -> bytes:
 
 def decode(data: bytes | bytearray | memoryview) -> Message:
     """Parse one message. The payload is a zero-copy view into ``data``."""
-    if len(data) < HEADER_SIZE:
-        raise ProtocolError(f"message too short: {len(data)} bytes")
-    type_, proto, client_id, port = _unpack_header(data)
+    type_, proto, client_id, port = parse_header(data)
     mtype = _TYPES.get(type_)
     if mtype is None:
         raise ProtocolError(f"unknown message type 0x{type_:02x}")
-    mproto = _PROTOS.get(proto)
-    if mproto is None:
-        raise ProtocolError(f"unknown protocol 0x{proto:02x}")
-    return Message(mtype, mproto, client_id, port, memoryview(data)[HEADER_SIZE:])
+    return Message(mtype, _PROTOS[proto], client_id, port, memoryview(data)[HEADER_SIZE:])
 
 
 def with_client_id(data: bytes | bytearray | memoryview, client_id: int) -> bytes:

@@ -1,0 +1,513 @@
+"""The tunnel's multiplexing rules, sans-I/O: one object per WebSocket link per role.
+
+Nothing here reads a socket, starts a task or imports asyncio. Each object
+takes whole binary WebSocket messages in (``receive``), returns what they mean
+as events, and returns the messages to send for what its driver reports
+(a dial finished, a local socket closed, ...). The asyncio drivers
+(``session.py`` for the tunnel client, ``forward.py`` for the forward CLI,
+``runner.py`` for the runner endpoint) only move bytes and act on events.
+
+Roles and their rules (KohakuRiver's 8-byte header, see ``protocol.py``):
+
+* :class:`ClientMux`, the tunnel client (in the container). Per id the stream
+  goes ``DIALING`` (CONNECT received, the local dial runs, DATA is held by the
+  driver) -> ``OPEN`` (CONNECTED sent) -> ``CLOSED`` (removed from the table).
+  A duplicate CONNECT is ignored; DATA and CLOSE for an unknown id are dropped
+  with one warning per run of messages for the same id; a runner CLOSE ends
+  the stream at once, while dialing too (the driver still delivers held DATA,
+  then closes: D3), and nothing is sent for that id afterwards; a failed dial
+  answers ERROR and forgets the id so it can be reused (D2); PING is answered
+  with PONG(TCP, same id, port 0).
+* :class:`ForwardMux`, the forward CLI (user side of one forward channel):
+  ids allocated from 1 upward, never one still in use; CONNECTED moves a
+  stream from ``DIALING`` to ``OPEN``; CLOSE/ERROR end it; anything for an
+  unknown id is dropped silently.
+* :class:`Router`, the runner: routes between tunnel links and forward links.
+  Each (forward link, CLI id) gets a runner-wide tunnel id, allocated
+  monotonically and rewritten both ways (D1, D2); a CONNECT whose port is not
+  the forward link's port gets ERROR and reaches no container (D10); DATA and
+  CLOSE from the container for forgotten ids are ignored (D3); a tunnel or
+  forward link that ends releases its routes with ERROR or CLOSE toward the
+  other side; under the ``reset`` policy DATA for a congested forward link
+  resets just that route.
+
+Malformed messages raise :class:`~hatchway.tunnel.protocol.ProtocolError`;
+the driver logs it and keeps the link (the tunnel stays up, as upstream).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import msgspec
+
+from . import protocol
+from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError, pack_header, parse_header
+
+__all__ = [
+    "Phase", "Stream", "StreamEnd", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
+    "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "Failed", "ToUser", "ToTunnel",
+    "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
+]
+
+_CONNECT = int(MsgType.CONNECT)
+_CONNECTED = int(MsgType.CONNECTED)
+_DATA = int(MsgType.DATA)
+_CLOSE = int(MsgType.CLOSE)
+_ERROR = int(MsgType.ERROR)
+_PING = int(MsgType.PING)
+_PONG = int(MsgType.PONG)
+_NAMES = {int(t): t.name for t in MsgType}
+
+ERROR_TUNNEL_LOST = "Container tunnel disconnected"
+ERROR_SEND_FAILED = "Tunnel send failed"
+ERROR_SLOW_CONSUMER = "Slow consumer: forward channel buffer full, connection reset"
+
+
+def not_connected_text(container_id: str) -> str:
+    return f"Container tunnel not connected (container={container_id})"
+
+
+class Phase(enum.Enum):
+    DIALING = "dialing"  # client: the local dial runs; forward: CONNECT sent, no CONNECTED yet
+    OPEN = "open"
+    CLOSED = "closed"  # no longer in the table; nothing more is sent for it
+
+
+class StreamEnd(Protocol):
+    """What a driver attaches to a stream: its local end (a TCP channel, a UDP flow)."""
+
+    def feed(self, data: bytes | memoryview) -> None: ...
+    def remote_closed(self, error: str | None = None) -> None: ...
+    def link_lost(self) -> None: ...
+
+
+class Stream:
+    """One id's entry; ``endpoint`` is the driver's object for it (a channel, a UDP flow)."""
+
+    __slots__ = ("client_id", "proto", "port", "phase", "endpoint", "data_header")
+
+    def __init__(self, client_id: int, proto: Proto, port: int, phase: Phase) -> None:
+        self.client_id = client_id
+        self.proto = proto
+        self.port = port
+        self.phase = phase
+        self.endpoint: StreamEnd | None = None
+        self.data_header = protocol.data_header(proto, client_id)
+
+    @property
+    def live(self) -> bool:
+        return self.phase is not Phase.CLOSED
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.client_id} {self.proto.name} {self.phase.name}>"
+
+
+# -- events (what a received message means)
+class Opened(msgspec.Struct):
+    """Client: a new stream to dial (TCP) or open (UDP) at 127.0.0.1:stream.port."""
+
+    stream: Stream
+
+
+class Received(msgspec.Struct):
+    """DATA for a live stream; ``payload`` is a view into the message (never empty)."""
+
+    stream: Stream
+    payload: memoryview
+
+
+class Closed(msgspec.Struct):
+    """The far side ended a live stream (CLOSE; ERROR with its text on the forward side)."""
+
+    stream: Stream
+    error: str | None = None
+
+
+class Connected(msgspec.Struct):
+    """Forward: the far side accepted a stream."""
+
+    stream: Stream
+
+
+class Reply(msgspec.Struct):
+    """Send ``message`` back on the same link (the answer to PING)."""
+
+    message: bytes
+
+
+class Ignored(msgspec.Struct):
+    """A message that changes nothing; ``reason`` is worth one warning."""
+
+    reason: str
+
+
+Event = Opened | Received | Closed | Connected | Reply | Ignored
+
+
+# ---------------------------------------------------------------- client
+class ClientMux:
+    """The tunnel client's side of one tunnel connection."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, Stream] = {}
+        self._last_unknown = -1
+
+    def receive(self, message: bytes | bytearray | memoryview) -> Event | None:
+        """What one binary message from the runner means; None for nothing at all."""
+        mtype, proto, client_id, port = parse_header(message)
+        if mtype == _DATA:
+            stream = self.streams.get(client_id)
+            if stream is None:
+                return self._unknown(client_id, "DATA")
+            if len(message) == HEADER_SIZE:
+                return None  # an empty DATA changes nothing
+            return Received(stream, memoryview(message)[HEADER_SIZE:])
+        if mtype == _CONNECT:
+            if client_id in self.streams:
+                return Ignored(f"ignoring a duplicate CONNECT for id {client_id}")
+            if self._last_unknown == client_id:
+                self._last_unknown = -1
+            stream: Stream = Stream(client_id, Proto(proto), port, Phase.DIALING)
+            self.streams[client_id] = stream
+            return Opened(stream)
+        if mtype == _CLOSE:
+            stream_ = self.streams.pop(client_id, None)
+            if stream_ is None:
+                return self._unknown(client_id, "CLOSE")
+            stream_.phase = Phase.CLOSED
+            return Closed(stream_)
+        if mtype == _PING:
+            return Reply(protocol.pong(client_id))
+        name = _NAMES.get(mtype)
+        if name is None:
+            raise ProtocolError(f"unknown message type 0x{mtype:02x}")
+        return Ignored(f"ignoring {name} for id {client_id} from the runner")
+
+    def _unknown(self, client_id: int, what: str) -> Ignored | None:
+        if client_id == self._last_unknown:
+            return None  # one warning per run of messages for a gone id
+        self._last_unknown = client_id
+        return Ignored(f"dropping {what} for unknown id {client_id}")
+
+    # -- what the driver reports; each returns the message to send, or None
+    def connected(self, stream: Stream) -> bytes | None:
+        """The local end is open: DIALING -> OPEN, answer CONNECTED."""
+        if stream.phase is not Phase.DIALING:
+            return None
+        stream.phase = Phase.OPEN
+        return protocol.connected(stream.proto, stream.client_id)
+
+    def failed(self, stream: Stream, text: str) -> bytes | None:
+        """The dial or socket setup failed: answer ERROR (proto TCP, as upstream) and forget the id (D2)."""
+        if not self._forget(stream):
+            return None
+        return protocol.error(stream.client_id, text)
+
+    def finished(self, stream: Stream) -> bytes | None:
+        """The local end closed (or a UDP flow expired): CLOSE, and forget the id (D2)."""
+        if not self._forget(stream):
+            return None
+        return protocol.close(stream.proto, stream.client_id)
+
+    def release(self, stream: Stream) -> None:
+        """Forget a stream without telling the runner (e.g. after a slow-consumer reset sent its CLOSE)."""
+        self._forget(stream)
+
+    def lost(self) -> list[Stream]:
+        """The WebSocket ended: every stream is closed; returns them."""
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.phase = Phase.CLOSED
+        return streams
+
+    def _forget(self, stream: Stream) -> bool:
+        if stream.phase is Phase.CLOSED:
+            return False
+        stream.phase = Phase.CLOSED
+        if self.streams.get(stream.client_id) is stream:
+            del self.streams[stream.client_id]
+        return True
+
+
+# ---------------------------------------------------------------- forward CLI
+class ForwardMux:
+    """The forward CLI's side of one forward channel."""
+
+    def __init__(self, remote_port: int) -> None:
+        self.remote_port = remote_port
+        self.streams: dict[int, Stream] = {}
+        self.opened = 0  # ids allocated so far
+        self._next_id = 1
+
+    def open(self, proto: Proto) -> tuple[Stream, bytes]:
+        """A new local connection or UDP source: the stream and its CONNECT."""
+        client_id = self._next_id
+        while client_id in self.streams:  # only after a wrap past 2**32 - 1
+            client_id = client_id + 1 if client_id < MAX_CLIENT_ID else 1
+        self._next_id = client_id + 1 if client_id < MAX_CLIENT_ID else 1
+        self.opened += 1
+        stream: Stream = Stream(client_id, proto, self.remote_port, Phase.DIALING)
+        self.streams[client_id] = stream
+        return stream, protocol.connect(proto, client_id, self.remote_port)
+
+    def receive(self, message: bytes | bytearray | memoryview) -> Event | None:
+        mtype, _proto, client_id, _port = parse_header(message)
+        stream = self.streams.get(client_id)
+        if stream is None:
+            return None  # late messages for a finished id
+        if mtype == _DATA:
+            if len(message) == HEADER_SIZE:
+                return None
+            return Received(stream, memoryview(message)[HEADER_SIZE:])
+        if mtype == _CLOSE or mtype == _ERROR:
+            del self.streams[client_id]
+            stream.phase = Phase.CLOSED
+            if mtype == _CLOSE:
+                return Closed(stream)
+            text = bytes(memoryview(message)[HEADER_SIZE:]).decode("utf-8", "replace")
+            return Closed(stream, text or "error")
+        if mtype == _CONNECTED:
+            if stream.phase is Phase.DIALING:
+                stream.phase = Phase.OPEN
+                return Connected(stream)
+            return None
+        if mtype in _NAMES:
+            return None  # CONNECT, PING, PONG toward a user mean nothing
+        raise ProtocolError(f"unknown message type 0x{mtype:02x}")
+
+    def finished(self, stream: Stream) -> bytes | None:
+        """The local end closed (or a UDP flow expired): CLOSE, once."""
+        if not self._forget(stream):
+            return None
+        return protocol.close(stream.proto, stream.client_id)
+
+    def release(self, stream: Stream) -> None:
+        """Forget a stream without a message (the far side already ended it, or the link is gone)."""
+        self._forget(stream)
+
+    def lost(self) -> list[Stream]:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.phase = Phase.CLOSED
+        return streams
+
+    def _forget(self, stream: Stream) -> bool:
+        if stream.phase is Phase.CLOSED:
+            return False
+        stream.phase = Phase.CLOSED
+        if self.streams.get(stream.client_id) is stream:
+            del self.streams[stream.client_id]
+        return True
+
+
+# ---------------------------------------------------------------- runner
+class TunnelSide:
+    """The routing state of one tunnel link (one WebSocket on ``/ws/tunnel/{id}``)."""
+
+    __slots__ = ("container_id", "routes", "alive")
+
+    def __init__(self, container_id: str) -> None:
+        self.container_id = container_id
+        self.routes: dict[int, Route] = {}  # tunnel id -> route
+        self.alive = True
+
+
+class ForwardSide:
+    """The routing state of one forward link (one WebSocket on ``/ws/forward/{id}/{port}``).
+
+    ``congested`` is kept by the driver: True while the link's write buffer is over its limit.
+    """
+
+    __slots__ = ("container_id", "port", "proto", "routes", "congested", "closed")
+
+    def __init__(self, container_id: str, port: int, proto: Proto) -> None:
+        self.container_id = container_id
+        self.port = port
+        self.proto = proto
+        self.routes: dict[int, Route] = {}  # CLI id -> route
+        self.congested = False
+        self.closed = False
+
+
+class Route:
+    """One logical connection, as seen from both ends of the runner."""
+
+    __slots__ = ("tunnel", "tunnel_id", "forward", "cli_id", "proto")
+
+    def __init__(self, tunnel: TunnelSide, tunnel_id: int, forward: ForwardSide, cli_id: int, proto: int) -> None:
+        self.tunnel = tunnel
+        self.tunnel_id = tunnel_id
+        self.forward = forward
+        self.cli_id = cli_id
+        self.proto = proto
+
+    def __repr__(self) -> str:
+        return f"<Route cli {self.cli_id} <-> tunnel {self.tunnel_id}>"
+
+
+class ToUser(msgspec.Struct):
+    """Send ``head`` + ``payload`` as one message on ``forward``'s link."""
+
+    forward: ForwardSide
+    head: bytes
+    payload: memoryview | bytes = b""
+
+
+class ToTunnel(msgspec.Struct):
+    """Send ``head`` + ``payload`` on ``tunnel``'s link; if that fails, report ``route`` to
+    :meth:`Router.send_failed` (CONNECT, DATA) or drop it (CLOSE, PING)."""
+
+    tunnel: TunnelSide
+    head: bytes
+    payload: memoryview | bytes = b""
+    route: Route | None = None
+
+
+Output = ToUser | ToTunnel
+
+
+class Router:
+    """The runner's routing rules between tunnel links and forward links."""
+
+    def __init__(self, *, reset_slow: bool = False) -> None:
+        self.reset_slow = reset_slow
+        self._next_id = 1
+
+    def allocate_id(self) -> int:
+        """The next tunnel id: monotonic, never reused within 2**32 - 1 connections (D1, D2)."""
+        tunnel_id = self._next_id
+        self._next_id = tunnel_id + 1 if tunnel_id < MAX_CLIENT_ID else 1
+        return tunnel_id
+
+    # -- from the container
+    def from_tunnel(self, tunnel: TunnelSide, message: bytes | bytearray | memoryview) -> list[Output]:
+        mtype, proto, tunnel_id, port = parse_header(message)
+        if mtype == _DATA or mtype == _CONNECTED:
+            route = tunnel.routes.get(tunnel_id)
+            if route is None:
+                return []  # late DATA for a forgotten id (D3)
+            if mtype == _DATA and self.reset_slow and route.forward.congested:
+                return self.reset(route)
+            return self._to_user(route.forward, mtype, proto, route.cli_id, port, message)
+        if mtype == _CLOSE or mtype == _ERROR:
+            route = tunnel.routes.pop(tunnel_id, None)
+            if route is None:
+                return []
+            self._unroute_user_side(route)
+            return self._to_user(route.forward, mtype, proto, route.cli_id, port, message)
+        if mtype in _NAMES:
+            return []  # PONG (and what a client should not send): ignored
+        raise ProtocolError(f"unknown message type 0x{mtype:02x}")
+
+    # -- from a user; ``tunnel`` is the container's current tunnel link (resolved now: D5)
+    def from_user(
+        self, forward: ForwardSide, tunnel: TunnelSide | None, message: bytes | bytearray | memoryview
+    ) -> list[Output]:
+        if len(message) < HEADER_SIZE:
+            raise ProtocolError(f"message too short: {len(message)} bytes")
+        mtype, proto, cli_id, port = protocol.unpack_header(message)
+        if mtype == _DATA:
+            route = forward.routes.get(cli_id)
+            if route is None:
+                return []  # upstream forwards DATA only for active ids
+            return [self._to_tunnel(route, _DATA, proto, port, message)]
+        if mtype == _CONNECT:
+            return self._connect(forward, tunnel, proto, cli_id, port)
+        if mtype == _CLOSE:
+            route = forward.routes.pop(cli_id, None)
+            if route is None:
+                return []
+            self._unroute_tunnel_side(route)
+            return [self._to_tunnel(route, _CLOSE, proto, port, message)]
+        if mtype == _PING:
+            if tunnel is None:
+                return []
+            return [ToTunnel(tunnel, bytes(memoryview(message)[:HEADER_SIZE]), memoryview(message)[HEADER_SIZE:])]
+        return []
+
+    def _connect(self, forward: ForwardSide, tunnel: TunnelSide | None, proto: int, cli_id: int, port: int) -> list[Output]:
+        if proto > 1:
+            return self._error(forward, cli_id, f"Invalid protocol 0x{proto:02x}", 0)
+        if port != forward.port:
+            return self._error(
+                forward, cli_id, f"Port mismatch: CONNECT port {port} is not the forwarded port {forward.port}", proto
+            )
+        if cli_id in forward.routes:
+            return []  # a duplicate CONNECT
+        if tunnel is None or not tunnel.alive:
+            return self._error(forward, cli_id, not_connected_text(forward.container_id), proto)
+        route = Route(tunnel, self.allocate_id(), forward, cli_id, proto)
+        tunnel.routes[route.tunnel_id] = route  # the receiver exists before CONNECT leaves
+        forward.routes[cli_id] = route
+        return [ToTunnel(tunnel, pack_header(_CONNECT, proto, route.tunnel_id, port), b"", route)]
+
+    # -- what the driver reports
+    def send_failed(self, route: Route) -> list[Output]:
+        """A CONNECT or DATA could not be written to the tunnel: ERROR to the user."""
+        return self._fail(route, ERROR_SEND_FAILED)
+
+    def reset(self, route: Route) -> list[Output]:
+        """Reset policy: drop one route whose user cannot keep up (ERROR up, CLOSE down)."""
+        out = self._fail(route, ERROR_SLOW_CONSUMER)
+        if route.tunnel.alive:
+            out.append(ToTunnel(route.tunnel, protocol.close(Proto(route.proto), route.tunnel_id)))
+        return out
+
+    def tunnel_ended(self, tunnel: TunnelSide) -> list[Output]:
+        """A tunnel link is gone: ERROR to users for every id routed through it (D5)."""
+        tunnel.alive = False
+        routes = list(tunnel.routes.values())
+        tunnel.routes.clear()
+        out: list[Output] = []
+        for route in routes:
+            self._unroute_user_side(route)
+            out.extend(self._error(route.forward, route.cli_id, ERROR_TUNNEL_LOST, route.proto))
+        return out
+
+    def forward_ended(self, forward: ForwardSide) -> list[Output]:
+        """A forward link is gone: CLOSE to the container for every id it still had open."""
+        forward.closed = True
+        routes = list(forward.routes.values())
+        forward.routes.clear()
+        out: list[Output] = []
+        for route in routes:
+            self._unroute_tunnel_side(route)
+            if route.tunnel.alive:
+                out.append(ToTunnel(route.tunnel, protocol.close(Proto(route.proto), route.tunnel_id)))
+        return out
+
+    # -- helpers
+    def _to_user(
+        self, forward: ForwardSide, mtype: int, proto: int, cli_id: int, port: int, message: bytes | bytearray | memoryview
+    ) -> list[Output]:
+        if forward.closed:
+            return []
+        return [ToUser(forward, pack_header(mtype, proto, cli_id, port), memoryview(message)[HEADER_SIZE:])]
+
+    def _to_tunnel(self, route: Route, mtype: int, proto: int, port: int, message: bytes | bytearray | memoryview) -> ToTunnel:
+        head = pack_header(mtype, proto, route.tunnel_id, port)
+        return ToTunnel(route.tunnel, head, memoryview(message)[HEADER_SIZE:], route if mtype != _CLOSE else None)
+
+    def _error(self, forward: ForwardSide, cli_id: int, text: str, proto: int) -> list[Output]:
+        if forward.closed:
+            return []
+        return [ToUser(forward, pack_header(_ERROR, proto, cli_id, 0), text.encode("utf-8", "replace"))]
+
+    def _fail(self, route: Route, text: str) -> list[Output]:
+        self._unroute_tunnel_side(route)
+        self._unroute_user_side(route)
+        return self._error(route.forward, route.cli_id, text, route.proto)
+
+    @staticmethod
+    def _unroute_user_side(route: Route) -> None:
+        if route.forward.routes.get(route.cli_id) is route:
+            del route.forward.routes[route.cli_id]
+
+    @staticmethod
+    def _unroute_tunnel_side(route: Route) -> None:
+        if route.tunnel.routes.get(route.tunnel_id) is route:
+            del route.tunnel.routes[route.tunnel_id]
