@@ -12,9 +12,10 @@ import socket
 import struct
 
 import pytest
+from helpers import wait_until
 
 from hatchway.common import socks5
-from hatchway.common.dialer import DirectDialer
+from hatchway.common.dialer import DirectDialer, open_tcp
 from hatchway.common.httpproxy import HEAD_LIMIT, parse_response_head
 from hatchway.common.proxyfront import ProxyError, ProxyFront
 
@@ -22,14 +23,6 @@ TIMEOUT = 5.0
 CURL_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 # ------------------------------------------------------------------ helpers
-
-
-async def wait_until(predicate, timeout=TIMEOUT):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 async def start_echo(host="127.0.0.1"):
@@ -135,9 +128,9 @@ class RecordingDialer(DirectDialer):
         self.targets = []
         self.association_closed = asyncio.Event()
 
-    async def connect(self, host, port, pump, client):
+    async def open(self, host, port, client):
         self.targets.append((host, port, client))
-        await super().connect(host, port, pump, client)
+        return await super().open(host, port, client)
 
     async def associate(self, client):
         association = await super().associate(client)
@@ -360,7 +353,7 @@ class FailingDialer:
     def __init__(self, exc):
         self.exc = exc
 
-    async def connect(self, host, port, pump, client):
+    async def open(self, host, port, client):
         raise self.exc
 
     async def associate(self, client):
@@ -404,7 +397,7 @@ class StuckDialer:
         self.entered = asyncio.Event()
         self.cancelled = asyncio.Event()
 
-    async def connect(self, host, port, pump, client):
+    async def open(self, host, port, client):
         self.entered.set()
         try:
             await asyncio.Event().wait()
@@ -657,3 +650,28 @@ async def test_udp_associate_round_trip_and_close():
         client.close()
     echo4.close()
     echo6.close()
+
+
+class PumpDialer:
+    """A dialer of the former contract (connect a relay Pump): still served until its users move."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def connect(self, host, port, pump, client):
+        self.calls += 1
+        await open_tcp(host, port, lambda: pump)
+
+    async def associate(self, client):
+        raise ProxyError(0x07)
+
+
+async def test_former_pump_dialer_contract_still_works(echo):
+    dialer = PumpDialer()
+    async with ProxyFront(dialer, "127.0.0.1", 0) as front:
+        reader, writer, reply = await socks_connect(front, "127.0.0.1", echo)
+        assert reply == 0
+        writer.write(b"legacy")
+        assert await asyncio.wait_for(reader.readexactly(6), TIMEOUT) == b"legacy"
+        writer.close()
+    assert dialer.calls == 1

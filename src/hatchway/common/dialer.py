@@ -1,17 +1,21 @@
-"""Dialing targets: directly, or through an upstream SOCKS5 / HTTP CONNECT proxy.
+"""Dialers: direct TCP, through an upstream SOCKS5 / HTTP CONNECT proxy, by routing rules; direct UDP.
 
-:func:`open_tcp` is the one primitive: "connect to host:port (maybe through
-the upstream proxy) and attach this protocol". It is what the front end's
-dialers use, and what a program's dialing side (LinkSocks server in forward
-mode, provider in reverse mode) uses without a front end. Failures raise
-:class:`~.proxyfront.ProxyError` with a SOCKS5 reply code and the error text
-Go's net package would print (``dial tcp 127.0.0.1:1: connect: connection
-refused``), which LinkSocks peers show to their users.
+Each implements :class:`~.dialing.Dialer` (the contract, with :class:`~.dialing.ProxyError`,
+lives in :mod:`.dialing`). :func:`open_tcp` is the primitive under them: "connect to
+host:port (maybe through the upstream proxy) and attach this protocol". A program's
+dialing side (LinkSocks server in forward mode, provider in reverse mode) uses it
+without a front end. Failures raise :class:`~.dialing.ProxyError` with a SOCKS5 reply
+code and the error text Go's net package would print (``dial tcp 127.0.0.1:1:
+connect: connection refused``), which LinkSocks peers show to their users.
 
 Upstream URLs (linksocks.md section 14): ``socks5://user:pass@host:port``
 (default port 1080) and ``http://user:pass@host:port`` (default port 8080,
 ``CONNECT`` with Basic auth). Only TCP goes through the upstream proxy; UDP
 associations are direct, as upstream LinkSocks does.
+
+Name resolution goes through a :class:`~.dialing.Resolver` (``getaddrinfo`` by
+default); addresses are tried in order and the first failure names the error, as
+Go does.
 """
 
 from __future__ import annotations
@@ -20,21 +24,32 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
 from . import httpproxy, socks5
+from .dialing import (
+    ClientNegotiation,
+    Connected,
+    Dialer,
+    HandoffProtocol,
+    ProxyError,
+    Resolver,
+    SystemResolver,
+    UdpAssociation,
+    lookup_error_text,
+)
 from .neterr import go_dial_error
-from .proxyfront import Dialer, ProxyError, UdpAssociation
-from .relay import Pump
+from .tasks import TaskSet
 
-log = logging.getLogger("hatchway.dialer")
+log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 10.0
 DEFAULT_PORTS = {"socks5": 1080, "http": 8080}
+SYSTEM_RESOLVER = SystemResolver()
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -69,26 +84,17 @@ def parse_upstream(url: str) -> UpstreamProxy:
     return UpstreamProxy(scheme, parts.hostname, port, username, password)
 
 
-# --------------------------------------------------------------- error texts and codes
+# --------------------------------------------------------------- error codes
 
 
 def reply_for(exc: BaseException) -> int:
     """The SOCKS5 reply for a failed dial (RFC 1928 section 6)."""
-    code = getattr(exc, "errno", None)
+    code = exc.errno if isinstance(exc, OSError) else None
     if code == errno.ECONNREFUSED:
         return socks5.Rep.CONNECTION_REFUSED
     if code == errno.ENETUNREACH:
         return socks5.Rep.NETWORK_UNREACHABLE
     return socks5.Rep.HOST_UNREACHABLE
-
-
-def lookup_error_text(host: str, exc: socket.gaierror) -> str:
-    """Go's resolver failure: ``dial tcp: lookup nosuch.example: no such host``."""
-    if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
-        reason = "no such host"
-    else:
-        reason = (exc.strerror or str(exc)).lower()
-    return f"dial tcp: lookup {host}: {reason}"
 
 
 def is_ip_literal(host: str) -> bool:
@@ -98,33 +104,24 @@ def is_ip_literal(host: str) -> bool:
 # --------------------------------------------------------------- direct TCP
 
 
-async def _resolve(host: str, port: int) -> list[tuple[int, str]]:
-    if is_ip_literal(host):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return [(family, host)]
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ProxyError(socks5.Rep.HOST_UNREACHABLE, lookup_error_text(host, exc)) from None
-    except (UnicodeError, ValueError):  # not a valid host name (IDNA label rules, NUL, ...)
-        raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"dial tcp: lookup {host}: no such host") from None
-    return [(family, sockaddr[0]) for family, _, _, _, sockaddr in infos]
-
-
-async def _connect_direct(host: str, port: int, protocol_factory: Callable[[], P]) -> tuple[asyncio.Transport, P]:
+async def _connect_direct(
+    host: str, port: int, protocol_factory: Callable[[], P], resolver: Resolver
+) -> tuple[asyncio.Transport, P]:
     """Try each resolved address in turn; the first failure names the error (as Go does)."""
     loop = asyncio.get_running_loop()
     first: tuple[OSError, str] | None = None
-    for family, address in await _resolve(host, port):
+    for family, address in await resolver.resolve(host, port):
         try:
-            return await loop.create_connection(protocol_factory, address, port, family=family)  # type: ignore[return-value]
+            transport, protocol = await loop.create_connection(protocol_factory, address, port, family=family)
         except OSError as exc:
             if first is None:
                 first = (exc, address)
-    assert first is not None
-    exc, address = first
-    raise ProxyError(reply_for(exc), go_dial_error(exc, "tcp", httpproxy.join_host_port(address, port)))
+            continue
+        return transport, protocol
+    if first is None:
+        raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"dial tcp: lookup {host}: no such host")
+    error, address = first
+    raise ProxyError(reply_for(error), go_dial_error(error, "tcp", httpproxy.join_host_port(address, port)))
 
 
 # --------------------------------------------------------------- proxy handshakes
@@ -133,14 +130,14 @@ async def _connect_direct(host: str, port: int, protocol_factory: Callable[[], P
 class _Handshake(asyncio.Protocol):
     """Drives a sans-I/O client negotiation on a fresh connection to the upstream proxy."""
 
-    def __init__(self, negotiation: Any, fail: Callable[[Exception], ProxyError]) -> None:
+    def __init__(self, negotiation: ClientNegotiation, fail: Callable[[Exception], ProxyError]) -> None:
         self.negotiation = negotiation
         self.fail = fail
         self.transport: asyncio.Transport | None = None
         self.finished: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         transport.write(self.negotiation.initial())
 
     def data_received(self, data: bytes) -> None:
@@ -149,14 +146,13 @@ class _Handshake(asyncio.Protocol):
         negotiation = self.negotiation
         negotiation.receive_data(data)
         out = negotiation.data_to_send()
-        if out:
-            assert self.transport is not None
+        if out and self.transport is not None:
             self.transport.write(out)
         if negotiation.error is not None:
             self.finished.set_exception(self.fail(negotiation.error))
-        elif _negotiation_done(negotiation):
-            assert self.transport is not None
-            self.transport.pause_reading()  # the target's bytes belong to the next protocol
+        elif negotiation.done:
+            if self.transport is not None:
+                self.transport.pause_reading()  # the target's bytes belong to the next protocol
             self.finished.set_result(negotiation.leftover)
 
     def eof_received(self) -> bool:
@@ -169,12 +165,6 @@ class _Handshake(asyncio.Protocol):
     def _lost(self, exc: Exception) -> None:
         if not self.finished.done():
             self.finished.set_exception(self.fail(exc))
-
-
-def _negotiation_done(negotiation: Any) -> bool:
-    if isinstance(negotiation, socks5.ClientNegotiation):
-        return negotiation.phase is socks5.Phase.DONE
-    return bool(negotiation.done)
 
 
 def _socks5_failure(exc: Exception) -> ProxyError:
@@ -190,17 +180,22 @@ def _http_failure(exc: Exception) -> ProxyError:
     return ProxyError(socks5.Rep.HOST_UNREACHABLE, f"read CONNECT response error: {exc}")
 
 
-async def _connect_via(
-    proxy: UpstreamProxy, host: str, port: int, protocol_factory: Callable[[], P]
-) -> tuple[asyncio.Transport, P]:
+def _negotiation(
+    proxy: UpstreamProxy, host: str, port: int
+) -> tuple[ClientNegotiation, Callable[[Exception], ProxyError]]:
     if proxy.scheme == "socks5":
-        negotiation: Any = socks5.ClientNegotiation(host, port, proxy.username, proxy.password)
-        fail = _socks5_failure
-    else:
-        negotiation = httpproxy.ConnectNegotiation(host, port, proxy.username, proxy.password)
-        fail = _http_failure
+        return socks5.ClientNegotiation(host, port, proxy.username, proxy.password), _socks5_failure
+    return httpproxy.ConnectNegotiation(host, port, proxy.username, proxy.password), _http_failure
+
+
+async def _connect_via(
+    proxy: UpstreamProxy, host: str, port: int, protocol_factory: Callable[[], P], resolver: Resolver
+) -> tuple[asyncio.Transport, P]:
+    negotiation, fail = _negotiation(proxy, host, port)
     try:
-        transport, handshake = await _connect_direct(proxy.host, proxy.port, lambda: _Handshake(negotiation, fail))
+        transport, handshake = await _connect_direct(
+            proxy.host, proxy.port, lambda: _Handshake(negotiation, fail), resolver
+        )
     except ProxyError as exc:
         raise ProxyError(exc.reply, f"connect to proxy error: {exc.message}") from None
     try:
@@ -212,8 +207,8 @@ async def _connect_via(
     transport.set_protocol(protocol)
     transport.resume_reading()
     protocol.connection_made(transport)
-    if leftover:
-        protocol.data_received(leftover)  # type: ignore[attr-defined]
+    if leftover and isinstance(protocol, asyncio.Protocol):
+        protocol.data_received(leftover)
     return transport, protocol
 
 
@@ -227,6 +222,7 @@ async def open_tcp(
     *,
     upstream: str | UpstreamProxy | None = None,
     timeout: float = DIAL_TIMEOUT,
+    resolver: Resolver = SYSTEM_RESOLVER,
 ) -> tuple[asyncio.Transport, P]:
     """Connect to ``host:port`` (through ``upstream`` when given) and attach a protocol.
 
@@ -239,11 +235,24 @@ async def open_tcp(
     try:
         async with asyncio.timeout(timeout):
             if proxy is None:
-                return await _connect_direct(host, port, protocol_factory)
-            return await _connect_via(proxy, host, port, protocol_factory)
+                return await _connect_direct(host, port, protocol_factory, resolver)
+            return await _connect_via(proxy, host, port, protocol_factory, resolver)
     except TimeoutError:
         text = go_dial_error(TimeoutError(), "tcp", httpproxy.join_host_port(host, port))
         raise ProxyError(socks5.Rep.HOST_UNREACHABLE, text) from None
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    upstream: str | UpstreamProxy | None = None,
+    timeout: float = DIAL_TIMEOUT,
+    resolver: Resolver = SYSTEM_RESOLVER,
+) -> Connected:
+    """:func:`open_tcp` as a :class:`~.dialing.Connected` (attach your protocol later)."""
+    _, handoff = await open_tcp(host, port, HandoffProtocol, upstream=upstream, timeout=timeout, resolver=resolver)
+    return handoff.connected()
 
 
 # --------------------------------------------------------------- UDP
@@ -257,18 +266,24 @@ def _unmapped(address: str) -> str:
 
 
 class DirectUdpAssociation(asyncio.DatagramProtocol):
-    """One UDP socket on ``[::]:0`` (fallback ``0.0.0.0:0``) that sends for a SOCKS client."""
+    """One UDP socket on ``[::]:0`` (fallback ``0.0.0.0:0``) that sends for a SOCKS client.
 
-    def __init__(self) -> None:
+    Datagrams to a host name are resolved first (one tracked task each,
+    cancelled by :meth:`close`); replies from ``::ffff:a.b.c.d`` are reported
+    as ``a.b.c.d``.
+    """
+
+    def __init__(self, resolver: Resolver = SYSTEM_RESOLVER) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.dual_stack = False
+        self.resolver = resolver
         self._deliver: Callable[[str, int, bytes], None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("UDP association", logger=log)
 
     @classmethod
-    async def open(cls) -> "DirectUdpAssociation":
+    async def open(cls, resolver: Resolver = SYSTEM_RESOLVER) -> DirectUdpAssociation:
         loop = asyncio.get_running_loop()
-        association = cls()
+        association = cls(resolver)
         try:
             await loop.create_datagram_endpoint(lambda: association, local_addr=("::", 0))
             association.dual_stack = True
@@ -276,8 +291,13 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
             await loop.create_datagram_endpoint(lambda: association, local_addr=("0.0.0.0", 0))
         return association
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    @property
+    def pending(self) -> int:
+        """Datagrams waiting for their name to resolve."""
+        return len(self._tasks)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's are not subclasses
 
     def set_receiver(self, deliver: Callable[[str, int, bytes], None]) -> None:
         self._deliver = deliver
@@ -288,9 +308,7 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
         if is_ip_literal(host):
             self._send_to(host, port, data)
         else:
-            task = asyncio.ensure_future(self._resolve_and_send(host, port, data))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._tasks.spawn(self._resolve_and_send(host, port, data), name=f"resolve {host!r}")
 
     def _send_to(self, address: str, port: int, data: bytes) -> None:
         if self.transport is None:
@@ -306,30 +324,38 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
             log.debug("UDP send to %s:%s failed: %s", address, port, exc)
 
     async def _resolve_and_send(self, host: str, port: int, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
         family = 0 if self.dual_stack else socket.AF_INET
         try:
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError, ValueError) as exc:
-            log.debug("UDP target %r unresolved: %s", host, exc)
+            addresses = await self.resolver.resolve(host, port, kind=socket.SOCK_DGRAM, family=family)
+        except ProxyError as exc:
+            log.debug("UDP target %r unresolved: %s", host, exc.message)
             return
-        self._send_to(infos[0][4][0], port, data)
+        if addresses:
+            self._send_to(addresses[0][1], port, data)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if self._deliver is not None:
-            self._deliver(_unmapped(addr[0]), addr[1], data)
+            self._deliver(_unmapped(str(addr[0])), int(addr[1]), data)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP association socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._tasks.cancel(close=True)
 
     def close(self) -> None:
-        for task in self._pending:
-            task.cancel()
+        self._tasks.cancel(close=True)
         if self.transport is not None:
             self.transport.close()
+
+
+async def open_udp_association(resolver: Resolver = SYSTEM_RESOLVER) -> DirectUdpAssociation:
+    """A :class:`DirectUdpAssociation`; a bind failure is ``ProxyError(0x01, "listen udp: ...")``."""
+    try:
+        return await DirectUdpAssociation.open(resolver)
+    except OSError as exc:
+        raise ProxyError(socks5.Rep.GENERAL_FAILURE, f"listen udp: {exc}") from None
 
 
 # --------------------------------------------------------------- dialers
@@ -338,18 +364,20 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
 class DirectDialer:
     """Dials targets with plain TCP (10 s timeout); UDP associations are direct."""
 
-    def __init__(self, timeout: float = DIAL_TIMEOUT) -> None:
+    def __init__(self, timeout: float = DIAL_TIMEOUT, *, resolver: Resolver = SYSTEM_RESOLVER) -> None:
         self.timeout = timeout
+        self.resolver = resolver
         self.upstream: UpstreamProxy | None = None
 
-    async def connect(self, host: str, port: int, pump: Pump, client: tuple[str, int]) -> None:
-        await open_tcp(host, port, lambda: pump, upstream=self.upstream, timeout=self.timeout)
+    async def open(self, host: str, port: int, client: tuple[str, int]) -> Connected:
+        return await dial(host, port, upstream=self.upstream, timeout=self.timeout, resolver=self.resolver)
+
+    async def connect(self, host: str, port: int, pump: asyncio.Protocol, client: tuple[str, int]) -> None:
+        """Deprecated (the former contract): connect ``pump`` to ``host:port``."""
+        await open_tcp(host, port, lambda: pump, upstream=self.upstream, timeout=self.timeout, resolver=self.resolver)
 
     async def associate(self, client: tuple[str, int]) -> UdpAssociation:
-        try:
-            return await DirectUdpAssociation.open()
-        except OSError as exc:
-            raise ProxyError(socks5.Rep.GENERAL_FAILURE, f"listen udp: {exc}") from None
+        return await open_udp_association(self.resolver)
 
 
 class UpstreamProxyDialer(DirectDialer):
@@ -359,8 +387,15 @@ class UpstreamProxyDialer(DirectDialer):
     LinkSocks behaviour) associations are direct, otherwise refused with 0x07.
     """
 
-    def __init__(self, upstream: str | UpstreamProxy, timeout: float = DIAL_TIMEOUT, *, udp_direct: bool = True) -> None:
-        super().__init__(timeout)
+    def __init__(
+        self,
+        upstream: str | UpstreamProxy,
+        timeout: float = DIAL_TIMEOUT,
+        *,
+        udp_direct: bool = True,
+        resolver: Resolver = SYSTEM_RESOLVER,
+    ) -> None:
+        super().__init__(timeout, resolver=resolver)
         self.upstream = parse_upstream(upstream) if isinstance(upstream, str) else upstream
         self.udp_direct = udp_direct
 
@@ -370,7 +405,53 @@ class UpstreamProxyDialer(DirectDialer):
         return await super().associate(client)
 
 
-def dialer_for(upstream_url: str | None, timeout: float = DIAL_TIMEOUT) -> Dialer:
+Rule = Callable[[str, int], bool]
+
+
+class Route(msgspec.Struct, frozen=True):
+    """``dialer`` takes the targets for which ``match(host, port)`` is true."""
+
+    match: Rule
+    dialer: Dialer
+
+
+def host_suffix(*suffixes: str) -> Rule:
+    """A rule: the host is one of ``suffixes`` or a name under it (``.ts.net`` matches ``a.ts.net``)."""
+    wanted = tuple(s.lower().lstrip(".") for s in suffixes)
+
+    def match(host: str, port: int) -> bool:
+        name = host.lower().rstrip(".")
+        return any(name == s or name.endswith("." + s) for s in wanted)
+
+    return match
+
+
+class RoutingDialer:
+    """Picks a dialer per target: the first route whose rule matches, else ``default``.
+
+    UDP associations go to ``udp`` (default: the default dialer), since a
+    UDP association is opened before any target is known.
+    """
+
+    def __init__(self, routes: Sequence[Route], default: Dialer, *, udp: Dialer | None = None) -> None:
+        self.routes = tuple(routes)
+        self.default = default
+        self.udp = udp or default
+
+    def dialer_for(self, host: str, port: int) -> Dialer:
+        for route in self.routes:
+            if route.match(host, port):
+                return route.dialer
+        return self.default
+
+    async def open(self, host: str, port: int, client: tuple[str, int]) -> Connected:
+        return await self.dialer_for(host, port).open(host, port, client)
+
+    async def associate(self, client: tuple[str, int]) -> UdpAssociation:
+        return await self.udp.associate(client)
+
+
+def dialer_for(upstream_url: str | None, timeout: float = DIAL_TIMEOUT) -> DirectDialer:
     """A DirectDialer, or an UpstreamProxyDialer when an upstream URL is given (ValueError if bad)."""
     if not upstream_url:
         return DirectDialer(timeout)
@@ -381,10 +462,18 @@ __all__ = [
     "DIAL_TIMEOUT",
     "DirectDialer",
     "DirectUdpAssociation",
+    "ProxyError",
+    "Route",
+    "RoutingDialer",
     "UpstreamProxy",
     "UpstreamProxyDialer",
+    "dial",
     "dialer_for",
+    "host_suffix",
+    "is_ip_literal",
+    "lookup_error_text",
     "open_tcp",
+    "open_udp_association",
     "parse_upstream",
     "reply_for",
 ]

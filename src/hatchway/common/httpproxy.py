@@ -16,6 +16,9 @@ are removed, but the body framing headers (``Content-Length``,
 so its framing must go with it. ``Connection: close`` makes the origin end the
 exchange after one response.
 
+:class:`ServerNegotiation` is all of that as one sans-I/O object (head, auth,
+407, classification), the twin of ``socks5.ServerNegotiation``.
+
 The client side (dialing through an upstream HTTP proxy):
 :func:`build_connect` and :class:`ConnectNegotiation`.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hmac
 import http
 import re
@@ -159,7 +163,7 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
-    headers = []
+    headers: list[tuple[str, str]] = []
     for line in lines:
         if line[:1] in (b" ", b"\t"):
             raise HttpProxyError(400, "obsolete header line folding")
@@ -290,6 +294,72 @@ def authorized(head: RequestHead, username: str, password: str) -> bool:
 
 def basic_credentials(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
+
+
+# --------------------------------------------------------------- server negotiation
+
+
+class Phase(enum.Enum):
+    HEAD = "head"  # reading the request head
+    DONE = "done"  # ``request`` is set; the caller dials and answers
+    FAILED = "failed"  # send data_to_send(), then close
+
+
+class ServerNegotiation:
+    """The proxy side of an HTTP proxy request, sans-I/O (the twin of ``socks5.ServerNegotiation``).
+
+    Feed client bytes to :meth:`receive_data`, send :meth:`data_to_send`,
+    then look at ``phase``: DONE means ``request`` is a classified
+    :class:`ProxyRequest` (CONNECT tunnel or absolute-form ``http://``) and
+    ``leftover`` holds the bytes that followed the head; FAILED means close
+    after sending (the answer is 400, 407 with ``Proxy-Authenticate: Basic
+    realm=...``, or 431; ``error`` says why). With both ``username`` and
+    ``password`` set, ``Proxy-Authorization: Basic`` must carry them
+    (compared in constant time).
+    """
+
+    def __init__(
+        self, username: str | None = None, password: str | None = None, *, realm: str = "proxy", limit: int = HEAD_LIMIT
+    ) -> None:
+        self._credentials = (username, password) if username and password else None
+        self.realm = realm
+        self._reader = HeadReader(limit)
+        self.phase = Phase.HEAD
+        self.request: ProxyRequest | None = None
+        self.error: HttpProxyError | None = None
+        self._out = b""
+
+    @property
+    def leftover(self) -> bytes:
+        return self._reader.leftover if self.phase is Phase.DONE else b""
+
+    def data_to_send(self) -> bytes:
+        out, self._out = self._out, b""
+        return out
+
+    def receive_data(self, data: Buffer) -> None:
+        if self.phase is not Phase.HEAD:
+            if self.phase is Phase.DONE:
+                self._reader.feed(data)
+            return
+        try:
+            raw = self._reader.feed(data)
+            if raw is None:
+                return
+            head = parse_request_head(raw)
+            if self._credentials is not None and not authorized(head, *self._credentials):
+                self._fail(HttpProxyError(407, "Proxy authentication required"), auth_required_response(self.realm))
+                return
+            self.request = proxy_target(head)
+        except HttpProxyError as exc:
+            self._fail(exc, response(exc.status, exc.message))
+            return
+        self.phase = Phase.DONE
+
+    def _fail(self, exc: HttpProxyError, answer: bytes) -> None:
+        self.error = exc
+        self.phase = Phase.FAILED
+        self._out += answer
 
 
 # --------------------------------------------------------------- forwarding

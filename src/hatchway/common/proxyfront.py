@@ -1,12 +1,14 @@
 """The proxy front end: one listener for SOCKS5 and HTTP proxy clients.
 
 Each accepted connection is sniffed on its first byte: 0x05 is SOCKS5
-(:mod:`.socks5`), an ASCII upper-case letter is an HTTP proxy request
-(:mod:`.httpproxy`, optional), anything else is closed. After the handshake
-the target goes to a :class:`Dialer`, which connects something to the relay's
-back end Pump; the front end then answers the client and joins the relay
-(:mod:`.relay`). Bytes the client sent after its request are never lost: they
-are held and flushed into the relay.
+(:class:`.socks5.ServerNegotiation`), an ASCII upper-case letter is an HTTP
+proxy request (:class:`.httpproxy.ServerNegotiation`, optional), anything
+else is closed. Both negotiations are sans-I/O; this module is their driver.
+After the handshake the target goes to a :class:`~.dialing.Dialer`, which
+returns a connected transport; the front end answers the client, puts both
+transports into a relay (:mod:`.relay`) and joins it. Bytes the client sent
+after its request, and bytes the target sent before the relay took over, are
+never lost: they are held and flushed into the relay.
 
 Usage::
 
@@ -20,67 +22,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, cast
 
-from .lifecycle import Service
 from . import httpproxy, socks5
+from .dialing import Dialer, ProxyError, PumpDialer, UdpAssociation
+from .lifecycle import Service
 from .relay import READ_MAX, Pump, Relay
+from .tasks import TaskSet
 
-log = logging.getLogger("hatchway.proxyfront")
+log = logging.getLogger(__name__)
 
-DEFAULT_REALM = "LinkSocks"
+DEFAULT_REALM = "LinkSocks"  # deprecated default: pass realm= explicitly (it will become "proxy")
 UDP_BIND_HOST = "127.0.0.1"  # only local SOCKS clients may use UDP (linksocks.md section 10)
 
-
-class ProxyError(Exception):
-    """A target the dialer could not (or must not) reach.
-
-    ``reply`` is the SOCKS5 reply code (see :class:`.socks5.Rep`); an HTTP
-    client gets ``http_status`` when given, else 403 for 0x02 and 502 for the
-    rest, with ``message`` as the body.
-    """
-
-    def __init__(self, reply: int, message: str = "", *, http_status: int | None = None) -> None:
-        super().__init__(message or socks5.reply_text(reply))
-        self.reply = reply
-        self.message = message or socks5.reply_text(reply)
-        self.http_status = http_status
-
-    @property
-    def status(self) -> int:
-        if self.http_status is not None:
-            return self.http_status
-        return 403 if self.reply == socks5.Rep.NOT_ALLOWED else 502
+EntryRule = Callable[[str, int], bool]
 
 
-class UdpAssociation(Protocol):
-    """The dialer's half of a SOCKS5 UDP association."""
-
-    def send(self, host: str, port: int, data: bytes) -> None:
-        """A datagram from the SOCKS client toward ``host:port``."""
-
-    def set_receiver(self, deliver: Callable[[str, int, bytes], None]) -> None:
-        """Where replies go: ``deliver(source_host, source_port, data)``."""
-
-    def close(self) -> None:
-        """End the association (idempotent)."""
-
-
-class Dialer(Protocol):
-    async def connect(self, host: str, port: int, pump: Pump, client: tuple[str, int]) -> None:
-        """Connect something to ``pump`` (the relay's back end Pump) or raise ProxyError.
-
-        E.g. ``await loop.create_connection(lambda: pump, host, port)``, or a
-        multiplexed Channel via ``channel.set_protocol(pump)``. Returning means
-        success: the front end then sends the success reply and joins the
-        relay. Fast open is the dialer's business: it may return before the
-        remote side confirmed. If it is cancelled (the client went away) it
-        must not leave a connection behind.
-        """
-
-    async def associate(self, client: tuple[str, int]) -> UdpAssociation:
-        """Open a UDP association for a SOCKS5 UDP ASSOCIATE, or raise ProxyError(0x07)."""
+__all__ = ["DEFAULT_REALM", "Dialer", "FrontConnection", "ProxyError", "ProxyFront", "UdpAssociation"]
 
 
 class _Stage(enum.Enum):
@@ -104,25 +63,33 @@ class ProxyFront(Service):
     * ``entry_allowed(host, port)``: False answers 0x02 / HTTP 403 (and drops
       such UDP datagrams).
     * ``handshake_timeout``: seconds from accept until the request is read.
+    * ``realm``: the ``Proxy-Authenticate`` realm of a 407 answer.
     * ``unsupported_command_reply``: the reply for BIND and unknown commands;
       None closes the connection without a reply (as LinkSocks does).
+
+    ``dialer`` implements :class:`~.dialing.Dialer`; a dialer of the former
+    contract (``connect(host, port, pump, client)``) is still accepted.
     """
 
     def __init__(
         self,
-        dialer: Dialer,
+        dialer: Dialer | PumpDialer,
         host: str | Sequence[str] | None,
         port: int,
         *,
         username: str | None = None,
         password: str | None = None,
         http: bool = True,
-        entry_allowed: Callable[[str, int], bool] | None = None,
+        entry_allowed: EntryRule | None = None,
         handshake_timeout: float = 30.0,
         realm: str = DEFAULT_REALM,
         unsupported_command_reply: int | None = None,
     ) -> None:
-        self.dialer = dialer
+        # The former dialer contract (connect a relay Pump) is still served as it was, until its
+        # last user (linksocks' Requester) implements Dialer.
+        self.dialer: Dialer | None = dialer if isinstance(dialer, Dialer) else None
+        self.pump_dialer: PumpDialer | None = None if isinstance(dialer, Dialer) else dialer
+        self.associator: Dialer | PumpDialer = dialer
         self.host = host
         self.port = port
         self.credentials = (username, password) if username and password else None
@@ -134,15 +101,26 @@ class ProxyFront(Service):
         self.bound: list[tuple[str, int]] = []
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[FrontConnection] = set()
+        self._tasks = TaskSet("proxy front", logger=log)
 
     @property
     def active(self) -> int:
         """Client connections open right now (negotiating, dialing, relaying or UDP control)."""
         return len(self._connections)
 
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``work`` (a connection's dial) as a task this front end owns."""
+        return self._tasks.spawn(work, name=name)
+
+    def forget(self, connection: FrontConnection) -> None:
+        self._connections.discard(connection)
+
+    def track(self, connection: FrontConnection) -> None:
+        self._connections.add(connection)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        hosts: Any = self.host if self.host else None
+        hosts = self.host if self.host else None
         self._server = await loop.create_server(
             lambda: FrontConnection(self), hosts, self.port, reuse_address=True, backlog=1024
         )
@@ -153,12 +131,10 @@ class ProxyFront(Service):
         """Stop listening and abort every open client connection."""
         if self._server is not None:
             self._server.close()
-        connections = list(self._connections)
-        for connection in connections:
+        for connection in list(self._connections):
             connection.abort()
-        tasks = [c.task for c in connections if c.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()
+        self._tasks = TaskSet("proxy front", logger=log)  # the front end may be started again
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -175,7 +151,7 @@ class FrontConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.relay: Relay | None = None
         self._socks: socks5.ServerNegotiation | None = None
-        self._http: httpproxy.HeadReader | None = None
+        self._http: httpproxy.ServerNegotiation | None = None
         self._held: list[bytes] = []
         self._held_size = 0
         self._eof = False
@@ -183,11 +159,11 @@ class FrontConnection(asyncio.Protocol):
         self._udp: _UdpRelay | None = None
 
     # ------------------------------------------------------------ transport events
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if peer else ("", 0)
-        self.front._connections.add(self)
+        self.front.track(self)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.front.handshake_timeout, self._handshake_timed_out)
 
@@ -223,7 +199,7 @@ class FrontConnection(asyncio.Protocol):
             self._socks = socks5.ServerNegotiation(*(self.front.credentials or (None, None)))
             self.stage = _Stage.SOCKS
         elif self.front.http and 0x41 <= first <= 0x5A:
-            self._http = httpproxy.HeadReader()
+            self._http = httpproxy.ServerNegotiation(*(self.front.credentials or (None, None)), realm=self.front.realm)
             self.stage = _Stage.HTTP
         else:
             log.debug("%s: first byte 0x%02x is neither SOCKS5 nor HTTP; closing", self._who(), first)
@@ -262,42 +238,32 @@ class FrontConnection(asyncio.Protocol):
                 self._refuse_socks(ProxyError(reply))
 
     def _on_http_bytes(self, data: bytes) -> None:
-        reader = self._http
-        assert reader is not None
-        try:
-            raw = reader.feed(data)
-            if raw is None:
-                return
+        negotiation = self._http
+        assert negotiation is not None
+        negotiation.receive_data(data)
+        if negotiation.phase is httpproxy.Phase.FAILED:
+            assert negotiation.error is not None
+            log.debug("%s: HTTP proxy request refused: %s %s", self._who(), negotiation.error.status, negotiation.error.message)
+            self._send_and_close(negotiation.data_to_send())
+        elif negotiation.phase is httpproxy.Phase.DONE:
             self._stop_timer()
-            request = self._http_request(raw)
-        except httpproxy.HttpProxyError as exc:
-            log.debug("%s: HTTP proxy request refused: %s %s", self._who(), exc.status, exc.message)
-            self._send_and_close(httpproxy.error_response(exc.status, exc.message))
-            return
-        if request is None:
-            return
-        self._begin_dial(reader.leftover, self._dial_http(request))
-
-    def _http_request(self, raw: bytes) -> httpproxy.ProxyRequest | None:
-        head = httpproxy.parse_request_head(raw)
-        credentials = self.front.credentials
-        if credentials is not None and not httpproxy.authorized(head, *credentials):
-            self._send_and_close(httpproxy.auth_required_response(self.front.realm))
-            return None
-        request = httpproxy.proxy_target(head)
-        if not self._entry_allowed(request.host, request.port):
-            raise httpproxy.HttpProxyError(403, "blocked by access rules")
-        return request
+            request = negotiation.request
+            assert request is not None
+            if not self._entry_allowed(request.host, request.port):
+                log.debug("%s: HTTP proxy request refused: 403 blocked by access rules", self._who())
+                self._send_and_close(httpproxy.response(403, "blocked by access rules"))
+                return
+            self._begin_dial(negotiation.leftover, self._dial_http(request))
 
     def _entry_allowed(self, host: str, port: int) -> bool:
         return _allowed(self.front.entry_allowed, host, port)
 
     # ------------------------------------------------------------ dialing
-    def _begin_dial(self, leftover: bytes, work: Any) -> None:
+    def _begin_dial(self, leftover: bytes, work: Coroutine[Any, Any, None]) -> None:
         self.stage = _Stage.DIALING
         if leftover:
             self._hold(leftover)
-        self.task = asyncio.ensure_future(work)
+        self.task = self.front.spawn(work, name=f"dial for {self._who()}")
 
     def _hold(self, data: bytes) -> None:
         self._held.append(data)
@@ -306,11 +272,19 @@ class FrontConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     async def _dial(self, host: str, port: int) -> Relay | None:
-        """Ask the dialer; on success return the relay whose back end is connected."""
+        """Ask the dialer; on success return a relay whose back end holds the target's transport."""
         relay = Relay()
         back = relay.back()
         try:
-            await self.front.dialer.connect(host, port, back, self.client)
+            if self.front.dialer is not None:
+                connected = await self.front.dialer.open(host, port, self.client)
+                if self.stage is _Stage.CLOSED:  # the client left while we dialed
+                    connected.close()
+                    return None
+                connected.attach(back)
+            else:
+                assert self.front.pump_dialer is not None
+                await self.front.pump_dialer.connect(host, port, back, self.client)
         except (ProxyError, asyncio.CancelledError):
             _close_end(back)
             raise
@@ -338,15 +312,16 @@ class FrontConnection(asyncio.Protocol):
         try:
             relay = await self._dial(request.host, request.port)
         except ProxyError as exc:
-            self._send_and_close(httpproxy.error_response(exc.status, exc.message))
+            self._send_and_close(httpproxy.response(exc.status, exc.message))
             return
         if relay is None:
             return
         if request.tunnel:
             self._start_relay(relay, httpproxy.CONNECT_ESTABLISHED)
         else:
-            assert relay.back().transport is not None
-            relay.back().transport.write(httpproxy.origin_request(request))
+            target = relay.back().transport
+            assert target is not None
+            target.write(httpproxy.origin_request(request))
             self._start_relay(relay, b"")
 
     def _start_relay(self, relay: Relay, reply: bytes) -> None:
@@ -365,13 +340,13 @@ class FrontConnection(asyncio.Protocol):
         if self._eof:
             front.eof_received()
         relay.join()
-        relay.done.add_done_callback(lambda _: self.front._connections.discard(self))
+        relay.done.add_done_callback(lambda _: self.front.forget(self))
 
     # ------------------------------------------------------------ UDP ASSOCIATE
     async def _associate(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            association = await self.front.dialer.associate(self.client)
+            association = await self.front.associator.associate(self.client)
         except ProxyError as exc:
             self._refuse_socks(exc)
             return
@@ -431,7 +406,7 @@ class FrontConnection(asyncio.Protocol):
         """Tear this connection down at once, whatever stage it is in."""
         if self.relay is not None:
             self.relay.abort()
-            self.front._connections.discard(self)
+            self.front.forget(self)
             return
         if self.transport is not None:
             self.transport.abort()
@@ -449,7 +424,7 @@ class FrontConnection(asyncio.Protocol):
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        self.front._connections.discard(self)
+        self.front.forget(self)
 
     def _who(self) -> str:
         return httpproxy.join_host_port(*self.client)

@@ -506,6 +506,11 @@ class ClientNegotiation:
         return build_greeting((METHOD_USERPASS,) if self._auth else (METHOD_NO_AUTH,))
 
     @property
+    def done(self) -> bool:
+        """The proxy accepted the request (``phase`` is DONE)."""
+        return self.phase is Phase.DONE
+
+    @property
     def leftover(self) -> bytes:
         return bytes(self._buffer) if self.phase is Phase.DONE else b""
 
