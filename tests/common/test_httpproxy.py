@@ -307,3 +307,73 @@ def test_random_bytes_raise_only_http_proxy_error(data, chunk):
         httpproxy.parse_response_head(data)
     except HttpProxyError as exc:
         assert exc.status == 502
+
+
+# ------------------------------------------------------------------ server negotiation (sans-I/O)
+
+
+def test_server_negotiation_connect_byte_by_byte_keeps_leftover():
+    raw = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01"
+    negotiation = httpproxy.ServerNegotiation()
+    for i in range(len(raw)):
+        negotiation.receive_data(raw[i : i + 1])
+    assert negotiation.phase is httpproxy.Phase.DONE
+    assert negotiation.data_to_send() == b""
+    request = negotiation.request
+    assert request is not None and (request.host, request.port, request.tunnel) == ("example.com", 443, True)
+    assert negotiation.leftover == b"\x16\x03\x01"
+    negotiation.receive_data(b"more")  # after DONE, bytes go to leftover, in order
+    assert negotiation.leftover == b"\x16\x03\x01more"
+
+
+def test_server_negotiation_forward_request():
+    negotiation = httpproxy.ServerNegotiation()
+    negotiation.receive_data(b"GET http://h:8080/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    request = negotiation.request
+    assert negotiation.phase is httpproxy.Phase.DONE
+    assert request is not None and (request.host, request.port, request.tunnel, request.path) == ("h", 8080, False, "/p?q=1")
+
+
+def test_server_negotiation_requires_credentials_with_realm():
+    negotiation = httpproxy.ServerNegotiation("u", "p", realm='my "realm"')
+    negotiation.receive_data(b"CONNECT h:1 HTTP/1.1\r\n\r\n")
+    assert negotiation.phase is httpproxy.Phase.FAILED and negotiation.request is None
+    assert negotiation.error is not None and negotiation.error.status == 407
+    answer = negotiation.data_to_send()
+    assert answer.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+    assert b'Proxy-Authenticate: Basic realm="my \\"realm\\""\r\n' in answer
+    assert negotiation.data_to_send() == b""  # sent once
+    negotiation.receive_data(b"ignored")
+    assert negotiation.leftover == b""
+
+    good = httpproxy.ServerNegotiation("u", "p")
+    token = base64.b64encode(b"u:p").decode()
+    good.receive_data(f"CONNECT h:1 HTTP/1.1\r\nProxy-Authorization: Basic {token}\r\n\r\n".encode())
+    assert good.phase is httpproxy.Phase.DONE
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /origin-form HTTP/1.1\r\n\r\n", 400),
+        (b"GET https://h/ HTTP/1.1\r\n\r\n", 400),
+        (b"BAD REQUEST LINE WITH SPACES\r\n\r\n", 400),
+        (b"GET http://h/ HTTP/1.1\r\n" + b"X: " + b"a" * httpproxy.HEAD_LIMIT + b"\r\n\r\n", 431),
+    ],
+    ids=["origin-form", "https", "request-line", "too-large"],
+)
+def test_server_negotiation_refusals(raw, status):
+    negotiation = httpproxy.ServerNegotiation()
+    negotiation.receive_data(raw)
+    assert negotiation.phase is httpproxy.Phase.FAILED
+    assert negotiation.error is not None and negotiation.error.status == status
+    assert negotiation.data_to_send().startswith(f"HTTP/1.1 {status} ".encode())
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_server_negotiation_fuzz_never_raises(data):
+    negotiation = httpproxy.ServerNegotiation("u", "p")
+    negotiation.receive_data(data)
+    if negotiation.phase is httpproxy.Phase.FAILED:
+        assert negotiation.data_to_send().startswith(b"HTTP/1.1 4")
