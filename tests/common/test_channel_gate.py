@@ -59,3 +59,220 @@ async def test_resuming_in_time_cancels_the_stall_timer():
     gate.pause(witness)  # its timer firing proves the first one's would have fired by then
     await asyncio.wait_for(witness.reset_event.wait(), 5)
     assert channel.reset_reason is None
+
+
+# -- Channel over a real wire (a framed socketpair, see wirepair.py) between two relays
+
+import os
+import socket
+
+from common.wirepair import relay_through
+from helpers import wait_until
+
+REPLY = 1024 * 1024
+
+
+async def read_until_end(reader):
+    """All bytes until EOF; returns (bytes, the error that ended it or None)."""
+    got = bytearray()
+    try:
+        while data := await reader.read(65536):
+            got += data
+    except ConnectionError as exc:
+        return bytes(got), exc
+    return bytes(got), None
+
+
+async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_reply():
+    """#6 item 15: send, shutdown(SHUT_WR), read the whole 1 MiB reply."""
+    reply = os.urandom(REPLY)
+    served = asyncio.Event()
+
+    async def handle(reader, writer):
+        request = await reader.readexactly(5)
+        assert request == b"hello"
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+        served.set()
+
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = await relay_through(target.sockets[0].getsockname()[1], half_close=False)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
+        writer.write(b"hello")
+        writer.write_eof()
+        got, error = await asyncio.wait_for(read_until_end(reader), 20)
+        assert error is None and got == reply
+        await wait_until(served)
+        writer.close()
+    finally:
+        await path.close()
+        target.close()
+
+
+async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_reply():
+    """The dialing side's rule (and the old behaviour everywhere): EOF closes; shows what keep_open_on_eof fixes."""
+    async def handle(reader, writer):
+        try:
+            await reader.readexactly(5)
+            while True:
+                writer.write(b"z" * 65536)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        writer.close()
+
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = await relay_through(target.sockets[0].getsockname()[1], keep_open=False)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
+        writer.write(b"hello")
+        writer.write_eof()
+        got, error = await asyncio.wait_for(read_until_end(reader), 20)  # ends: the channel closed
+        assert error is None and len(got) < REPLY
+        writer.close()
+    finally:
+        await path.close()
+        target.close()
+
+
+async def test_half_close_with_wire_support_carries_the_eof():
+    """A wire that has half-close passes the EOF on: an echo server that reads to EOF answers."""
+    payload = os.urandom(300_000)
+
+    async def handle(reader, writer):
+        data = await reader.read()  # until EOF: only arrives if the half-close was carried
+        writer.write(data[::-1])
+        await writer.drain()
+        writer.close()
+
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = await relay_through(target.sockets[0].getsockname()[1], half_close=True)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
+        writer.write(payload)
+        writer.write_eof()
+        got, error = await asyncio.wait_for(read_until_end(reader), 20)
+        assert error is None and got == payload[::-1]
+        writer.close()
+    finally:
+        await path.close()
+        target.close()
+
+
+async def test_a_link_lost_mid_transfer_resets_both_applications():
+    """#6 item 4: the wire dies; the client and the service each get ECONNRESET, never a clean EOF."""
+    service_end = asyncio.get_running_loop().create_future()
+
+    async def handle(reader, writer):
+        writer.write(b"x" * 100_000)  # some of a reply, then the stream stays open
+        await writer.drain()
+        service_end.set_result(await read_until_end(reader))
+
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = await relay_through(target.sockets[0].getsockname()[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
+        first = await asyncio.wait_for(reader.readexactly(1000), 10)
+        assert first == b"x" * 1000
+        assert path.a.transport is not None
+        path.a.transport.abort()  # cut the link under both channels
+        _, error = await asyncio.wait_for(read_until_end(reader), 10)
+        assert isinstance(error, ConnectionResetError)
+        _, service_error = await asyncio.wait_for(service_end, 10)
+        assert isinstance(service_error, ConnectionResetError)
+        writer.close()
+    finally:
+        await path.close()
+        target.close()
+
+
+async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset():
+    """The gate's stall timeout resets the channel; its local reader sees ECONNRESET, not EOF."""
+    gate = InboundGate(SlowConsumerPolicy.BLOCK, stall_timeout=0.2)
+    chunk = b"y" * 65536
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    path = await relay_through(target.sockets[0].getsockname()[1], gate_a=gate, relay_limit=64 * 1024)
+    try:
+        sock = socket.create_connection(("127.0.0.1", path.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await wait_until(lambda: path.a.channels, what="the channel opens")
+        channel = next(iter(path.a.channels.values()))
+        await wait_until(channel.is_closing, timeout=20, what="the stall reset")
+        loop = asyncio.get_running_loop()
+        error = None
+        try:
+            while await loop.sock_recv(sock, 65536):
+                pass
+        except ConnectionResetError as exc:
+            error = exc
+        assert isinstance(error, ConnectionResetError)
+        sock.close()
+    finally:
+        await path.close()
+        target.close()
+
+
+async def test_fail_ends_without_sending_close_and_start_releases_held_data():
+    sent = []
+
+    class Sink:
+        paused = False
+        buffered = 0
+        closed = False
+
+        def send(self, *parts):
+            sent.append(b"".join(parts))
+
+        def add_listener(self, listener):
+            pass
+
+        def remove_listener(self, listener):
+            pass
+
+    class Proto:
+        def __init__(self):
+            self.data = []
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport):
+            transport.pause_reading()  # the relay's wiring pause: ignored before start()
+
+        def data_received(self, data):
+            self.data.append(bytes(data))
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    from hatchway.common.channel import Channel
+
+    class C(Channel):
+        def _send_close(self, writer, reason):
+            writer.send(b"close")
+
+    gate = InboundGate(SlowConsumerPolicy.BLOCK)
+    channel = C(Sink(), gate, started=False, hold_limit=4)
+    channel.feed(b"abc")
+    assert not gate.blocked and channel.held_bytes == 3
+    channel.feed(b"de")  # past the hold limit: the gate holds the read loop
+    assert gate.blocked
+    proto = Proto()
+    channel.set_protocol(proto)
+    assert not gate.blocked is False and proto.data == []  # still held: not started
+    channel.start()
+    assert proto.data == [b"abc", b"de"] and not gate.blocked
+    channel.fail(ConnectionResetError("gone"))
+    assert isinstance(await proto.lost, ConnectionResetError)
+    assert sent == []  # fail() sends no close

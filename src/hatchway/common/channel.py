@@ -1,88 +1,71 @@
-"""A channel multiplexed over a WebSocket, shaped like a transport for the relay.
+"""A channel multiplexed over a message sink, shaped like a transport for the relay.
 
 The tunnel (8-byte header, u32 id) and LinkSocks (16-byte channel id) both
-carry many TCP connections over one WebSocket. Each program subclasses
-:class:`Channel` with its own ``_send_data`` and ``_send_close`` (the wire
-encoding); the lifecycle, flow control and relay plumbing live here once.
+carry many TCP connections over one WebSocket; the host proxy's socket bridge
+carries them over a pipe. Each program subclasses :class:`Channel` with its
+own ``_send_data`` and ``_send_close`` (the wire encoding, plus ``_send_eof``
+when its wire has a half-close); the lifecycle, flow control and relay
+plumbing live here once. The channel is transport-neutral: it sends through a
+:class:`~hatchway.common.sink.MessageSink` and holds its read loop through an
+:class:`~hatchway.common.gate.InboundGate`.
 
 Directions, seen from the relay:
 
-* ``write(data)`` sends a data message on the WebSocket (``MessageWriter``);
-  when the WebSocket's buffer is full the writer calls ``pause_writing`` on
-  every channel's protocol, which pauses the local sockets feeding it.
+* ``write(data)`` sends a data message on the sink; when the sink's buffer is
+  full it calls ``pause_writing`` on every channel's protocol, which pauses
+  the local sockets feeding it.
 * ``feed(data)`` is called by the program's dispatcher for each inbound data
   message and hands it to the protocol (a relay ``Pump``) at once.
 * ``pause_reading()`` is called when the local socket this channel writes into
-  is full. Per the slow-consumer policy the :class:`InboundGate` either holds
-  the WebSocket's read loop until the channel drains (``block``: nothing is
-  dropped, memory stays bounded) or resets just this channel (``reset``).
+  is full; the gate applies the slow-consumer policy.
+
+Life and end:
+
+* ``started``: a channel built with ``started=False`` ignores
+  ``pause_reading`` (the relay's wiring pauses an end until it is joined) and
+  holds inbound data until :meth:`start`, called right after ``relay.join()``.
+  Data that arrives before then is held up to ``hold_limit`` bytes; past it
+  the slow-consumer policy applies to the read loop.
+* Half-close is a capability of the wire (``half_close``): with it, a local
+  EOF is sent on (``_send_eof``) and :meth:`remote_eof` delivers the far
+  side's. Without it the wire cannot say "no more from me, but go on", and a
+  local EOF means one of two things, which only the program knows:
+
+  - on the accepting side (the user's application sent its request and shut
+    down its write side, waiting for the reply): ``keep_open_on_eof=True``
+    keeps the channel open so the reply still arrives; the channel ends when
+    the far side closes (issue #6 item 15);
+  - on the dialing side (the service finished: the far application reads to
+    end of stream): the default closes the channel, as Go's peers do.
+* No silent loss: :meth:`reset`, :meth:`link_lost` and :meth:`fail` with an
+  error hand the relay a ``ConnectionResetError``, so the local application is
+  reset (RST), never given a clean FIN. Only :meth:`remote_closed` without an
+  error is a real end of stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-from .wsconn import ConnectionGone, MessageWriter
+from .gate import InboundGate, SlowConsumerPolicy
+from .sink import Buffer, MessageSink, SinkClosed
 
-log = logging.getLogger("hatchway.channel")
+__all__ = ["Channel", "ChannelProtocol", "InboundGate", "SlowConsumerPolicy"]
 
-
-class SlowConsumerPolicy(str, enum.Enum):
-    BLOCK = "block"
-    RESET = "reset"
+log = logging.getLogger(__name__)
 
 
-class InboundGate:
-    """Holds a WebSocket's read loop while any channel it feeds is paused (block policy).
+class ChannelProtocol(Protocol):
+    """What a channel drives: an ``asyncio.Protocol`` (in practice a relay Pump)."""
 
-    ``stall_timeout`` (block policy, seconds, 0 = never) bounds how long one
-    channel may hold the gate without draining: a consumer that is slow but
-    reads keeps resuming and is never reset; one that stopped reading is reset
-    after that long, and the other channels go on.
-    """
-
-    def __init__(self, policy: SlowConsumerPolicy = SlowConsumerPolicy.BLOCK, stall_timeout: float = 0.0) -> None:
-        self.policy = SlowConsumerPolicy(policy)
-        self.stall_timeout = stall_timeout
-        self._paused: dict[Channel, asyncio.TimerHandle | None] = {}
-        self._open = asyncio.Event()
-        self._open.set()
-
-    def pause(self, channel: "Channel") -> None:
-        if self.policy is SlowConsumerPolicy.RESET:
-            log.warning("channel %s: local consumer too slow, resetting it", channel.name)
-            channel.reset("slow consumer")
-            return
-        timer = None
-        if self.stall_timeout > 0:
-            timer = asyncio.get_running_loop().call_later(self.stall_timeout, self._stalled, channel)
-        self._paused[channel] = timer
-        self._open.clear()
-
-    def resume(self, channel: "Channel") -> None:
-        timer = self._paused.pop(channel, None)
-        if timer is not None:
-            timer.cancel()
-        if not self._paused:
-            self._open.set()
-
-    def _stalled(self, channel: "Channel") -> None:
-        if channel in self._paused:
-            self._paused[channel] = None
-            log.warning("channel %s: local consumer read nothing for %.0f s, resetting it", channel.name, self.stall_timeout)
-            channel.reset("stalled consumer")
-
-    @property
-    def blocked(self) -> bool:
-        return not self._open.is_set()
-
-    async def wait_open(self) -> None:
-        """Await before reading the next WebSocket message."""
-        if not self._open.is_set():
-            await self._open.wait()
+    def connection_made(self, transport: Any) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
 
 
 class Channel:
@@ -90,27 +73,80 @@ class Channel:
 
     name: str = "?"
 
-    def __init__(self, writer: MessageWriter | None, gate: InboundGate) -> None:
+    def __init__(
+        self,
+        writer: MessageSink | None,
+        gate: InboundGate,
+        *,
+        half_close: bool = False,
+        keep_open_on_eof: bool = False,
+        started: bool = True,
+        hold_limit: int | None = None,
+    ) -> None:
         self.writer = writer
         self.gate = gate
-        self.protocol: Any = None
+        self.half_close = half_close
+        self.keep_open_on_eof = keep_open_on_eof
+        self.hold_limit = hold_limit
+        self.protocol: Any = None  # a ChannelProtocol; Any while subclasses feed it memoryviews
         self._closing = False
         self._lost = False
         self._paused_reading = False
-        self._held: list[bytes] = []  # inbound data that arrived before a protocol was set
+        self._hold_paused = False  # the gate is held because too much early data is held
+        self._joined = started
+        self._eof_sent = False
+        self._eof_held = False  # the far side's EOF, arrived before start()
+        self._held: list[bytes] = []  # inbound data not yet handed to the protocol
+        self._early_bytes = 0
         self.sent = 0
         self.received = 0
         self._extra: dict[str, Any] = {}
 
+    @property
+    def sink(self) -> MessageSink | None:
+        return self.writer
+
     # -- wire encoding, supplied by the program
-    def _send_data(self, writer: MessageWriter, data: bytes | bytearray | memoryview) -> None:
+    def _send_data(self, writer: MessageSink, data: Buffer) -> None:
         raise NotImplementedError
 
-    def _send_close(self, writer: MessageWriter, reason: str | None) -> None:
+    def _send_close(self, writer: MessageSink, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _send_eof(self, writer: MessageSink) -> None:
+        """Tell the far side our local end sent EOF (only called when ``half_close``)."""
         raise NotImplementedError
 
     def _forget(self) -> None:
         """Remove this channel from the program's table (called once, at loss)."""
+
+    # -- start
+    @property
+    def started(self) -> bool:
+        return self._joined
+
+    def start(self) -> None:
+        """The relay is joined: hand over held data; from now on a pause is a real slow-consumer signal."""
+        if self._joined:
+            return
+        self._joined = True
+        if self.protocol is not None:
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        held, self._held = self._held, []
+        self._early_bytes = 0
+        if self._hold_paused:
+            self._hold_paused = False
+            self.resume_reading()  # delivering the held bytes re-pauses if the local end is full
+        protocol = self.protocol
+        for chunk in held:
+            if self._lost:
+                return
+            protocol.data_received(chunk)
+        if self._eof_held and not self._lost:
+            self._eof_held = False
+            protocol.eof_received()
 
     # -- transport interface used by the relay
     def set_protocol(self, protocol: Any) -> None:
@@ -118,9 +154,8 @@ class Channel:
         if self.writer is not None:
             self.writer.add_listener(protocol)
         protocol.connection_made(self)
-        held, self._held = self._held, []
-        for chunk in held:
-            protocol.data_received(chunk)
+        if self._joined:
+            self._flush_held()
 
     def get_protocol(self) -> Any:
         return self.protocol
@@ -128,20 +163,32 @@ class Channel:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._extra.get(name, default)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: Buffer) -> None:
         if self._closing or self.writer is None:
             return
         self.sent += len(data)
         try:
             self._send_data(self.writer, data)
-        except ConnectionGone:
-            self._lose(ConnectionResetError("WebSocket closed"))
+        except SinkClosed:
+            self._lose(ConnectionResetError("the link closed"))
 
     def can_write_eof(self) -> bool:
-        return False  # the wire protocols have no half-close
+        """True when a local EOF is not a close: the wire half-closes, or the channel waits for the reply."""
+        return self.half_close or self.keep_open_on_eof
 
     def write_eof(self) -> None:
-        self.close()
+        """Local EOF: sent on when the wire can half-close; with ``keep_open_on_eof`` the channel stays open."""
+        if not self.half_close:
+            if not self.keep_open_on_eof:
+                self.close()
+            return
+        if self._closing or self._eof_sent or self.writer is None:
+            return
+        self._eof_sent = True
+        try:
+            self._send_eof(self.writer)
+        except SinkClosed:
+            self._lose(ConnectionResetError("the link closed"))
 
     def is_closing(self) -> bool:
         return self._closing
@@ -150,10 +197,10 @@ class Channel:
         return self.writer.buffered if self.writer is not None else 0
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Limits belong to the shared WebSocket writer; per-channel limits are ignored."""
+        """Limits belong to the shared sink; per-channel limits are ignored."""
 
     def pause_reading(self) -> None:
-        if not self._paused_reading and not self._closing:
+        if self._joined and not self._paused_reading and not self._closing:
             self._paused_reading = True
             self.gate.pause(self)
 
@@ -170,11 +217,20 @@ class Channel:
         self._close(None, exc=None)
 
     def abort(self) -> None:
+        """Local side failed: tell the peer (with a reason) and end."""
         self._close("aborted", exc=None)
 
     def reset(self, reason: str) -> None:
-        """Tear down just this channel, telling the peer and the local end."""
+        """Tear down just this channel, telling the peer and resetting the local end."""
         self._close(reason, exc=ConnectionResetError(reason))
+
+    def fail(self, exc: Exception | None = None) -> None:
+        """End without sending a close (the far side already knows, or cannot be told).
+
+        ``exc`` reaches the protocol: an error resets the local end, None is a clean end.
+        """
+        self._closing = True
+        self._lose(exc)
 
     def _close(self, reason: str | None, exc: Exception | None) -> None:
         if self._closing:
@@ -183,7 +239,7 @@ class Channel:
         if self.writer is not None and not self.writer.closed:
             try:
                 self._send_close(self.writer, reason)
-            except ConnectionGone:
+            except SinkClosed:
                 pass
         self._lose(exc)
 
@@ -193,13 +249,38 @@ class Channel:
         if self._lost:
             return
         self.received += len(data)
-        if self.protocol is None:
-            self._held.append(bytes(data))
+        if self.protocol is None or not self._joined:
+            self._hold(data)
         else:
             self.protocol.data_received(data)
 
+    def _hold(self, data: bytes | memoryview) -> None:
+        self._held.append(bytes(data))
+        limit = self.hold_limit
+        if limit is None:
+            return
+        self._early_bytes += len(data)
+        if self._early_bytes > limit and not self._paused_reading and not self._closing:
+            self._hold_paused = True  # released by start()/set_protocol, or at loss
+            self._paused_reading = True
+            self.gate.pause(self)
+
+    @property
+    def held_bytes(self) -> int:
+        """Inbound bytes held until the local end is connected (counted when ``hold_limit`` is set)."""
+        return self._early_bytes
+
+    def remote_eof(self) -> None:
+        """The far side half-closed (wires with a half-close only); held until start() like data."""
+        if self._lost:
+            return
+        if self.protocol is None or not self._joined:
+            self._eof_held = True
+            return
+        self.protocol.eof_received()
+
     def remote_closed(self, error: str | None = None) -> None:
-        """The peer closed the channel: close locally without answering."""
+        """The peer closed the channel: close locally without answering (reset when ``error``)."""
         if self._closing:
             self._lose(None)
             return
@@ -207,21 +288,28 @@ class Channel:
         self._lose(None if error is None else ConnectionResetError(error))
 
     def link_lost(self) -> None:
-        """The WebSocket carrying this channel is gone."""
+        """The link carrying this channel is gone: the local end is reset."""
         self._closing = True
-        self._lose(ConnectionResetError("WebSocket closed"))
+        self._lose(ConnectionResetError("the link closed"))
 
     def _lose(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
         self._closing = True
+        self._hold_paused = False
         if self._paused_reading:
             self._paused_reading = False
             self.gate.resume(self)
         if self.writer is not None and self.protocol is not None:
             self.writer.remove_listener(self.protocol)
+        protocol = self.protocol
+        held: list[bytes] = []
+        if protocol is not None:  # (with no protocol yet, the owner may still deliver self._held)
+            held, self._held = self._held, []
         self._forget()
-        if self.protocol is not None:
-            protocol = self.protocol
+        if protocol is not None:
+            if exc is None:  # a clean end delivers what arrived before it
+                for chunk in held:
+                    protocol.data_received(chunk)
             asyncio.get_running_loop().call_soon(protocol.connection_lost, exc)

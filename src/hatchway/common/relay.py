@@ -11,15 +11,26 @@ transport calls ``pause_writing`` on its protocol, and that Pump pauses
 *reading on the other end*; ``resume_writing`` resumes it. Buffers are
 therefore bounded by the write-buffer limits of each end.
 
-Close propagation: EOF on one end becomes ``write_eof`` on the other (a TCP
-half-close) when that end supports it, else a close once its buffer drains.
-A lost connection closes the other end at once (abort when it failed).
+Close propagation (no silent loss, issue #6 items 4 and 15):
+
+* EOF on one end becomes ``write_eof`` on the other (a TCP half-close) when
+  that end takes it, else a close. A multiplexed channel takes it when its
+  wire has a half-close, or when it is the accepting side of a wire without
+  one (``keep_open_on_eof``): then the channel stays open so the reply still
+  arrives, and the relay ends when the far side closes.
+* A clean loss of one end (``connection_lost(None)``) closes the other once
+  its buffer drains: the application sees a FIN, a real end of stream.
+* A failed loss (``connection_lost(exc)``: a reset, a dead link, a stall
+  reset) *resets* the other end with :func:`reset_transport`: SO_LINGER
+  {1, 0} and abort, so a TCP application gets ECONNRESET, never a clean FIN.
+  (asyncio's and uvloop's ``abort()`` alone send a FIN when nothing is unread.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from typing import Any, Protocol
 
 READ_MAX = 256 * 1024  # never ask uvloop for more per read (packaging.md 5.4)
@@ -40,6 +51,28 @@ class RelayEnd(Protocol):
     def resume_reading(self) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset_transport(transport: Any) -> None:
+    """Abort ``transport`` so that its peer sees an error: a TCP RST, never a FIN.
+
+    A TCP socket gets SO_LINGER {on, 0 s} first, so closing it sends RST on
+    asyncio and uvloop alike. Other ends (a multiplexed channel) are simply
+    aborted: their ``abort`` tells the far side the stream failed.
+    """
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+    transport.abort()
 
 
 def set_nodelay(transport: Any) -> None:
@@ -59,16 +92,17 @@ class Pump(asyncio.Protocol):
     side is paused meanwhile, so at most one read is held).
     """
 
-    __slots__ = ("relay", "transport", "peer", "received", "_held", "_eof", "_lost", "_writing_paused")
+    __slots__ = ("_eof", "_error", "_held", "_lost", "_writing_paused", "peer", "received", "relay", "transport")
 
-    def __init__(self, relay: "Relay") -> None:
+    def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: RelayEnd | None = None
-        self.peer: "Pump | None" = None
+        self.peer: Pump | None = None
         self.received = 0
         self._held: list[bytes] = []
         self._eof = False
         self._lost = False
+        self._error: Exception | None = None
         self._writing_paused = False
 
     # -- wiring
@@ -80,7 +114,7 @@ class Pump(asyncio.Protocol):
         if self.peer is None or self.peer.transport is None:
             transport.pause_reading()
 
-    def attach(self, peer: "Pump") -> None:
+    def attach(self, peer: Pump) -> None:
         """Called once both ends exist: flush held bytes and start reading."""
         self.peer = peer
         target = peer.transport
@@ -91,7 +125,10 @@ class Pump(asyncio.Protocol):
         if self._eof:
             self._send_eof()
         elif self._lost:
-            target.close()
+            if self._error is not None:
+                reset_transport(target)
+            else:
+                target.close()
         elif not peer._writing_paused:
             self.transport.resume_reading()
 
@@ -125,12 +162,13 @@ class Pump(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._error = exc
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.transport.is_closing():
             if exc is None:
                 peer.transport.close()
             else:
-                peer.transport.abort()
+                reset_transport(peer.transport)
         self.relay._end_lost(self, exc)
 
     # -- flow control: our transport's buffer is full, so stop the peer reading
@@ -191,9 +229,10 @@ class Relay:
         return self.b.received
 
     def abort(self) -> None:
+        """Reset both ends: each application sees an error, not a clean end of stream."""
         for pump in (self.a, self.b):
-            if pump.transport is not None and not pump.transport.is_closing():
-                pump.transport.abort()
+            if pump.transport is not None:
+                reset_transport(pump.transport)
 
     def _end_lost(self, pump: Pump, exc: Exception | None) -> None:
         if exc is not None and self.error is None:

@@ -1,14 +1,29 @@
-"""WebSocket helpers on aiohttp: dialing, serving, and a synchronous message writer.
+"""WebSocket helpers on aiohttp: dialing, serving, a synchronous message sink, a polite close.
 
 aiohttp does the handshake, the frame parsing, ping/pong and close. What it
-lacks for a multiplexer is a way to send a binary message from inside a
-Protocol callback (``data_received`` cannot await) with flow control across
-many channels. :class:`MessageWriter` adds that: it frames messages itself
-(masking on the client side, as RFC 6455 requires) and writes them straight to
-the connection's transport, then tells its listeners to pause when the
-transport's buffer passes the high-water mark and to resume when it drains.
+lacks for a multiplexer is a way to send a message from inside a Protocol
+callback (``data_received`` cannot await) with flow control across many
+channels. :class:`WebSocketSink` adds that (it is the WebSocket
+:class:`~hatchway.common.sink.MessageSink`): it frames messages itself (masking
+on the client side, as RFC 6455 requires) and writes them straight to the
+connection's transport, then tells its listeners to pause when the transport's
+buffer passes the high-water mark and to resume when it drains.
 
-Everything that touches aiohttp internals lives in this file.
+aiohttp internals used here and nowhere else in src/ (each one is checked by
+tests/common/test_aiohttp_contract.py, so an upgrade that moves one fails a
+test instead of stalling a link):
+
+* ``aiohttp._websocket.helpers.websocket_mask``: the C masking routine;
+* ``ws._writer`` and its ``transport``, ``protocol`` and ``use_mask``: where the
+  frames go;
+* ``BaseProtocol._drain_helper()``: the wait for the buffer to drain.
+
+Public API is used for the rest: ``protocol.writing_paused``,
+``ws.get_extra_info("socket")`` and ``runner.addresses``.
+
+RFC 6455 section 5.5.1: no data frame may follow our own Close frame.
+:func:`close_politely` marks the sink closing before it calls ``ws.close()``,
+and :meth:`WebSocketSink.send` raises :class:`ConnectionGone` from then on.
 """
 
 from __future__ import annotations
@@ -19,35 +34,39 @@ import os
 import random
 import socket
 import struct
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-
-try:  # aiohttp's C masking routine; the pure-Python fallback is its own.
-    from aiohttp._websocket.helpers import websocket_mask as _mask
-except ImportError:  # pragma: no cover - very old aiohttp
-    from aiohttp.http_websocket import _websocket_mask as _mask  # type: ignore[attr-defined,no-redef]
+from aiohttp._websocket.helpers import websocket_mask as _mask
 
 from .relay import HIGH_WATER, LOW_WATER
+from .sink import Buffer, FlowControl, FlowListener, SinkClosed
 
-log = logging.getLogger("hatchway.ws")
+__all__ = [
+    "ConnectionGone",
+    "FlowListener",
+    "MessageWriter",
+    "WebSocketSink",
+    "close_politely",
+    "frame_header",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_DEFAULT = 64 * 1024 * 1024
+CLOSE_TIMEOUT = 2.0  # how long a polite close waits for the peer's Close frame
+_OP_TEXT = 0x1
 _OP_BINARY = 0x2
 _PACK_1 = struct.Struct("!BB").pack
 _PACK_2 = struct.Struct("!BBH").pack
 _PACK_8 = struct.Struct("!BBQ").pack
 _rand32 = random.Random(os.urandom(16)).getrandbits
 
+AnyWebSocket = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
 
-class FlowListener(Protocol):
-    def pause_writing(self) -> None: ...
-    def resume_writing(self) -> None: ...
-
-
-class ConnectionGone(ConnectionError):
-    """The WebSocket's transport is closed; nothing more can be sent."""
+ConnectionGone = SinkClosed  # the name tunnel/ and linksocks/ import
 
 
 def frame_header(length: int, masked: bool, opcode: int = _OP_BINARY) -> bytes:
@@ -61,17 +80,17 @@ def frame_header(length: int, masked: bool, opcode: int = _OP_BINARY) -> bytes:
     return _PACK_8(first, 127 | mask_bit, length)
 
 
-class MessageWriter:
-    """Send binary messages on an established aiohttp WebSocket without awaiting."""
+class WebSocketSink:
+    """Send binary (or text) messages on an established aiohttp WebSocket without awaiting."""
 
     def __init__(
         self,
-        ws: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+        ws: AnyWebSocket,
         *,
         high_water: int = HIGH_WATER * 4,
         low_water: int = LOW_WATER * 4,
     ) -> None:
-        writer = ws._writer  # type: ignore[union-attr]
+        writer = ws._writer
         if writer is None:
             raise RuntimeError("WebSocket is not prepared")
         self._ws = ws
@@ -79,19 +98,28 @@ class MessageWriter:
         self._protocol: Any = writer.protocol
         self._masked: bool = writer.use_mask
         self._transport.set_write_buffer_limits(high_water, low_water)
-        self._listeners: set[FlowListener] = set()
-        self.paused = False
-        self._resumed = asyncio.Event()
-        self._resumed.set()
+        self._flow = FlowControl()
+        self._closing = False
         self._watcher: asyncio.Task[None] | None = None
         self.sent_messages = 0
 
     # -- sending
-    def send(self, *parts: bytes | bytearray | memoryview) -> None:
-        """Send ``parts`` joined as one binary message. Raises ConnectionGone when closed."""
+    def send(self, *parts: Buffer) -> None:
+        """Send ``parts`` joined as one binary message. Raises ConnectionGone when closed or closing."""
+        self._frame(_OP_BINARY, parts)
+
+    def send_text(self, *parts: Buffer | str) -> None:
+        """Send ``parts`` (UTF-8 text, or bytes already encoded) joined as one text message."""
+        self._frame(_OP_TEXT, [p.encode() if isinstance(p, str) else p for p in parts])
+
+    def send_message(self, message: Buffer) -> None:
+        self._frame(_OP_BINARY, (message,))
+
+    def _frame(self, opcode: int, parts: Iterable[Buffer]) -> None:
         transport = self._transport
-        if transport.is_closing():
-            raise ConnectionGone("WebSocket transport is closed")
+        if self._closing or transport.is_closing():
+            raise ConnectionGone("WebSocket is closed or closing")
+        parts = tuple(parts)
         length = 0
         for part in parts:
             length += len(part)
@@ -99,15 +127,16 @@ class MessageWriter:
             mask = _rand32(32).to_bytes(4, "big")
             payload = bytearray().join(parts)
             _mask(mask, payload)
-            transport.writelines((frame_header(length, True) + mask, payload))
+            transport.writelines((frame_header(length, True, opcode) + mask, payload))
         else:
-            transport.writelines((frame_header(length, False), *parts))
+            transport.writelines((frame_header(length, False, opcode), *parts))
         self.sent_messages += 1
-        if not self.paused and self._protocol._paused:
+        if not self._flow.paused and self._protocol.writing_paused:
             self._pause()
 
-    def send_message(self, message: bytes | bytearray | memoryview) -> None:
-        self.send(message)
+    @property
+    def paused(self) -> bool:
+        return self._flow.paused
 
     @property
     def buffered(self) -> int:
@@ -115,27 +144,36 @@ class MessageWriter:
 
     @property
     def closed(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    @property
+    def transport_lost(self) -> bool:
+        """The connection itself is closed (not merely our sending side)."""
         return self._transport.is_closing()
+
+    def mark_closing(self) -> None:
+        """We are about to send our Close frame: no data frame may follow it (RFC 6455 5.5.1)."""
+        self._closing = True
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        self._closing = True
+        if not self._transport.is_closing():
+            self._transport.abort()
 
     # -- flow control
     def add_listener(self, listener: FlowListener) -> None:
-        self._listeners.add(listener)
-        if self.paused:
-            listener.pause_writing()
+        self._flow.add_listener(listener)
 
     def remove_listener(self, listener: FlowListener) -> None:
-        self._listeners.discard(listener)
+        self._flow.remove_listener(listener)
 
     async def drained(self) -> None:
         """Wait until the transport's buffer is below the low-water mark."""
-        if self.paused:
-            await self._resumed.wait()
+        await self._flow.drained()
 
     def _pause(self) -> None:
-        self.paused = True
-        self._resumed.clear()
-        for listener in list(self._listeners):
-            listener.pause_writing()
+        self._flow.pause()
         self._watcher = asyncio.ensure_future(self._wait_resume())
 
     async def _wait_resume(self) -> None:
@@ -143,20 +181,41 @@ class MessageWriter:
             await self._protocol._drain_helper()
         except (ConnectionError, asyncio.CancelledError):
             pass
-        self.paused = False
-        self._resumed.set()
-        for listener in list(self._listeners):
-            listener.resume_writing()
+        self._flow.resume()
 
     def close(self) -> None:
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
-        self._listeners.clear()
+        self._flow.clear()
 
 
-def set_ws_nodelay(ws: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
-    writer = ws._writer  # type: ignore[union-attr]
-    sock = writer.transport.get_extra_info("socket") if writer is not None else None
+MessageWriter = WebSocketSink  # the old name, kept while tunnel/ and linksocks/ move
+
+
+async def close_politely(ws: AnyWebSocket, sink: WebSocketSink | None = None, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Send our Close (no data frame after it), wait ``timeout`` s for the peer's, else abort."""
+    if sink is not None:
+        sink.mark_closing()
+    if ws.closed:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.close()
+    except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
+        if sink is not None:
+            sink.abort()
+        else:
+            _abort_ws(ws)
+
+
+def _abort_ws(ws: AnyWebSocket) -> None:
+    writer = ws._writer
+    if writer is not None and not writer.transport.is_closing():
+        writer.transport.abort()
+
+
+def set_ws_nodelay(ws: AnyWebSocket) -> None:
+    sock = ws.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -234,11 +293,12 @@ async def serve_app(
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     hosts = [host] if isinstance(host, str) else list(host)
-    bound: list[tuple[str, int]] = []
-    for one in hosts:
-        site = web.TCPSite(runner, one, port, reuse_address=reuse_address, backlog=4096)
-        await site.start()
-        server = site._server  # type: ignore[attr-defined]
-        for sock in server.sockets:
-            bound.append(sock.getsockname()[:2])
+    try:
+        for one in hosts:
+            site = web.TCPSite(runner, one, port, reuse_address=reuse_address, backlog=4096)
+            await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound: list[tuple[str, int]] = [(str(address[0]), int(address[1])) for address in runner.addresses]
     return runner, bound
