@@ -127,7 +127,7 @@ class ProxyFront(Service):
         self.bound = [sock.getsockname()[:2] for sock in self._server.sockets]
         log.debug("proxy front listening on %s", self.bound)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop listening and abort every open client connection."""
         if self._server is not None:
             self._server.close()

@@ -1,0 +1,277 @@
+"""common.httpapi: Go-style JSON bodies, token auth, multi-address serving, hostile-client hardening."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from helpers import wait_until
+
+from hatchway.common.httpapi import (
+    ApiError,
+    HttpServer,
+    TcpAddress,
+    TokenAuth,
+    UnixAddress,
+    decode_json,
+    fold_keys,
+    json_errors,
+    json_response,
+    read_json,
+    serve_app,
+)
+
+TIMEOUT = 10.0
+
+
+# ------------------------------------------------------------------ JSON
+
+
+class Inner(msgspec.Struct):
+    port: int = 0
+    labels: dict[str, str] = {}
+
+
+class Body(msgspec.Struct):
+    token: str
+    reverse_token: str = ""
+    allow_manage_connector: bool = False
+    inner: Inner | None = None
+    items: list[Inner] = []
+
+
+def test_fold_keys_follows_go_encoding_json():
+    raw = {
+        "TOKEN": "t",
+        "Reverse_Token": "r",
+        "unknown": 1,
+        "allow_manage_connector": None,  # null: the default stays
+        "Inner": {"PORT": 5, "Labels": {"KeepCase": "v"}},
+        "ITEMS": [{"Port": 1}, {"port": 2}],
+    }
+    assert fold_keys(raw, Body) == {
+        "token": "t",
+        "reverse_token": "r",
+        "inner": {"port": 5, "labels": {"KeepCase": "v"}},  # map keys keep their case
+        "items": [{"port": 1}, {"port": 2}],
+    }
+    # an exact match wins over a case-folded one, whatever the order
+    assert fold_keys({"Token": "folded", "token": "exact"}, Body) == {"token": "exact"}
+    assert fold_keys({"token": "exact", "TOKEN": "folded"}, Body) == {"token": "exact"}
+
+
+def test_decode_json_into_struct_and_errors():
+    body = decode_json(b'{"Token": "abc", "Inner": {"Port": 7}}', Body)
+    assert body == Body("abc", inner=Inner(7))
+    for bad in (b"{", b'{"token": 5}', b"[]", b'{"reverse_token": "x"}', b"\xff"):
+        with pytest.raises(ApiError) as info:
+            decode_json(bad, Body)
+        assert info.value.status == 400
+
+
+async def test_json_handlers_errors_and_auth_end_to_end(tmp_path):
+    async def create(request: web.Request) -> web.Response:
+        body = await read_json(request, Body, limit=64)
+        if body.token == "taken":
+            raise ApiError(409, "token exists")
+        return json_response({"ok": True, "token": body.token}, 201)
+
+    async def health(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    app = web.Application(middlewares=[json_errors(), TokenAuth(["k1", "k2"]).middleware])
+    app.router.add_post("/token", create)
+    app.router.add_get("/health", health)
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)]) as server:
+        host, port = server.addresses[0]
+        base = f"http://{host}:{port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/health") as response:
+                assert response.status == 200 and await response.json() == {"status": "ok"}
+            for headers, query in [({}, {}), ({"X-API-Key": "nope"}, {}), ({"Authorization": "Basic k1"}, {})]:
+                async with http.post(f"{base}/token", json={"token": "a"}, headers=headers, params=query) as response:
+                    assert response.status == 401
+                    assert await response.json() == {"error": "unauthorized"}
+            for headers, query in [
+                ({"X-API-Key": "k1"}, {}),
+                ({"Authorization": "Bearer k2"}, {}),
+                ({}, {"token": "k1"}),
+                ({"X-API-Key": "wrong", "Authorization": "bearer k1"}, {}),
+            ]:
+                async with http.post(f"{base}/token", data=b'{"TOKEN": "a"}', headers=headers, params=query) as response:
+                    assert response.status == 201, (headers, query)
+                    assert await response.read() == b'{"ok":true,"token":"a"}\n'
+            auth = {"X-API-Key": "k1"}
+            async with http.post(f"{base}/token", json={"token": "taken"}, headers=auth) as response:
+                assert (response.status, await response.json()) == (409, {"error": "token exists"})
+            async with http.post(f"{base}/token", data=b"{not json", headers=auth) as response:
+                assert response.status == 400 and (await response.json())["error"].startswith("invalid request body")
+            async with http.post(f"{base}/token", json={"token": "x" * 100}, headers=auth) as response:
+                assert response.status == 413
+
+
+def test_token_auth_needs_a_token():
+    with pytest.raises(ValueError):
+        TokenAuth(["", ""])
+
+
+# ------------------------------------------------------------------ serving on several addresses
+
+
+def busy_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def hello_app() -> web.Application:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    return app
+
+
+async def get_text(url: str, connector: aiohttp.BaseConnector | None = None) -> str:
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as response:
+            return await response.text()
+
+
+async def test_serve_any_survives_one_failing_address_tcp_and_unix(tmp_path):
+    blocker = busy_port()
+    taken = blocker.getsockname()[1]
+    path = str(tmp_path / "api.sock")
+    try:
+        server = await serve_app(
+            hello_app(),
+            [TcpAddress("127.0.0.1", taken), TcpAddress("127.0.0.1", 0), UnixAddress(path, mode=0o600)],
+        )
+        try:
+            assert [a for a, _ in server.failures] == [TcpAddress("127.0.0.1", taken)]
+            tcp = [a for a in server.addresses if isinstance(a, tuple)]
+            assert len(tcp) == 1 and server.addresses[-1] == path
+            assert await get_text(f"http://127.0.0.1:{tcp[0][1]}/") == "hello"
+            assert await get_text("http://unix/", aiohttp.UnixConnector(path)) == "hello"
+            assert os.stat(path).st_mode & 0o777 == 0o600
+        finally:
+            await server.aclose()
+        assert not os.path.exists(path)
+    finally:
+        blocker.close()
+
+
+async def test_serve_all_fails_and_releases_what_it_bound(tmp_path):
+    blocker = busy_port()
+    taken = blocker.getsockname()[1]
+    free = busy_port()
+    free_port = free.getsockname()[1]
+    free.close()
+    try:
+        with pytest.raises(OSError):
+            await serve_app(hello_app(), [TcpAddress("127.0.0.1", free_port), TcpAddress("127.0.0.1", taken)], require="all")
+        with socket.socket() as again:  # the first address was released
+            again.bind(("127.0.0.1", free_port))
+        with pytest.raises(OSError, match="could not listen on any address"):
+            await serve_app(hello_app(), [TcpAddress("127.0.0.1", taken), UnixAddress(str(tmp_path / "no/such/dir.sock"))])
+    finally:
+        blocker.close()
+
+
+# ------------------------------------------------------------------ hostile clients
+
+
+async def half_sent_requests(host: str, port: int, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    conns = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        conns.append((reader, writer))
+    return conns
+
+
+async def test_slowloris_cannot_lock_out_real_clients():
+    """300 half-sent requests against a cap of 100: every real request still succeeds at once."""
+    async with HttpServer(hello_app(), [TcpAddress("127.0.0.1", 0)], header_timeout=60.0, max_unauthenticated=100) as server:
+        host, port = server.addresses[0]
+        attackers = await half_sent_requests(host, port, 300)
+        try:
+            await wait_until(lambda: server.guard.evicted >= 200, what="oldest slow connections evicted")
+            assert server.guard.unauthenticated <= 100
+            for _ in range(20):
+                assert await asyncio.wait_for(get_text(f"http://{host}:{port}/"), TIMEOUT) == "hello"
+            evicted = 0
+            for reader, _ in attackers[:200]:  # the oldest were closed to make room
+                answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+                evicted += answer.startswith(b"HTTP/1.1 503") or answer == b""
+            assert evicted == 200
+        finally:
+            for _, writer in attackers:
+                writer.close()
+
+
+async def test_header_timeout_closes_a_slow_client_but_not_a_finished_one():
+    async def slow_handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0)
+        return web.Response(text="late but fine")
+
+    app = web.Application()
+    app.router.add_get("/", slow_handler)
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)], header_timeout=0.3) as server:
+        host, port = server.addresses[0]
+        (slow_reader, slow_writer), = await half_sent_requests(host, port, 1)
+        assert await asyncio.wait_for(slow_reader.read(), TIMEOUT) == b""  # closed by the deadline, no answer
+        await wait_until(lambda: server.guard.timed_out == 1)
+        slow_writer.close()
+        # a kept-alive client that finished its head in time is not cut by the deadline
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.get(f"http://{host}:{port}/") as response:
+                    assert await response.text() == "late but fine"
+
+
+async def test_authenticated_connections_do_not_count():
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[TokenAuth(["key"]).middleware])
+    app.router.add_get("/", ok)
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)], max_unauthenticated=5) as server:
+        host, port = server.addresses[0]
+        async with aiohttp.ClientSession(headers={"X-API-Key": "key"}) as http:
+            async with http.get(f"http://{host}:{port}/") as response:
+                assert await response.text() == "ok"
+            assert server.guard.unauthenticated == 0  # the kept-alive connection authenticated
+            attackers = await half_sent_requests(host, port, 10)
+            await wait_until(lambda: server.guard.evicted == 5)
+            async with http.get(f"http://{host}:{port}/") as response:  # the authenticated one survived
+                assert await response.text() == "ok"
+            for _, writer in attackers:
+                writer.close()
+
+
+async def test_malformed_requests_log_one_line_without_traceback(caplog):
+    async with HttpServer(hello_app(), [TcpAddress("127.0.0.1", 0)]) as server:
+        host, port = server.addresses[0]
+        with caplog.at_level(logging.DEBUG, logger="hatchway.common.httpapi.server"):
+            for _ in range(30):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(b"GET / HTTP/1.1\r\nBad\x1b[31mHeader\r\n\r\n")
+                answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+                assert answer.split(b" ", 2)[1] == b"400"
+                writer.close()
+        records = [r for r in caplog.records if r.name == "hatchway.common.httpapi.server"]
+        assert len(records) == 1, [r.getMessage() for r in records]
+        record = records[0]
+        assert record.levelno == logging.WARNING and record.exc_info is None and record.exc_text is None
+        message = record.getMessage()
+        assert "\n" not in message and "\x1b" not in message
+        assert "Error handling request" in message and "BadHttpMessage" in message
