@@ -68,7 +68,7 @@ async def test_case30_31_block_policy_freezes_the_tunnel_until_the_consumer_read
         await peer.open_tcp(1, stalled_service.port)
         stalled_reader, _ = await stalled_service.accepted()
         await peer.open_tcp(2, echo_service.port)
-        flood = Flood(peer, 1, client.session.connections[1])
+        flood = Flood(peer, 1, client.session.streams[1].endpoint)
         try:
             await wait_until(lambda: client.session.gate.blocked, timeout=2)  # blocks within 2 s
             await peer.data(2, b"still alive?")
@@ -80,7 +80,7 @@ async def test_case30_31_block_policy_freezes_the_tunnel_until_the_consumer_read
             assert (await peer.expect(MsgType.DATA, 2, timeout=10)).payload == b"still alive?"
             assert await reading == FLOOD_MESSAGES * CHUNK
             await asyncio.wait_for(flood.task, 10)
-            assert 1 in client.session.connections
+            assert 1 in client.session.streams
         finally:
             await flood.stop()
 
@@ -90,7 +90,7 @@ async def test_case30_32_reset_policy_closes_only_the_slow_connection(runner, ec
         await peer.open_tcp(1, stalled_service.port)
         await stalled_service.accepted()
         await peer.open_tcp(2, echo_service.port)
-        flood = Flood(peer, 1, client.session.connections[1])
+        flood = Flood(peer, 1, client.session.streams[1].endpoint)
         try:
             # Case 32: while the consumer is stalled, PINGs and new CONNECTs are answered.
             await peer.ping(40)
@@ -102,14 +102,14 @@ async def test_case30_32_reset_policy_closes_only_the_slow_connection(runner, ec
             await peer.expect(MsgType.CONNECTED, 3, timeout=3)
             await asyncio.wait_for(flood.task, 10)  # the rest of the flood is dropped, not queued
             assert flood.max_buffered <= LIMIT + CHUNK
-            assert 1 not in client.session.connections
+            assert 1 not in client.session.streams
             assert not client.session.gate.blocked
         finally:
             await flood.stop()
 
 
 async def test_early_data_beyond_the_limit_applies_the_policy_before_the_dial_ends(runner, monkeypatch):
-    from hatchway.tunnel import connection
+    from hatchway.tunnel import tcp_stream as connection
 
     dial_may_finish = asyncio.Event()
     real_dial = connection.dial_local
@@ -137,7 +137,7 @@ async def test_early_data_beyond_the_limit_applies_the_policy_before_the_dial_en
             for _ in range(LIMIT // CHUNK + 1):
                 await peer.data(1, b"\x01" * CHUNK)
             await peer.expect(MsgType.CLOSE, 1)
-            assert 1 not in client.session.connections
+            assert 1 not in client.session.streams
             dial_may_finish.set()
             await peer.quiet(0.3, 1)  # no CONNECTED for the reset connection
     finally:
@@ -149,7 +149,7 @@ async def test_block_policy_tunnel_lost_while_blocked_reconnects(runner, stalled
                              reconnect_delay=0) as (client, peer):
         await peer.open_tcp(1, stalled_service.port)
         stalled_reader, _ = await stalled_service.accepted()
-        flood = Flood(peer, 1, client.session.connections[1])
+        flood = Flood(peer, 1, client.session.streams[1].endpoint)
         try:
             await wait_until(lambda: client.session.gate.blocked, timeout=2)
             await flood.stop()

@@ -1,6 +1,7 @@
 """Tunnel client: tunnel loss, reconnect loop, heartbeat, shutdown (section 12; cases 33-35, 38)."""
 
 import asyncio
+import logging
 
 import pytest
 from fake_runner import tunnel_client
@@ -60,7 +61,7 @@ async def test_case33_35_tunnel_loss_gives_eof_then_a_fresh_tunnel_works(runner,
             second = await runner.next_tunnel()
             assert second.accepted_at - closed_at >= 0.3  # the delay applies after a clean close too
             session = await client.connected(2)
-            assert session.connections == {}  # nothing is resumed
+            assert session.streams == {}  # nothing is resumed
             # Case 35: DATA for an id of the old tunnel is dropped; a new CONNECT works.
             await second.data(1, b"stale")
             await second.open_tcp(2, echo_service.port)
@@ -123,8 +124,6 @@ async def test_successful_handshakes_reset_the_failure_count(runner):
 
 def test_options_are_validated():
     with pytest.raises(ValueError):
-        TunnelClient("http://runner:8001", "test")
-    with pytest.raises(ValueError):
         TunnelClient("ws://runner:8001", "test", slow_consumer="drop")
     with pytest.raises(ValueError):
         TunnelClient("ws://runner:8001", "test", reconnect_delay=-1)
@@ -137,3 +136,14 @@ def test_backoff_policies():
     delays = [jitter.next() for _ in range(8)]
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4
     assert max(delays) <= 60 * 1.2
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999", "not a url", "http://127.0.0.1:1"])
+async def test_a_runner_url_that_cannot_be_dialled_is_a_failed_attempt(url, caplog):
+    """Upstream retries such a URL under --max-reconnect; it is not a crash at start (issue #11)."""
+    client = TunnelClient(url, "test", reconnect_delay=0, max_reconnect=2)
+    with caplog.at_level(logging.WARNING, logger="hatchway.tunnel.client"):
+        with pytest.raises(TunnelGaveUp):
+            await client.run()
+    attempts = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
+    assert len(attempts) == 2

@@ -51,7 +51,7 @@ async def test_case23_junk_is_dropped_and_the_tunnel_stays_up(runner, echo_servi
         await peer.send_text("hello")
         await peer.ping(9)
         assert await peer.recv(9) == Message(MsgType.PONG, Proto.TCP, 9, 0, b"")
-        assert 1 not in client.session.connections  # the proto-7 CONNECT was not acted on
+        assert 1 not in client.session.streams  # the proto-7 CONNECT was not acted on
         assert peer.log == [Message(MsgType.PONG, Proto.TCP, 9, 0, b"")]
         assert client.connections_made == 1 and len(runner.tunnels) == 1
 
@@ -63,7 +63,7 @@ async def test_case24_25_data_and_close_for_unknown_ids_are_dropped(runner):
         await peer.ping(1)
         await peer.expect(MsgType.PONG, 1)
         assert peer.log == [Message(MsgType.PONG, Proto.TCP, 1, 0, b"")]
-        assert client.session.connections == {}
+        assert client.session.streams == {}
         assert client.connections_made == 1
 
 
@@ -77,4 +77,4 @@ async def test_case26_connected_error_pong_from_the_runner_are_ignored(runner, e
         await peer.data(3, b"still open")
         assert (await peer.expect(MsgType.DATA, 3)).payload == b"still open"
         assert [m.type for m in peer.log] == [MsgType.CONNECTED, MsgType.DATA]
-        assert set(client.session.connections) == {3}
+        assert set(client.session.streams) == {3}

@@ -55,7 +55,7 @@ async def test_case12_13_refused_dial_gives_error_then_the_id_is_reusable(runner
         error = await peer.recv(3, timeout=2)
         assert error == Message(MsgType.ERROR, Proto.TCP, 3, 0, b"Connection refused (os error 111)")
         await peer.quiet(0.5, 3)  # no CLOSE follows
-        assert 3 not in client.session.connections  # D2: the entry is dropped
+        assert 3 not in client.session.streams  # D2: the entry is dropped
         await peer.connect(3, echo_service.port)
         assert await peer.recv(3, timeout=2) == Message(MsgType.CONNECTED, Proto.TCP, 3, 0, b"")
 
@@ -106,7 +106,7 @@ async def test_case18_runner_close_delivers_queued_bytes_gives_eof_then_silence(
         writer.write(b"too late")
         writer.close()
         await peer.quiet(0.5, 8)  # D3: no late DATA, no unsolicited CLOSE
-        assert 8 not in client.session.connections
+        assert 8 not in client.session.streams
 
 
 async def test_case19_each_connection_is_connected_data_close_in_order(runner):
@@ -207,7 +207,7 @@ async def test_tcp_nodelay_on_the_websocket_and_on_local_sockets(runner, echo_se
         await peer.open_tcp(24, echo_service.port)
         session = client.session
         ws_socket = session.ws.get_extra_info("socket")
-        local_socket = session.connections[24].local.get_extra_info("socket")
+        local_socket = session.streams[24].endpoint.local.get_extra_info("socket")
         assert ws_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert local_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
@@ -244,7 +244,7 @@ async def test_local_dial_timeout_gives_error(runner):
             await peer.connect(27, port)
             error = await peer.expect(MsgType.ERROR, 27, timeout=3)
             assert error.payload == b"Connection timed out (os error 110)"
-            assert 27 not in client.session.connections
+            assert 27 not in client.session.streams
     finally:
         for sock in fillers + [listener]:
             sock.close()
@@ -258,6 +258,6 @@ async def test_close_right_after_early_data_still_delivers_it(runner, service):
             await peer.send(message)
         reader, _ = await service.accepted()
         assert await read_until_eof(reader) == b"GET / HTTP/1.0\r\n\r\n"
-        assert 30 not in client.session.connections
+        assert 30 not in client.session.streams
         await peer.ping(30)
         assert (await peer.recv(30)).type is MsgType.PONG  # nothing for id 30 came before the PONG

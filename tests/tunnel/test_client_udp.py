@@ -38,7 +38,7 @@ async def test_case28_closed_udp_port_connected_then_close_after_a_datagram(runn
         await peer.data(3, b"anyone?", Proto.UDP)
         reply = await peer.recv(3, timeout=2)
         assert reply.type in (MsgType.CLOSE, MsgType.ERROR)
-        assert 3 not in client.session.connections
+        assert 3 not in client.session.streams
 
 
 async def test_case29_idle_udp_flow_is_released_with_close(runner, udp_echo):
@@ -49,11 +49,11 @@ async def test_case29_idle_udp_flow_is_released_with_close(runner, udp_echo):
         await peer.data(4, b"ping", Proto.UDP)
         await peer.expect(MsgType.DATA, 4)
         last_traffic = loop_time()
-        assert 4 in client.session.connections
+        assert 4 in client.session.streams
         closed = await peer.expect(MsgType.CLOSE, 4, timeout=3)
         assert closed == Message(MsgType.CLOSE, Proto.UDP, 4, 0, b"")
         assert loop_time() - last_traffic >= 0.25
-        assert 4 not in client.session.connections
+        assert 4 not in client.session.streams
         await peer.connect(4, udp_echo.port, Proto.UDP)  # the id is free again
         await peer.expect(MsgType.CONNECTED, 4)
 
@@ -66,4 +66,4 @@ async def test_runner_close_releases_the_udp_flow_silently(runner, udp_echo):
         await peer.data(5, b"late", Proto.UDP)  # dropped: unknown id now
         await peer.ping(5)
         assert (await peer.recv(5)).type is MsgType.PONG
-        assert 5 not in client.session.connections
+        assert 5 not in client.session.streams

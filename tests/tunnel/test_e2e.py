@@ -115,7 +115,7 @@ async def test_two_forwarders_with_the_same_ids_reach_only_their_own_service(run
                 assert await asyncio.wait_for(ra.readexactly(8), 10) == b"A:alice%d" % round_
                 assert await asyncio.wait_for(rb.readexactly(6), 10) == b"B:bob%d" % round_
             # both users' first connection used CLI id 1
-            assert set(fwd_a.endpoints) == {1} and set(fwd_b.endpoints) == {1}
+            assert set(fwd_a.mux.streams) == {1} and set(fwd_b.mux.streams) == {1}
         finally:
             wa.close()
             wb.close()
@@ -124,7 +124,7 @@ async def test_two_forwarders_with_the_same_ids_reach_only_their_own_service(run
 async def test_second_tunnel_stays_registered_when_the_first_ends(runner):
     async with TcpService(echo_handler) as echo:
         first = TunnelClient(runner.url, CID, reconnect_delay=0.1, heartbeat=0)
-        first.start()
+        await first.start()
         try:
             await first.connected(10)
             first_link = await asyncio.wait_for(runner.registry.wait_registered(CID), 10)
@@ -152,7 +152,7 @@ async def test_client_restart_keeps_the_forward_channel_usable(runner):
         except ConnectionResetError:
             pass
         writer.close()
-        assert fwd.endpoints == {} and not fwd.done.done()
+        assert fwd.mux.streams == {} and not fwd.done.done()
         async with tunnel_client(runner, replacing=first_link):
             assert await roundtrip(fwd.local_port, b"after the restart") == b"after the restart"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 
 import pytest
 
@@ -49,7 +51,7 @@ async def test_listens_on_loopback_remote_port_by_default(server):
         writer.close()
 
 
-async def test_connect_and_data_leave_before_connected_and_eof_sends_close(server):
+async def test_connect_and_data_leave_before_connected_and_the_reply_survives_a_local_eof(server):
     async with Forwarder(server.url, TASK, 8080, local_port=0) as fwd:
         channel = await server.channel()
         reader, writer = await open_local(fwd.local_port)
@@ -61,10 +63,29 @@ async def test_connect_and_data_leave_before_connected_and_eof_sends_close(serve
         await channel.send(protocol.connected(Proto.TCP, 1))
         await channel.send(data(Proto.TCP, 1, b"HTTP/1.0 200 OK\r\n"))
         assert await reader.readexactly(17) == b"HTTP/1.0 200 OK\r\n"
+        # the user half-closes after its request: the stream stays open for the rest of the reply
+        # (the protocol has no half-close; issue #6 item 15), and no CLOSE leaves meanwhile
         writer.write_eof()
+        await channel.send(data(Proto.TCP, 1, b"body"))
+        assert await reader.readexactly(4) == b"body"
+        await channel.send(protocol.close(Proto.TCP, 1))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the far side's end is the user's EOF
+        await wait_until(lambda: fwd.mux.streams == {})
+        writer.close()
+
+
+async def test_local_close_sends_close(server):
+    async with Forwarder(server.url, TASK, 8080, local_port=0) as fwd:
+        channel = await server.channel()
+        _, writer = await open_local(fwd.local_port)
+        assert (await channel.recv()).type is MsgType.CONNECT
+        await channel.send(protocol.connected(Proto.TCP, 1))
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()  # the user's socket is reset: the stream ends
         close = await channel.recv()
         assert (close.type, close.proto, close.client_id) == (MsgType.CLOSE, Proto.TCP, 1)
-        writer.close()
+        await wait_until(lambda: fwd.mux.streams == {})
 
 
 async def test_ids_start_at_one_and_increase(server):
@@ -90,7 +111,7 @@ async def test_close_from_the_far_side_delivers_then_closes_the_local_socket(ser
         await channel.send(protocol.close(Proto.TCP, 1))
         assert await asyncio.wait_for(reader.read(), 5) == b"bye"  # then EOF
         writer.close()
-        assert fwd.endpoints == {}
+        assert fwd.mux.streams == {}
 
 
 async def test_error_closes_the_local_socket_and_shows_the_text(server, caplog):
@@ -182,7 +203,7 @@ async def test_a_local_reader_that_stops_does_not_stall_the_others(server, polic
         await channel.send(data(Proto.TCP, 2, b"you are not blocked"))
         assert await asyncio.wait_for(reader.readexactly(19), 5) == b"you are not blocked"
         await reset  # only the stalled connection was reset
-        assert set(fwd.endpoints) == {2}
+        assert set(fwd.mux.streams) == {2}
         stalled_writer.close()
         writer.close()
 
@@ -203,7 +224,7 @@ async def test_block_policy_waits_for_the_slow_reader_and_loses_nothing(server):
             await channel.send(data(Proto.TCP, 2, b"after"))
 
         sender = asyncio.ensure_future(flood())
-        await wait_until(lambda: fwd._gate.blocked)  # the WebSocket is held for the slow reader
+        await wait_until(lambda: fwd.gate.blocked)  # the WebSocket is held for the slow reader
         got = await asyncio.wait_for(slow_reader.readexactly(total), 20)
         assert got == chunk * (total // len(chunk))
         assert await asyncio.wait_for(reader.readexactly(5), 5) == b"after"
@@ -222,10 +243,10 @@ async def test_block_policy_still_notices_a_lost_channel(server):
         stalled_reader, stalled_writer = await open_local(fwd.local_port)  # never reads
         await channel.recv()
         sender = asyncio.ensure_future(_flood(channel, 1, 64 * 1024 * 1024))
-        await wait_until(lambda: fwd._gate.blocked)
+        await wait_until(lambda: fwd.gate.blocked)
         channel.ws.transport.abort()  # the server vanishes while the forwarder waits for its reader
         await asyncio.wait_for(fwd.wait_closed(), 10)
-        assert fwd.endpoints == {}
+        assert fwd.mux.streams == {}
         sender.cancel()
         stalled_writer.close()
     finally:
@@ -266,7 +287,7 @@ async def test_udp_one_id_per_source_and_replies_to_the_right_source(server):
             assert await bob.recv() == b"to bob"
             assert await alice.recv() == b"to alice"
             await channel.send(protocol.close(Proto.UDP, 1))  # the far side released alice's flow
-            await wait_until(lambda: 1 not in fwd.endpoints)
+            await wait_until(lambda: 1 not in fwd.mux.streams)
             alice.send(b"new flow")
             renewed = await channel.recv()
             assert (renewed.type, renewed.client_id) == (MsgType.CONNECT, 3)

@@ -1,62 +1,73 @@
-"""One tunnel connection (a client_id) as a relay end: the tunnel's Channel subclass.
+"""One tunnel stream as a relay end: the tunnel's :class:`~hatchway.common.channel.Channel` subclass.
 
 Shared by every side that relays a TCP socket through tunnel messages (the
-forward CLI; usable by the tunnel client too). Outbound bytes become
-``DATA(proto, id)`` messages and the local end's close becomes
-``CLOSE(proto, id)``; the dispatcher feeds inbound DATA with ``feed`` and
-ends the channel with ``remote_closed`` (CLOSE/ERROR) or ``link_lost``.
+tunnel client's :class:`~hatchway.tunnel.tcp_stream.TcpStream` and the
+forward CLI). Outbound bytes become ``DATA(proto, id)`` messages; the local
+end's close asks the multiplexer for its CLOSE, which it gives at most once
+and never after the far side ended the stream (D3). The driver feeds inbound
+DATA with ``feed`` and ends the channel with ``remote_closed`` (CLOSE/ERROR)
+or ``link_lost``.
 
-Wiring order matters under the ``reset`` slow-consumer policy: a relay Pump
-pauses its transport in ``connection_made`` until the relay is joined, and a
-pause of a channel means "local consumer too slow" to the InboundGate. A
-TunnelChannel therefore ignores pause requests until :meth:`start` is called,
-right after ``relay.join()``.
+A TunnelChannel is built not started: it ignores pause requests and holds
+inbound data until :meth:`start`, called right after ``relay.join()`` (a relay
+Pump pauses its transport in ``connection_made`` until the relay is joined,
+and a pause means "local consumer too slow" to the InboundGate).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
-from hatchway.common.channel import Channel, InboundGate
-from hatchway.common.wsconn import MessageWriter
+from hatchway.common.channel import Channel
+from hatchway.common.gate import InboundGate
+from hatchway.common.sink import Buffer, MessageSink
 
-from . import protocol
-from .protocol import Proto
+from .mux import Stream
+from .protocol import MAX_DATA_PAYLOAD
+
+
+class StreamTable(Protocol):
+    """The multiplexer verbs a stream's local end uses (ClientMux and ForwardMux implement them)."""
+
+    def finished(self, stream: Stream) -> bytes | None: ...
+    def release(self, stream: Stream) -> None: ...
 
 
 class TunnelChannel(Channel):
     def __init__(
         self,
-        writer: MessageWriter,
+        writer: MessageSink,
         gate: InboundGate,
-        client_id: int,
-        proto: Proto = Proto.TCP,
-        forget: Callable[["TunnelChannel"], None] | None = None,
+        stream: Stream,
+        table: StreamTable,
+        *,
+        hold_limit: int | None = None,
+        keep_open_on_eof: bool = False,
     ) -> None:
-        super().__init__(writer, gate)
-        self.client_id = client_id
-        self.proto = proto
-        self.name = str(client_id)
-        self._on_forget = forget
-        self._started = False
-        self._data_header = protocol.data_header(proto, client_id)
+        super().__init__(writer, gate, started=False, hold_limit=hold_limit, keep_open_on_eof=keep_open_on_eof)
+        self.stream = stream
+        self.table = table
+        self.client_id = stream.client_id
+        self.name = str(stream.client_id)
+        self._data_header = stream.data_header
+        stream.endpoint = self
 
-    def start(self) -> None:
-        """The relay is joined: from now on a pause is a real slow-consumer signal."""
-        self._started = True
+    # -- wire encoding: at most 64 KiB per DATA (a local read may be larger; sliced without copying)
+    def _send_data(self, writer: MessageSink, data: Buffer) -> None:
+        size = len(data)
+        if size <= MAX_DATA_PAYLOAD:
+            if size:
+                writer.send(self._data_header, data)
+            return
+        view = memoryview(data)
+        header = self._data_header
+        for start in range(0, size, MAX_DATA_PAYLOAD):
+            writer.send(header, view[start : start + MAX_DATA_PAYLOAD])
 
-    def pause_reading(self) -> None:
-        if self._started:
-            super().pause_reading()
-
-    # -- wire encoding
-    def _send_data(self, writer: MessageWriter, data: bytes | bytearray | memoryview) -> None:
-        if data:
-            writer.send(self._data_header, data)
-
-    def _send_close(self, writer: MessageWriter, reason: str | None) -> None:
-        writer.send(protocol.close(self.proto, self.client_id))
+    def _send_close(self, writer: MessageSink, reason: str | None) -> None:
+        message = self.table.finished(self.stream)
+        if message is not None:
+            writer.send(message)
 
     def _forget(self) -> None:
-        if self._on_forget is not None:
-            self._on_forget(self)
+        self.table.release(self.stream)

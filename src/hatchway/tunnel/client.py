@@ -16,8 +16,9 @@ import asyncio
 import logging
 import os
 import ssl
+from types import SimpleNamespace
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import yarl
@@ -29,7 +30,7 @@ from hatchway.common.wsconn import dial
 from .options import ClientOptions
 from .session import TunnelSession
 
-log = logging.getLogger("hatchway.tunnel.client")
+log = logging.getLogger(__name__)
 
 TunnelGaveUp = GaveUp
 TUNNEL_PATH = "/ws/tunnel/"
@@ -38,9 +39,20 @@ TUNNEL_PATH = "/ws/tunnel/"
 SKIPPED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")
 
 
+# What may stay raw in a request path: printable ASCII but space " # < > ` { } (the WHATWG path
+# percent-encode set upstream's URL parser applies; '%' and '?' stay as given).
+_PATH_SAFE = "!$%&'()*+,-./:;=?@[\\]^_|~"
+
+
 def tunnel_url(runner_url: str, container_id: str) -> str:
     """Upstream's rule: strip trailing '/', append /ws/tunnel/{id} verbatim (section 4.1)."""
     return runner_url.rstrip("/") + TUNNEL_PATH + container_id
+
+
+def wire_url(runner_url: str, container_id: str) -> str:
+    """The URL as it goes out: the id percent-encoded where a request line needs it
+    (spaces, control and non-ASCII characters), as upstream's URL parser does."""
+    return tunnel_url(runner_url, quote(container_id, safe=_PATH_SAFE))
 
 
 def check_runner_url(runner_url: str) -> None:
@@ -76,11 +88,20 @@ class TunnelClient(Service):
         on_connected: Callable[[TunnelSession], None] | None = None,
         **options: Any,
     ) -> None:
-        check_runner_url(runner_url)
         self.runner_url = runner_url
         self.container_id = container_id
         self.url = tunnel_url(runner_url, container_id)
         self.options = ClientOptions.from_kwargs(**options)
+        # A URL that cannot be dialled is a failed attempt (retried under max_reconnect), as upstream.
+        self._url_problem: str | None = None
+        self._wire_url: yarl.URL | None = None
+        try:
+            check_runner_url(runner_url)
+            self._wire_url = yarl.URL(wire_url(runner_url, container_id), encoded=True)
+            _ = self._wire_url.port  # yarl checks the port range lazily
+        except ValueError as exc:
+            self._url_problem = str(exc)
+        self._dials = 0  # TCP connections opened for the current attempt
         self.on_connected = on_connected
         self.session: TunnelSession | None = None
         self.connections_made = 0
@@ -96,28 +117,42 @@ class TunnelClient(Service):
         if ssl_context is None and self.url.lower().startswith("wss:"):
             ssl_context = default_ssl_context()
         connector = aiohttp.TCPConnector(force_close=True, limit=0, ssl=ssl_context or True)
-        async with aiohttp.ClientSession(connector=connector, skip_auto_headers=SKIPPED_HEADERS) as http:
-            # One attempt is one dial, as upstream: no silent re-dial when the runner
-            # drops the upgrade request (aiohttp's own test client does the same).
-            http._retry_connection = False  # type: ignore[attr-defined]
+        # One attempt is one dial, as upstream: aiohttp re-sends an idempotent request once when
+        # the server drops it, so the second connection of an attempt is refused here.
+        one_dial = aiohttp.TraceConfig()
+        one_dial.on_connection_create_start.append(self._one_dial_per_attempt)
+        async with aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=SKIPPED_HEADERS, trace_configs=[one_dial]
+        ) as http:
             await reconnect_loop(
                 lambda: self._attempt(http),
                 self.options.backoff_policy(),
                 max_failures=self.options.max_reconnect,
             )
 
+    async def _one_dial_per_attempt(self, _session: object, _ctx: SimpleNamespace, _params: object) -> None:
+        self._dials += 1
+        if self._dials > 1:
+            raise aiohttp.ServerDisconnectedError("the runner closed the connection during the handshake")
+
     async def _attempt(self, http: aiohttp.ClientSession) -> bool:
         """One tunnel connection; True when its handshake succeeded (resets the failure count)."""
         options = self.options
+        if self._wire_url is None:
+            log.warning("cannot connect to %s: %s", self.url, self._url_problem)
+            return False
+        self._dials = 0
+        headers = {"Authorization": f"Bearer {options.token}"} if options.token else None
         try:
             ws = await dial(
                 http,
-                yarl.URL(self.url, encoded=True),  # the container id goes out verbatim
+                self._wire_url,
                 heartbeat=options.heartbeat or None,
                 max_msg_size=options.max_message_size,
-                timeout=options.connect_timeout or None,  # type: ignore[arg-type]
+                timeout=options.connect_timeout or None,
+                headers=headers,
             )
-        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
             log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
             return False
         session = TunnelSession(ws, options)
@@ -137,11 +172,11 @@ class TunnelClient(Service):
         return True
 
     # -- background
-    def start(self) -> None:
+    async def start(self) -> None:
         """Run the reconnect loop as a background task."""
         if self._task is None:
             self._live_event()
-            self._task = asyncio.ensure_future(self.run())
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"tunnel client {self.url}")
 
     async def connected(self, timeout: float | None = None) -> TunnelSession:
         """Wait for a live tunnel and return its session (raises if the client stopped)."""
@@ -161,7 +196,7 @@ class TunnelClient(Service):
                     waiter.cancel()
         return self.session
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop: close the WebSocket with a close frame and end the reconnect loop."""
         task, self._task = self._task, None
         if task is None:

@@ -35,50 +35,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import sys
-from typing import Any, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType
 
-from hatchway.common.channel import InboundGate, SlowConsumerPolicy
+from hatchway.common.gate import InboundGate, SlowConsumerPolicy
 from hatchway.common.lifecycle import Service, announce_ready, setup_logging
 from hatchway.common.relay import Relay
-from hatchway.common.wsconn import ConnectionGone, MessageWriter, client_session, dial
+from hatchway.common.sink import Buffer, SinkClosed
+from hatchway.common.wsconn import WebSocketSink, client_session, close_politely, dial
 
-from . import protocol
 from .channel import TunnelChannel
-from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto
+from .mux import Closed, Connected, ForwardMux, ProtocolError, Received, Stream
+from .protocol import Proto
 
-log = logging.getLogger("hatchway.tunnel.forward")
+if TYPE_CHECKING:
+    from .forward_udp import UdpForward
+
+log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
-GATE_POLL = 0.5  # while blocked on a slow local reader, how often to check the WebSocket
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # upstream buffers up to 256 x 64 KiB per connection
 DEFAULT_UDP_IDLE_TIMEOUT = 300.0
 DEFAULT_STALL_TIMEOUT = 10.0  # block policy: a local reader that drains nothing this long is reset
 
-_unpack_header = struct.Struct("!BBIH").unpack_from
-_DATA = int(MsgType.DATA)
-_CLOSE = int(MsgType.CLOSE)
-_ERROR = int(MsgType.ERROR)
-_CONNECTED = int(MsgType.CONNECTED)
-
 
 class ForwardError(Exception):
     """The forward channel could not be set up; ``str()`` is the text to show the user."""
-
-
-class Endpoint(TypingProtocol):
-    """What the dispatcher needs from one id's local end (a TCP channel or a UDP flow)."""
-
-    client_id: int
-
-    def feed(self, data: bytes | memoryview) -> None: ...
-    def remote_closed(self, error: str | None = None) -> None: ...
-    def link_lost(self) -> None: ...
 
 
 def forward_url(server: str, task_id: str, remote_port: int, proto: str = "tcp") -> str:
@@ -97,8 +83,8 @@ class _Acceptor(asyncio.Protocol):
     def __init__(self, forwarder: "Forwarder") -> None:
         self.forwarder = forwarder
 
-    def connection_made(self, transport: Any) -> None:
-        self.forwarder._accepted(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.forwarder.accepted(transport)  # type: ignore[arg-type]
 
 
 class Forwarder(Service):
@@ -138,15 +124,13 @@ class Forwarder(Service):
         self.buffer_limit = max(int(buffer_limit), 64 * 1024)
         self.handshake_timeout = handshake_timeout
         self.heartbeat = heartbeat or None
-        self.endpoints: dict[int, Endpoint] = {}
-        self.opened = 0  # ids allocated so far
-        self._next_id = 1
+        self.mux = ForwardMux(remote_port)
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._writer: MessageWriter | None = None
-        self._gate = InboundGate(self.policy, stall_timeout)
+        self._writer: WebSocketSink | None = None
+        self.gate = InboundGate(self.policy, stall_timeout)
         self._server: asyncio.AbstractServer | None = None
-        self._udp: Any = None
+        self._udp: UdpForward | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -155,12 +139,13 @@ class Forwarder(Service):
     async def start(self) -> None:
         try:
             await self._open_channel()
-            self._writer = MessageWriter(self._ws)  # type: ignore[arg-type]
+            assert self._ws is not None
+            self._writer = WebSocketSink(self._ws)
             await self._listen()
         except BaseException:
-            await self.close()
+            await self.aclose()
             raise
-        self._reader = asyncio.ensure_future(self._read_loop())
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name="forward read loop")
 
     async def _open_channel(self) -> None:
         self._session = client_session()
@@ -198,67 +183,80 @@ class Forwarder(Service):
             else:
                 from .forward_udp import UdpForward
 
-                self._udp = UdpForward(self)
+                self._udp = UdpForward(self, self.udp_idle_timeout)
                 self.local_port = await self._udp.start(self.local_host, self.local_port)
         except OSError as exc:
             raise ForwardError(
                 f"Error: cannot listen on {self.local_host}:{self.local_port}/{self.proto}: {exc.strerror or exc}"
             ) from None
 
-    # ------------------------------------------------------------------ ids and the table
-    def allocate_id(self) -> int:
-        client_id = self._next_id
-        while client_id in self.endpoints:  # only after a wrap past 2**32 - 1
-            client_id = client_id + 1 if client_id < MAX_CLIENT_ID else 1
-        self._next_id = client_id + 1 if client_id < MAX_CLIENT_ID else 1
-        self.opened += 1
-        return client_id
+    # ------------------------------------------------------------------ the mux's verbs for local ends
+    @property
+    def opened(self) -> int:
+        """Ids allocated so far."""
+        return self.mux.opened
 
-    def forget(self, endpoint: Endpoint) -> None:
-        if self.endpoints.get(endpoint.client_id) is endpoint:
-            del self.endpoints[endpoint.client_id]
+    def open_stream(self, proto: Proto) -> Stream | None:
+        """A new stream: CONNECT sent; None when the forward channel is gone."""
+        stream, connect = self.mux.open(proto)
+        if not self.send(connect):
+            self.mux.release(stream)
+            return None
+        return stream
 
-    def send(self, *parts: bytes | memoryview) -> bool:
+    def finished(self, stream: Stream) -> bytes | None:
+        return self.mux.finished(stream)
+
+    def release(self, stream: Stream) -> None:
+        self.mux.release(stream)
+
+    @property
+    def congested(self) -> bool:
+        """The WebSocket's write buffer is over its high-water mark (UDP drops datagrams meanwhile)."""
+        return self.writer.paused
+
+    def send(self, *parts: Buffer) -> bool:
         """Send one message on the forward channel; False when it is gone."""
         if self._writer is None:
             return False
         try:
             self._writer.send(*parts)
-        except ConnectionGone:
+        except SinkClosed:
             return False
         return True
 
     @property
-    def writer(self) -> MessageWriter:
+    def writer(self) -> WebSocketSink:
         assert self._writer is not None
         return self._writer
 
     # ------------------------------------------------------------------ TCP
-    def _accepted(self, transport: asyncio.Transport) -> None:
+    def accepted(self, transport: asyncio.Transport) -> None:
         if self._closing or self._writer is None:
             transport.abort()
             return
-        client_id = self.allocate_id()
-        if not self.send(protocol.connect(Proto.TCP, client_id, self.remote_port)):
+        stream = self.open_stream(Proto.TCP)
+        if stream is None:
             transport.abort()
             return
-        channel = TunnelChannel(self._writer, self._gate, client_id, Proto.TCP, forget=self.forget)
-        self.endpoints[client_id] = channel
+        # keep_open_on_eof: a user that sends, shuts down its write side and waits for the
+        # reply still gets it; the stream ends when the far side closes (issue #6 item 15)
+        channel = TunnelChannel(self._writer, self.gate, stream, self, keep_open_on_eof=True)
         relay = Relay(high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
         relay.adopt(relay.front(), transport)
         channel.set_protocol(relay.back())
         relay.join()
         channel.start()
-        log.debug("connection %d from %s", client_id, transport.get_extra_info("peername"))
+        log.debug("connection %d from %s", stream.client_id, transport.get_extra_info("peername"))
 
     # ------------------------------------------------------------------ inbound
     async def _read_loop(self) -> None:
         ws = self._ws
         assert ws is not None
-        gate = self._gate
+        gate = self.gate
         try:
             while True:
-                if gate.blocked and not await self._wait_gate():
+                if gate.blocked and not await gate.wait_until_open(lambda: not self.writer.closed):
                     break
                 msg = await ws.receive()
                 if msg.type is WSMsgType.BINARY:
@@ -270,43 +268,34 @@ class Forwarder(Service):
         finally:
             self._link_down()
 
-    async def _wait_gate(self) -> bool:
-        """Block policy: wait for the slow local reader; False when the WebSocket died meanwhile."""
-        while self._gate.blocked:
-            if self.writer.closed:
-                return False
-            try:
-                await asyncio.wait_for(self._gate.wait_open(), GATE_POLL)
-            except asyncio.TimeoutError:
-                pass
-        return True
-
     def _dispatch(self, data: bytes) -> None:
-        if len(data) < HEADER_SIZE:
+        try:
+            event = self.mux.receive(data)
+        except ProtocolError as exc:
+            log.debug("dropping a message: %s", exc)
             return
-        type_, _proto, client_id, _port = _unpack_header(data)
-        endpoint = self.endpoints.get(client_id)
-        if endpoint is None:
+        if event is None:
             return
-        if type_ == _DATA:
-            if len(data) > HEADER_SIZE:
-                endpoint.feed(memoryview(data)[HEADER_SIZE:])
-        elif type_ == _CLOSE:
-            endpoint.remote_closed(None)
-        elif type_ == _ERROR:
-            text = bytes(data[HEADER_SIZE:]).decode("utf-8", "replace")
-            log.warning("connection %d: %s", client_id, text)
-            endpoint.remote_closed(text or "error")
-        elif type_ == _CONNECTED:
-            log.debug("connection %d: connected", client_id)
+        endpoint = event.stream.endpoint
+        if type(event) is Received:
+            if endpoint is not None:
+                endpoint.feed(event.payload)
+        elif type(event) is Closed:
+            if event.error is not None:
+                log.warning("connection %d: %s", event.stream.client_id, event.error)
+            if endpoint is not None:
+                endpoint.remote_closed(event.error)
+        elif type(event) is Connected:
+            log.debug("connection %d: connected", event.stream.client_id)
 
     def _link_down(self) -> None:
         if not self._closing:
             code = self._ws.close_code if self._ws is not None else None
             log.error("the forward channel closed (code %s)", code)
-        for endpoint in list(self.endpoints.values()):
-            endpoint.link_lost()
-        self.endpoints.clear()
+        for stream in self.mux.lost():
+            if stream.endpoint is not None:
+                stream.endpoint.link_lost()
+        self.gate.close()
         self._stop_listening()
         if not self.done.done():
             self.done.set_result(None)
@@ -322,7 +311,7 @@ class Forwarder(Service):
         """Until the forward channel ends (the far side closed it, or close() was called)."""
         await asyncio.shield(self.done)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._closing = True
         self._stop_listening()
         if self._ws is not None and not self._ws.closed:
@@ -377,4 +366,4 @@ async def run_from_args(args: Any) -> int:
         await forwarder.wait_closed()
         return 1  # the far side ended the forward channel
     finally:
-        await forwarder.close()
+        await forwarder.aclose()

@@ -16,31 +16,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from . import protocol
+from hatchway.common.sink import Buffer
+
+from .mux import Stream
 from .protocol import Proto
 
-if TYPE_CHECKING:
-    from .forward import Forwarder
+log = logging.getLogger(__name__)
 
-log = logging.getLogger("hatchway.tunnel.forward.udp")
+Address = tuple[str, int] | tuple[str, int, int, int]
 
 
-class UdpFlow:
-    """One local source address and its tunnel id."""
+class StreamOpener(Protocol):
+    """What the UDP side needs from its forwarder (the narrow mux interface)."""
 
-    __slots__ = ("owner", "client_id", "addr", "last", "timer", "data_header")
+    def open_stream(self, proto: Proto) -> Stream | None: ...
+    def finished(self, stream: Stream) -> bytes | None: ...
+    def release(self, stream: Stream) -> None: ...
+    def send(self, *parts: Buffer) -> bool: ...
+    @property
+    def congested(self) -> bool: ...
 
-    def __init__(self, owner: "UdpForward", client_id: int, addr: Any) -> None:
+
+class UdpSource:
+    """One local source address and its tunnel stream."""
+
+    __slots__ = ("owner", "stream", "client_id", "addr", "last", "timer")
+
+    def __init__(self, owner: "UdpForward", stream: Stream, addr: Address) -> None:
         self.owner = owner
-        self.client_id = client_id
+        self.stream = stream
+        self.client_id = stream.client_id
         self.addr = addr
         self.last = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.data_header = protocol.data_header(Proto.UDP, client_id)
+        stream.endpoint = self
 
-    # -- the dispatcher's interface (see forward.Endpoint)
+    # -- the stream's local end (mux.StreamEnd)
     def feed(self, data: bytes | memoryview) -> None:
         self.owner.reply(self, data)
 
@@ -54,80 +67,82 @@ class UdpFlow:
 class UdpForward(asyncio.DatagramProtocol):
     """The local UDP socket of a forwarder and its source-address table."""
 
-    def __init__(self, forwarder: "Forwarder") -> None:
+    def __init__(self, forwarder: StreamOpener, idle_timeout: float) -> None:
         self.forwarder = forwarder
-        self.idle_timeout = forwarder.udp_idle_timeout
-        self.flows: dict[Any, UdpFlow] = {}
+        self.idle_timeout = idle_timeout
+        self.sources: dict[Address, UdpSource] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.dropped = 0  # datagrams dropped because the WebSocket was full
         self._loop = asyncio.get_running_loop()
 
     async def start(self, host: str, port: int) -> int:
         self.transport, _ = await self._loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        return self.transport.get_extra_info("sockname")[1]
+        bound: int = self.transport.get_extra_info("sockname")[1]
+        return bound
 
     # -- local datagrams
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         fwd = self.forwarder
-        flow = self.flows.get(addr)
-        if flow is None:
-            flow = self._open(addr)
-            if flow is None:
+        source = self.sources.get(addr)
+        if source is None:
+            source = self._open(addr)
+            if source is None:
                 return
-        flow.last = self._loop.time()
-        if fwd.writer.paused:
+        source.last = self._loop.time()
+        if fwd.congested:
             self.dropped += 1
             return
-        if not fwd.send(flow.data_header, data):
-            self.drop(flow)
+        if not fwd.send(source.stream.data_header, data):
+            self.drop(source)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("local UDP socket error: %s", exc)
 
-    def _open(self, addr: Any) -> UdpFlow | None:
-        fwd = self.forwarder
-        flow = UdpFlow(self, fwd.allocate_id(), addr)
-        if not fwd.send(protocol.connect(Proto.UDP, flow.client_id, fwd.remote_port)):
+    def _open(self, addr: Address) -> UdpSource | None:
+        stream = self.forwarder.open_stream(Proto.UDP)
+        if stream is None:
             return None
-        self.flows[addr] = flow
-        fwd.endpoints[flow.client_id] = flow
-        flow.last = self._loop.time()
+        source = UdpSource(self, stream, addr)
+        self.sources[addr] = source
+        source.last = self._loop.time()
         if self.idle_timeout and self.idle_timeout > 0:
-            flow.timer = self._loop.call_at(flow.last + self.idle_timeout, self._check_idle, flow)
-        log.debug("udp flow %d from %s", flow.client_id, addr)
-        return flow
+            source.timer = self._loop.call_at(source.last + self.idle_timeout, self._check_idle, source)
+        log.debug("udp flow %d from %s", source.client_id, addr)
+        return source
 
     # -- far side
-    def reply(self, flow: UdpFlow, data: bytes | memoryview) -> None:
-        if self.transport is None or self.flows.get(flow.addr) is not flow:
+    def reply(self, source: UdpSource, data: bytes | memoryview) -> None:
+        if self.transport is None or self.sources.get(source.addr) is not source:
             return
-        flow.last = self._loop.time()
-        self.transport.sendto(data, flow.addr)
+        source.last = self._loop.time()
+        self.transport.sendto(data, source.addr)
 
-    def drop(self, flow: UdpFlow) -> None:
-        """Forget a flow (no message is sent)."""
-        if self.flows.get(flow.addr) is flow:
-            del self.flows[flow.addr]
-        self.forwarder.forget(flow)
-        if flow.timer is not None:
-            flow.timer.cancel()
-            flow.timer = None
+    def drop(self, source: UdpSource) -> None:
+        """Forget a source (no message is sent)."""
+        if self.sources.get(source.addr) is source:
+            del self.sources[source.addr]
+        self.forwarder.release(source.stream)
+        if source.timer is not None:
+            source.timer.cancel()
+            source.timer = None
 
-    def _check_idle(self, flow: UdpFlow) -> None:
-        flow.timer = None
-        if self.flows.get(flow.addr) is not flow:
+    def _check_idle(self, source: UdpSource) -> None:
+        source.timer = None
+        if self.sources.get(source.addr) is not source:
             return
-        deadline = flow.last + self.idle_timeout
+        deadline = source.last + self.idle_timeout
         if self._loop.time() < deadline:
-            flow.timer = self._loop.call_at(deadline, self._check_idle, flow)
+            source.timer = self._loop.call_at(deadline, self._check_idle, source)
             return
-        log.debug("udp flow %d from %s idle, releasing it", flow.client_id, flow.addr)
-        self.forwarder.send(protocol.close(Proto.UDP, flow.client_id))
-        self.drop(flow)
+        log.debug("udp flow %d from %s idle, releasing it", source.client_id, source.addr)
+        message = self.forwarder.finished(source.stream)
+        if message is not None:
+            self.forwarder.send(message)
+        self.drop(source)
 
     def close(self) -> None:
-        for flow in list(self.flows.values()):
-            self.drop(flow)
+        for source in list(self.sources.values()):
+            self.drop(source)
         if self.transport is not None:
             self.transport.close()
             self.transport = None

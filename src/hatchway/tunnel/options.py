@@ -25,6 +25,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     buffer_limit: int = 1024 * 1024  # bytes queued per connection toward its local socket
     ipv6_fallback: bool = True  # dial [::1]:port when 127.0.0.1:port refuses (D9)
     max_message_size: int = MAX_MESSAGE_DEFAULT  # inbound WebSocket message limit (64 MiB)
+    token: str | None = None  # sent as "Authorization: Bearer TOKEN" to a runner started with --token
 
     def __post_init__(self) -> None:
         if self.reconnect_delay < 0 or self.max_reconnect < 0:

@@ -1,53 +1,43 @@
-"""One tunnel connection of the client: the WebSocket read loop and the connection table.
+"""One tunnel connection of the client: the asyncio driver of a :class:`~hatchway.tunnel.mux.ClientMux`.
 
-The read loop decodes each binary message's 8-byte header in place and
-dispatches it (tunnel.md section 5.3, with hatchway's fixes):
+The read loop hands each binary message to the mux and acts on its event
+(the rules live in the mux, tunnel.md section 5.3 with hatchway's fixes):
 
-* CONNECT: a new TCP connection or UDP flow; a duplicate id is ignored.
-* DATA: fed to the connection as a zero-copy view; unknown ids are dropped.
-* CLOSE: the connection delivers what is queued, closes, and is forgotten.
-* PING: answered with PONG(TCP, same id, port 0, empty) whatever it carried.
-* CONNECTED, ERROR, PONG from the runner, short messages, unknown types or
-  protos, and text messages: a warning, nothing else.
+* ``Opened``: dial 127.0.0.1:port (a :class:`TcpStream`) or open a UDP flow;
+* ``Received``: feed the stream's local end (a zero-copy view);
+* ``Closed``: the runner ended the stream; its local end delivers what is
+  queued and closes;
+* ``Reply``: send it (PONG);
+* ``Ignored`` and malformed messages: a warning, nothing else.
 
 Before reading the next message the loop passes the :class:`InboundGate`,
 which holds it while a local consumer is too slow (``block`` policy). When the
-WebSocket ends every connection is dropped and its service sees EOF.
+WebSocket ends every stream is dropped and its service sees EOF.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import struct
-from typing import Any
 
 import aiohttp
 
-from hatchway.common.channel import InboundGate, SlowConsumerPolicy
+from hatchway.common.gate import InboundGate, SlowConsumerPolicy
 from hatchway.common.neterr import rust_io_error
-from hatchway.common.wsconn import ConnectionGone, MessageWriter
+from hatchway.common.sink import SinkClosed
+from hatchway.common.tasks import TaskSet
+from hatchway.common.wsconn import WebSocketSink, close_politely
 
-from . import protocol
-from .connection import TcpConnection
+from .mux import ClientMux, Closed, Ignored, Opened, ProtocolError, Received, Reply, Stream
 from .options import ClientOptions
-from .protocol import HEADER_SIZE, MsgType, Proto
+from .protocol import Proto
+from .tcp_stream import TcpStream
 from .udp import UdpFlow, open_udp_socket
 
-log = logging.getLogger("hatchway.tunnel.client")
+log = logging.getLogger(__name__)
 
-_unpack_header = struct.Struct("!BBIH").unpack_from
-_CONNECT = int(MsgType.CONNECT)
-_DATA = int(MsgType.DATA)
-_CLOSE = int(MsgType.CLOSE)
-_PING = int(MsgType.PING)
-_TCP = int(Proto.TCP)
-_UDP = int(Proto.UDP)
-_IGNORED = {int(MsgType.CONNECTED): "CONNECTED", int(MsgType.ERROR): "ERROR", int(MsgType.PONG): "PONG"}
 _BINARY = aiohttp.WSMsgType.BINARY
 _TEXT = aiohttp.WSMsgType.TEXT
 
-GATE_POLL = 0.5  # while blocked, how often to check that the WebSocket is still alive
 CLOSE_TIMEOUT = 2.0  # how long a polite close waits for the runner's close frame
 
 
@@ -57,12 +47,16 @@ class TunnelSession:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: ClientOptions) -> None:
         self.ws = ws
         self.options = options
-        self.writer = MessageWriter(ws)
+        self.mux = ClientMux()
+        self.writer = WebSocketSink(ws)
         self.gate = InboundGate(SlowConsumerPolicy(options.slow_consumer), options.stall_timeout)
-        self.connections: dict[int, Any] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._last_unknown = -1
+        self.tasks = TaskSet("tunnel session", logger=log)
         self.ended = False
+
+    @property
+    def streams(self) -> dict[int, Stream]:
+        """Live streams by id (the mux's table)."""
+        return self.mux.streams
 
     # -- read loop
     async def run(self) -> None:
@@ -71,7 +65,7 @@ class TunnelSession:
         dispatch = self.dispatch
         gate = self.gate
         while True:
-            if gate.blocked and not await self._wait_gate():
+            if gate.blocked and not await gate.wait_until_open(self._alive):
                 log.warning("tunnel lost while a local consumer was blocking it")
                 return
             msg = await receive()
@@ -87,109 +81,74 @@ class TunnelSession:
                     log.warning("tunnel error: %s", msg.data)
                 return
 
-    async def _wait_gate(self) -> bool:
-        """Wait for the gate to open; False when the WebSocket died meanwhile."""
-        while self.gate.blocked:
-            try:
-                await asyncio.wait_for(self.gate.wait_open(), GATE_POLL)
-            except TimeoutError:
-                if self.writer.closed or self.ws.closed:
-                    return False
-        return True
+    def _alive(self) -> bool:
+        return not (self.writer.closed or self.ws.closed)
 
     def dispatch(self, data: bytes) -> None:
         """Handle one binary message from the runner."""
-        if len(data) < HEADER_SIZE:
-            log.warning("dropping a %d-byte message (shorter than the 8-byte header)", len(data))
-            return
-        mtype, proto, client_id, port = _unpack_header(data)
-        if proto != _TCP and proto != _UDP:
-            log.warning("dropping a message with unknown protocol 0x%02x", proto)
-            return
-        if mtype == _DATA:
-            conn = self.connections.get(client_id)
-            if conn is None:
-                self._unknown_id(client_id, "DATA")
-            elif len(data) > HEADER_SIZE:
-                conn.feed(memoryview(data)[HEADER_SIZE:])
-        elif mtype == _CONNECT:
-            self._on_connect(proto, client_id, port)
-        elif mtype == _CLOSE:
-            conn = self.connections.get(client_id)
-            if conn is None:
-                self._unknown_id(client_id, "CLOSE")
-            else:
-                conn.remote_closed()
-        elif mtype == _PING:
-            self._send(protocol.pong(client_id))
-        elif mtype in _IGNORED:
-            log.warning("ignoring %s for id %d from the runner", _IGNORED[mtype], client_id)
-        else:
-            log.warning("dropping a message with unknown type 0x%02x", mtype)
-
-    def _unknown_id(self, client_id: int, what: str) -> None:
-        if client_id != self._last_unknown:  # one warning per run of messages for a gone id
-            self._last_unknown = client_id
-            log.warning("dropping %s for unknown id %d", what, client_id)
-
-    # -- connections
-    def _on_connect(self, proto: int, client_id: int, port: int) -> None:
-        if client_id in self.connections:
-            log.warning("ignoring a duplicate CONNECT for id %d", client_id)
-            return
-        if self._last_unknown == client_id:
-            self._last_unknown = -1
-        if proto == _TCP:
-            conn = TcpConnection(self, client_id, port)
-            self.connections[client_id] = conn
-            self.spawn(conn.open(self.options.connect_timeout, self.options.ipv6_fallback))
-        else:
-            self._open_udp(client_id, port)
-
-    def _open_udp(self, client_id: int, port: int) -> None:
         try:
-            sock = open_udp_socket(port)
+            event = self.mux.receive(data)
+        except ProtocolError as exc:
+            log.warning("dropping a message: %s", exc)
+            return
+        if event is None:
+            return
+        if type(event) is Received:
+            endpoint = event.stream.endpoint
+            if endpoint is not None:
+                endpoint.feed(event.payload)
+        elif type(event) is Opened:
+            self._open(event.stream)
+        elif type(event) is Closed:
+            if event.stream.endpoint is not None:
+                event.stream.endpoint.remote_closed()
+        elif type(event) is Reply:
+            self._send(event.message)
+        elif type(event) is Ignored:
+            log.warning("%s", event.reason)
+
+    # -- streams
+    def _open(self, stream: Stream) -> None:
+        options = self.options
+        if stream.proto is Proto.TCP:
+            tcp = TcpStream(self.writer, self.gate, stream, self.mux, options.buffer_limit)
+            self.tasks.spawn(tcp.open(options.connect_timeout, options.ipv6_fallback), name=f"dial {stream.port}")
+            return
+        try:
+            sock = open_udp_socket(stream.port)
         except OSError as exc:
             text = rust_io_error(exc)
-            log.info("udp %d: cannot open a socket to 127.0.0.1:%d: %s", client_id, port, text)
-            self._send(protocol.error(client_id, text))
+            log.info("udp %d: cannot open a socket to 127.0.0.1:%d: %s", stream.client_id, stream.port, text)
+            message = self.mux.failed(stream, text)
+            if message is not None:
+                self._send(message)
             return
-        flow = UdpFlow(self, client_id, port, sock)
-        self.connections[client_id] = flow
-        self._send(protocol.connected(Proto.UDP, client_id))
-        self.spawn(flow.open())
-
-    def forget(self, conn: Any) -> None:
-        """Drop a connection from the table (if that id still maps to it)."""
-        if self.connections.get(conn.client_id) is conn:
-            del self.connections[conn.client_id]
-
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        flow = UdpFlow(
+            self.writer, stream, self.mux, sock,
+            buffer_limit=options.buffer_limit, idle_timeout=options.udp_idle_timeout,
+        )
+        message = self.mux.connected(stream)
+        if message is not None:
+            self._send(message)
+        self.tasks.spawn(flow.open(), name=f"udp {stream.port}")
 
     def _send(self, message: bytes) -> None:
         try:
             self.writer.send(message)
-        except ConnectionGone:
+        except SinkClosed:
             pass
 
     # -- end
     async def close(self) -> None:
-        """Drop every connection (services see EOF) and close the WebSocket politely."""
+        """Drop every stream (services see EOF) and close the WebSocket politely."""
         if self.ended:
             return
         self.ended = True
-        for conn in list(self.connections.values()):
-            conn.link_lost()
-        self.connections.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        for stream in self.mux.lost():
+            if stream.endpoint is not None:
+                stream.endpoint.link_lost()
+        self.tasks.cancel(close=True)
+        self.gate.close()
+        await close_politely(self.ws, self.writer, CLOSE_TIMEOUT)
         self.writer.close()
-        if not self.ws.closed:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.ws.close()
-            except (TimeoutError, OSError, aiohttp.ClientError):
-                pass
+        await self.tasks.aclose()

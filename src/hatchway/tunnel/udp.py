@@ -16,18 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import cast
 
 from hatchway.common.neterr import rust_io_error
-from hatchway.common.wsconn import ConnectionGone
+from hatchway.common.wsconn import ConnectionGone, MessageWriter
 
-from . import protocol
-from .protocol import Proto
+from .mux import ClientMux, Stream
 
-if TYPE_CHECKING:
-    from .session import TunnelSession
-
-log = logging.getLogger("hatchway.tunnel.client")
+log = logging.getLogger(__name__)
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -48,17 +44,28 @@ def open_udp_socket(port: int) -> socket.socket:
 class UdpFlow(asyncio.DatagramProtocol):
     """The tunnel side and the local socket of one UDP client_id."""
 
-    def __init__(self, session: "TunnelSession", client_id: int, port: int, sock: socket.socket) -> None:
-        self.session = session
-        self.writer = session.writer
-        self.client_id = client_id
-        self.port = port
+    def __init__(
+        self,
+        writer: MessageWriter,
+        stream: Stream,
+        mux: ClientMux,
+        sock: socket.socket,
+        *,
+        buffer_limit: int,
+        idle_timeout: float,
+    ) -> None:
+        self.writer = writer
+        self.stream = stream
+        self.mux = mux
+        self.client_id = stream.client_id
+        self.port = stream.port
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = sock  # until the transport owns it
-        self.limit = session.options.buffer_limit
-        self.idle_timeout = session.options.udp_idle_timeout
+        self.limit = buffer_limit
+        self.idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
-        self._header = protocol.data_header(Proto.UDP, client_id)
+        self._header = stream.data_header
+        stream.endpoint = self
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._closed = False
@@ -67,6 +74,8 @@ class UdpFlow(asyncio.DatagramProtocol):
         self._opening = False
 
     async def open(self) -> None:
+        if self._closed:  # a CLOSE came before this task ran: the socket is already closed
+            return
         self._opening = True  # from here on the transport owns the socket
         try:
             await self._loop.create_datagram_endpoint(lambda: self, sock=self._sock)
@@ -79,11 +88,11 @@ class UdpFlow(asyncio.DatagramProtocol):
         if self._closed:
             transport.close()
             return
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = datagram = cast(asyncio.DatagramTransport, transport)
         self._sock = None
         held, self._held = self._held, []
-        for datagram in held:
-            self.transport.sendto(datagram)  # type: ignore[union-attr]
+        for one in held:
+            datagram.sendto(one)
         if self.idle_timeout > 0:
             self._timer = self._loop.call_later(self.idle_timeout, self._check_idle)
 
@@ -143,14 +152,15 @@ class UdpFlow(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.session.forget(self)
+        message = self.mux.finished(self.stream) if notify else None
+        self.mux.release(self.stream)
         if self.transport is not None:
             self.transport.close()
         elif self._sock is not None and not self._opening:
             self._sock.close()  # never handed to a transport
             self._sock = None
-        if notify and not self.writer.closed:
+        if message is not None and not self.writer.closed:
             try:
-                self.writer.send(protocol.close(Proto.UDP, self.client_id))
+                self.writer.send(message)
             except ConnectionGone:
                 pass

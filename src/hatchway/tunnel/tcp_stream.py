@@ -1,0 +1,124 @@
+"""One multiplexed TCP stream of the tunnel client, relayed to 127.0.0.1:port.
+
+Life of a stream (tunnel.md sections 5.3 and 7; the rules are the
+:class:`~hatchway.tunnel.mux.ClientMux`'s, this class does the I/O):
+
+* CONNECT arrives: the session creates a :class:`TcpStream` for the mux's
+  stream *before* dialing, so DATA that arrives meanwhile is held (early DATA).
+  Held bytes count against ``--buffer-limit``; past it the slow-consumer
+  policy applies (block the tunnel's read loop until the dial ends, or reset).
+* The dial succeeds: CONNECTED is sent, then the relay joins the channel and
+  the local socket, then the held bytes are written.
+* The dial fails: ERROR with the OS error text, and the id is forgotten (D2).
+* The service closes: CLOSE is sent and the id forgotten (D2).
+* The runner sends CLOSE: queued bytes are delivered, the socket is closed
+  (the service sees EOF) and nothing more is sent for the id (D3). That holds
+  while dialing too: CONNECT, DATA, CLOSE back to back deliver the DATA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Callable
+
+from hatchway.common.gate import InboundGate
+from hatchway.common.neterr import rust_io_error
+from hatchway.common.relay import Pump, Relay
+from hatchway.common.sink import MessageSink, SinkClosed
+
+from .channel import TunnelChannel
+from .mux import ClientMux, Stream
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOST = "127.0.0.1"
+LOCAL_HOST_V6 = "::1"
+
+
+async def dial_local(factory: Callable[[], Pump], port: int, timeout: float, ipv6_fallback: bool) -> asyncio.Transport:
+    """Connect to 127.0.0.1:port (then ::1 if that is refused and the fallback is on)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout or None):
+            transport, _ = await loop.create_connection(factory, LOCAL_HOST, port)
+        return transport
+    except ConnectionRefusedError as refused:
+        if not ipv6_fallback:
+            raise
+        try:
+            async with asyncio.timeout(timeout or None):
+                transport, _ = await loop.create_connection(factory, LOCAL_HOST_V6, port)
+        except OSError:
+            raise refused from None
+        log.debug("connection to port %d: 127.0.0.1 refused, connected to [::1]", port)
+        return transport
+
+
+class TcpStream(TunnelChannel):
+    """The tunnel side of one TCP stream; the local socket is the relay's other end."""
+
+    def __init__(self, writer: MessageSink, gate: InboundGate, stream: Stream, mux: ClientMux, buffer_limit: int) -> None:
+        # early DATA is held until the dial ends; past buffer_limit the slow-consumer policy applies
+        super().__init__(writer, gate, stream, mux, hold_limit=buffer_limit)
+        self.mux = mux
+        self.port = stream.port
+        self.limit = buffer_limit
+        self.relay: Relay | None = None
+        self.local: asyncio.Transport | None = None
+        self._close_after_dial = False
+
+    def remote_closed(self, error: str | None = None) -> None:
+        if self.protocol is None and not self.is_closing() and error is None:
+            # a runner CLOSE while dialing: as for an open stream (D3), the held bytes still go
+            # out once the dial succeeds, then the service sees EOF; the mux sends nothing more
+            self._close_after_dial = True
+            return
+        super().remote_closed(error)
+
+    # -- dial
+    async def open(self, timeout: float, ipv6_fallback: bool) -> None:
+        relay = Relay(high_water=self.limit, low_water=max(self.limit // 4, 1))
+        try:
+            transport = await dial_local(relay.back, self.port, timeout, ipv6_fallback)
+        except (OSError, TimeoutError) as exc:
+            self._dial_failed(exc)
+            return
+        if self.is_closing():  # a reset or the tunnel's end while dialing
+            transport.abort()
+            return
+        self._start(relay, transport)
+
+    def _dial_failed(self, exc: OSError | TimeoutError) -> None:
+        if isinstance(exc, TimeoutError) and exc.errno is None:
+            exc = TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+        text = rust_io_error(exc)
+        message = self.mux.failed(self.stream, text)
+        if message is not None and not self.is_closing():
+            log.info("connection %d: cannot connect to 127.0.0.1:%d: %s", self.client_id, self.port, text)
+            self._send(message)
+        self.fail(None)
+
+    def _start(self, relay: Relay, transport: asyncio.Transport) -> None:
+        self.relay = relay
+        self.local = transport
+        message = self.mux.connected(self.stream)
+        if message is None and not self._close_after_dial or message is not None and not self._send(message):
+            transport.abort()
+            self.fail(None)
+            return
+        self.set_protocol(relay.front())
+        relay.join()
+        self.start()  # hands over the held early bytes; the early-data pause ends here
+        if self._close_after_dial:
+            super().remote_closed(None)
+
+    def _send(self, message: bytes) -> bool:
+        if self.writer is None:
+            return False
+        try:
+            self.writer.send(message)
+        except SinkClosed:
+            return False
+        return True
