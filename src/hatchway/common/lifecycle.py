@@ -1,29 +1,60 @@
-"""Process lifecycle shared by every program: loop, signals, logging, readiness.
+"""Process lifecycle shared by every program: loop, signals, PID-1 reaping, logging, readiness.
 
 ``run(main)`` is the one entry point a program's ``cli.main`` calls: it installs
 uvloop when present, runs ``main()`` as a task, turns the first SIGTERM/SIGINT
-into a cancellation of that task (graceful shutdown, bounded by a deadline),
-and maps the outcome to an exit code.
+into a cancellation of that task (graceful shutdown, bounded by a deadline; a
+``on_signal`` hook may take the signal over instead), reaps orphans when the
+process is PID 1 (:mod:`.reaper`), and maps the outcome to an exit code.
+
+Importing this module imports no asyncio (``--help`` and ``--version`` stay free
+of networking modules); ``run`` imports it when it starts the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .reaper import Reaper
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SHUTDOWN_DEADLINE",
+    "Fatal",
+    "JsonFormatter",
+    "Service",
+    "SignalHook",
+    "TextFormatter",
+    "announce_ready",
+    "level_from_name",
+    "loop_factory",
+    "run",
+    "setup_logging",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 SHUTDOWN_DEADLINE = 10.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 log = logging.getLogger("hatchway")
+
+SignalHook = Callable[[int], bool]
+"""Called with the signal number of each stop signal; True means "handled, keep running"
+(e.g. the agent forwards it to its main process and exits when that process does)."""
 
 
 class Fatal(Exception):
@@ -35,7 +66,9 @@ class Fatal(Exception):
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop when it is installed (and not disabled), else asyncio's."""
+    """uvloop's loop when it is installed (and not disabled with HATCHWAY_LOOP=asyncio), else asyncio's."""
+    import asyncio
+
     if os.environ.get("HATCHWAY_LOOP", "") != "asyncio":
         try:
             import uvloop
@@ -46,11 +79,32 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run(main: Callable[[], Awaitable[Any]], *, deadline: float = SHUTDOWN_DEADLINE) -> int:
-    """Run ``main()`` until it returns, fails, or a signal asks it to stop."""
+def run(
+    main: Callable[[], Awaitable[Any]],
+    *,
+    deadline: float = SHUTDOWN_DEADLINE,
+    on_signal: SignalHook | None = None,
+    signals: Iterable[int] = STOP_SIGNALS,
+    reaper: Reaper | None = None,
+) -> int:
+    """Run ``main()`` until it returns, fails, or a signal asks it to stop; return the exit code.
+
+    * The first of ``signals`` goes to ``on_signal`` when given; unless it returns True, ``main`` is
+      cancelled (graceful shutdown, exit 0). A second signal, or ``deadline`` seconds without the
+      shutdown finishing, exits at once with 128+N.
+    * When the process is PID 1 (or a ``reaper`` is given), every child that exits is reaped: a child
+      registered with the reaper gets its status, any other (an orphan) is discarded.
+    * :class:`Fatal` ends with its message (one line) and code.
+    """
+    import asyncio
+
+    if reaper is None and os.getpid() == 1:
+        from .reaper import Reaper
+
+        reaper = Reaper()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         try:
-            return runner.run(_supervise(main, deadline)) or EXIT_OK
+            return runner.run(_supervise(main, deadline, on_signal, tuple(signals), reaper)) or EXIT_OK
         except Fatal as exc:
             log.error("%s", exc)
             return exc.code
@@ -58,13 +112,18 @@ def run(main: Callable[[], Awaitable[Any]], *, deadline: float = SHUTDOWN_DEADLI
             return EXIT_OK
 
 
-async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float) -> int:
+async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float, on_signal: SignalHook | None,
+                     signals: tuple[int, ...], reaper: Reaper | None) -> int:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main())
     stopping = False
 
-    def on_signal(signum: int) -> None:
+    def stop(signum: int) -> None:
         nonlocal stopping
+        if on_signal is not None and not stopping and on_signal(signum):
+            return
         if stopping:  # a second signal: stop now
             os._exit(128 + signum)
         stopping = True
@@ -72,8 +131,10 @@ async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float) -> int
         task.cancel()
         loop.call_later(deadline, _expire, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop, signum)
+    if reaper is not None:
+        reaper.install(loop)
     try:
         result = await task
     except asyncio.CancelledError:
@@ -81,8 +142,10 @@ async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float) -> int
             raise
         return EXIT_OK
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)
+        if reaper is not None:
+            reaper.uninstall(loop)
     return int(result or EXIT_OK)
 
 
@@ -91,17 +154,74 @@ def _expire(signum: int) -> None:
     os._exit(128 + signum)
 
 
-class _JsonFormatter(logging.Formatter):
+# --- logging -------------------------------------------------------------------------------------------------
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_CONTROL[0x0A] = "\\n"
+_CONTROL[0x0D] = "\\r"
+_CONTROL[0x09] = "\\t"
+
+
+def _escape(text: str) -> str:
+    """Control characters shown, not obeyed: no forged log lines, no terminal escapes from the wire."""
+    return text.translate(_CONTROL)
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    return str(value)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The values of a record: ``extra={...}`` keys, and the %-arguments of the message."""
+    fields = {key: _json_safe(value) for key, value in vars(record).items()
+              if key not in _RECORD_FIELDS and not key.startswith("_")}
+    if isinstance(record.args, dict):
+        fields.update({str(key): _json_safe(value) for key, value in record.args.items()})
+    elif record.args:
+        fields["args"] = _json_safe(record.args)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (formatted), template, then one field per value."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if record.args:
+            entry["template"] = str(record.msg)
+        entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"))
+        return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+
+
+def _utc(seconds: float | None) -> time.struct_time:
+    return time.gmtime(seconds)
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-02 03:04:05,678 INFO name: message`` in UTC, control characters escaped."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.converter = _utc
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _escape(super().formatMessage(record))
 
 
 LEVELS = {
@@ -112,52 +232,91 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
     "off": logging.CRITICAL + 10,
+    "5": 5,
+    "4": logging.DEBUG,
+    "3": logging.INFO,
+    "2": logging.WARNING,
+    "1": logging.ERROR,
+    "0": logging.CRITICAL + 10,
 }
 logging.addLevelName(5, "TRACE")
 
 
 def level_from_name(name: str) -> int:
-    """Map a level name (or a RUST_LOG-style ``target=level,...`` directive) to a level."""
-    text = name.strip().lower()
-    if "," in text or "=" in text:
-        # RUST_LOG directives: take the most verbose level named anywhere.
-        found = [LEVELS.get(part.split("=")[-1].strip(), logging.INFO) for part in text.split(",") if part]
-        return min(found) if found else logging.INFO
-    return LEVELS.get(text, logging.INFO)
+    """The level of a tracing filter (``DEBUG``, ``warning``, ``info,tunnel=debug``, ``RUST_LOG`` values).
+
+    Any case; directives are comma-separated ``level`` or ``target=level``; the most verbose level named
+    anywhere applies to the whole program; a directive that names no level is ignored (tracing ignores
+    directives it cannot parse); nothing usable means info.
+    """
+    found = []
+    for part in name.split(","):
+        level = part.rsplit("=", 1)[-1].strip().lower() if "=" in part else part.strip().lower()
+        if level in LEVELS:
+            found.append(LEVELS[level])
+    return min(found) if found else logging.INFO
 
 
-def setup_logging(level: int | str = logging.INFO, fmt: str | None = None, stream: Any = None) -> None:
-    """Log to stderr as text, or as JSON lines when ``fmt`` (or $HATCHWAY_LOG_FORMAT) is ``json``."""
+_log_format: str | None = None  # set by the first setup_logging()
+
+
+def setup_logging(level: int | str = logging.INFO, fmt: str | None = None, stream: TextIO | None = None) -> None:
+    """Log to stderr as text, or as JSON lines for ``fmt="json"`` (any case).
+
+    Without ``fmt``, the format set by an earlier call stays (so a sub-command that calls this again
+    keeps the command line's ``--log-format``); the first call falls back to $HATCHWAY_LOG_FORMAT.
+    """
+    global _log_format
     if isinstance(level, str):
         level = level_from_name(level)
-    fmt = fmt or os.environ.get("HATCHWAY_LOG_FORMAT", "text")
+    if fmt is None:
+        fmt = _log_format or os.environ.get("HATCHWAY_LOG_FORMAT", "text")
+    _log_format = "json" if fmt.strip().lower() == "json" else "text"
     handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.Formatter.converter = time.gmtime
+    handler.setFormatter(JsonFormatter() if _log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def announce_ready(what: str) -> None:
-    """One readiness line on stderr, for supervisors and tests: ``READY <what>``."""
-    print(f"READY {what}", file=sys.stderr, flush=True)
+def announce_ready(what: str, **fields: Any) -> None:
+    """One readiness line on stderr, for supervisors and tests: ``READY <what>``.
+
+    Under ``--log-format json`` it is a JSON object with ``"ready": true`` and ``msg`` ``READY <what>``.
+    """
+    if _log_format == "json":
+        entry = {"ts": round(time.time(), 6), "level": "info", "logger": "hatchway", "msg": f"READY {what}",
+                 "ready": True, **{key: _json_safe(value) for key, value in fields.items()}}
+        print(json.dumps(entry, separators=(",", ":"), ensure_ascii=False), file=sys.stderr, flush=True)
+        return
+    print(f"READY {_escape(what)}", file=sys.stderr, flush=True)
 
 
-class Service:
-    """Base of every embeddable server and client: ``async with X(...)`` is ``start()`` then ``close()``.
+# --- embeddable services -------------------------------------------------------------------------------------
 
-    Subclasses define ``start()`` (plain or async) and ``async close()``.
+
+class Service(ABC):
+    """Base of every embeddable server and client: ``async with X(...)`` is ``await start()``, then ``aclose()``.
+
+    Subclasses define ``async start()`` and ``async aclose()``; ``close()`` is the same as ``aclose()``.
     """
 
+    @abstractmethod
+    async def start(self) -> object:
+        """Start serving (bind, connect); return when started."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop and release everything; safe to call twice."""
+
+    async def close(self) -> None:
+        await self.aclose()
+
     async def __aenter__(self) -> Any:
-        started = self.start()  # type: ignore[attr-defined]
-        if inspect.isawaitable(started):
+        started: object = self.start()
+        if isinstance(started, Awaitable):  # a subclass still on a plain start() returns None
             await started
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()  # type: ignore[attr-defined]
+        await self.aclose()

@@ -1,16 +1,42 @@
 """hatchway linksocks: a LinkSocks-compatible SOCKS5/HTTP proxy over WebSocket.
 
-The engine embeds in a running asyncio loop::
+The engine embeds in a running asyncio loop (see the README's embedding example)::
 
-    from hatchway.linksocks import Client, Server
+    from hatchway.linksocks import Client, Server, ServerOptions
 
-    async with Server(ws_host="127.0.0.1", ws_port=8765) as server:
-        token = server.add_forward_token("secret")
-        async with Client(token, url="ws://127.0.0.1:8765", socks_port=1080) as client:
-            await client.wait_ready()
+Names are imported lazily (PEP 562), so ``import hatchway.linksocks`` and the
+command line's ``version``/``--help`` load no networking, and a server run does
+not load the client's modules.
 """
 
-from .client import AuthError, Client, ClientOptions
-from .server import Server, ServerOptions
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import AuthError, Client, ClientOptions
+    from .server import Server, ServerOptions
 
 __all__ = ["AuthError", "Client", "ClientOptions", "Server", "ServerOptions"]
+
+_WHERE = {
+    "AuthError": ".client",
+    "Client": ".client",
+    "ClientOptions": ".client",
+    "Server": ".server",
+    "ServerOptions": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

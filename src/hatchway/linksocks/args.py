@@ -6,18 +6,30 @@ none is given (see :func:`argv_with_mode`). The ``--direct-*`` options are
 accepted for compatibility; hatchway is relay-only.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from collections.abc import Mapping, Sequence
 
 if not __package__:  # exec'd by path: make the hatchway package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hatchway import __version__  # noqa: E402
-from hatchway.common.cliargs import ParserBuilder, parse_duration  # noqa: E402
+from hatchway import __version__
+from hatchway.common.cliargs import (
+    CommandParser,
+    ParserBuilder,
+    go_version_string,
+    parse_duration,
+)
 
 PROG = "hatchway-linksocks"
 SUBCOMMANDS = ("server", "client", "provider", "connector", "version")
+COMMANDS = (*SUBCOMMANDS, "help", "completion")
+DIRECT_MODES = ("relay-only", "auto", "direct-only")
+DIRECT_DISCOVERY = ("stun", "server", "auto")
+DIRECT_ONLY_ACTIONS = ("exit", "refuse")
 MODE_TO_COMMAND = {
     "server": "server",
     "client": "client",
@@ -44,32 +56,43 @@ def parse_wire_version(text: str) -> int:
 
 def _add_common(b: ParserBuilder) -> None:
     b.count("-d", "--debug", help="debug logging (-d debug, -dd trace)")
+    b.log_format()
     b.option("-x", "--upstream-proxy", env="LINKSOCKS_UPSTREAM_PROXY",
              help="upstream proxy for the dials this side performs: socks5://[user:pass@]host[:port] "
              "or http://[user:pass@]host[:port]")
     b.flag("-f", "--fast-open", env="LINKSOCKS_FASTOPEN",
            help="answer SOCKS clients as soon as Connect is sent and stream data at once")
-    b.option("--transport-grace", default=30.0, type=parse_duration,
-             help="how long channels survive a broken WebSocket, waiting for a reconnect (0 disables)")
+    b.option("--transport-grace", default=30.0, type=parse_duration, metavar="DURATION",
+             help="how long channels survive a broken WebSocket, waiting for a reconnect, e.g. 30s, 1m (0 disables)")
     b.option("--access-rule", action="append", default=None, metavar="ADDR:PORT",
              help="destination allow rule, repeatable (e.g. 192.168.1.0/24:22)")
     b.option("--wire-version", env="HATCHWAY_LINKSOCKS_WIRE_VERSION", default=0x01, type=parse_wire_version,
              help="protocol version byte sent on the wire (0x01 talks to every peer; Go 1.10 sends 0x02)")
     b.option("--ping-interval", env="HATCHWAY_LINKSOCKS_PING_INTERVAL", default=30.0, type=parse_duration,
-             help="WebSocket ping interval")
+             metavar="DURATION", help="WebSocket ping interval, e.g. 30s")
     b.option("--read-timeout", env="HATCHWAY_LINKSOCKS_READ_TIMEOUT", default=60.0, type=parse_duration,
-             help="close a WebSocket that received nothing (no message, no pong) for this long")
+             metavar="DURATION", help="close a WebSocket that received nothing (no message, no pong) for this long")
 
 
-def _add_server(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
-    p = sub.add_parser(
+SERVER_EXAMPLES = [
+    ("hatchway-linksocks server -t secret", "forward mode: clients get a local SOCKS5 port, this server dials"),
+    ("hatchway-linksocks server -r -t secret -p 1080", "reverse mode: SOCKS5 on 127.0.0.1:1080, providers dial"),
+]
+CLIENT_EXAMPLES = [
+    ("hatchway-linksocks client -t secret -u ws://server:8765 -p 1080", "forward mode: SOCKS5 on 127.0.0.1:1080"),
+    ("hatchway-linksocks provider -t secret -u ws://server:8765", "reverse mode: dial for the server's SOCKS5 users"),
+]
+
+
+def _add_server(b: ParserBuilder) -> None:
+    sb = b.command(
         "server",
         help="start the LinkSocks server (WebSocket endpoint; SOCKS5 port in reverse mode)",
         description="Start a SOCKS5-over-WebSocket server: forward mode dials targets for clients; "
         "reverse mode (-r) offers a SOCKS5 port served by connected providers; "
         "agent mode (-r -c) relays connectors to providers.",
+        examples=SERVER_EXAMPLES,
     )
-    sb = b.sub(p)
     sb.option("-H", "--ws-host", env="LINKSOCKS_WEBSOCKET_HOST", default="0.0.0.0",
               help="WebSocket server listen address")
     sb.option("-P", "--ws-port", env="LINKSOCKS_WEBSOCKET_PORT", default=DEFAULT_WS_PORT, type=int,
@@ -90,8 +113,8 @@ def _add_server(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     sb.option("-w", "--socks-password", env="LINKSOCKS_SOCKS_PASSWORD", help="SOCKS5 password")
     sb.flag("-i", "--socks-nowait", help="bind the SOCKS5 port at once instead of at the first provider")
     sb.option("-k", "--api-key", env="LINKSOCKS_API_KEY", help="enable the HTTP API with this key")
-    sb.option("--connector-wait-provider", default=5.0, type=parse_duration,
-              help="how long a connector's request waits for a provider")
+    sb.option("--connector-wait-provider", default=5.0, type=parse_duration, metavar="DURATION",
+              help="how long a connector's request waits for a provider, e.g. 5s")
     sb.flag("--direct-enable", help="accepted for compatibility; hatchway is relay-only")
     sb.flag("--direct-rendezvous-udp", help="accepted for compatibility; hatchway is relay-only")
     sb.option("--direct-rendezvous-host", help="accepted for compatibility; hatchway is relay-only")
@@ -99,9 +122,8 @@ def _add_server(sub: argparse._SubParsersAction, b: ParserBuilder) -> None:
     _add_common(sb)
 
 
-def _add_client(sub: argparse._SubParsersAction, b: ParserBuilder, name: str, summary: str) -> None:
-    p = sub.add_parser(name, help=summary, description=summary)
-    cb = b.sub(p)
+def _add_client(b: ParserBuilder, name: str, summary: str) -> None:
+    cb = b.command(name, help=summary, examples=CLIENT_EXAMPLES)
     cb.option("-t", "--token", env="LINKSOCKS_TOKEN", default="anonymous", help="authentication token")
     cb.option("-u", "--url", env="LINKSOCKS_URL", default="ws://localhost:8765", help="WebSocket server address")
     cb.flag("-r", "--reverse", help="reverse mode: act as a provider that dials for the server")
@@ -121,47 +143,72 @@ def _add_client(sub: argparse._SubParsersAction, b: ParserBuilder, name: str, su
     cb.flag("-E", "--no-env-proxy", help="ignore http_proxy/https_proxy for the WebSocket connection")
     cb.option("-b", "--buffer-size", default=DEFAULT_BUFFER_SIZE, type=int,
               help="largest Data payload sent, in bytes")
-    cb.option("--direct-mode", default="auto", help="accepted for compatibility; hatchway is relay-only")
-    cb.option("--direct-discovery", default="stun", help="accepted for compatibility")
+    cb.option("--direct-mode", default="auto", choices=DIRECT_MODES,
+              help="accepted for compatibility; hatchway is relay-only")
+    cb.option("--direct-discovery", default="stun", choices=DIRECT_DISCOVERY, help="accepted for compatibility")
     cb.option("--direct-host-candidates", default="auto", help="accepted for compatibility")
     cb.option("--stun-server", action="append", default=None, help="accepted for compatibility")
-    cb.option("--direct-only-action", default="exit", help="accepted for compatibility")
+    cb.option("--direct-only-action", default="exit", choices=DIRECT_ONLY_ACTIONS, help="accepted for compatibility")
     cb.flag("--direct-upnp", help="accepted for compatibility")
-    cb.option("--direct-upnp-lease", help="accepted for compatibility")
+    cb.option("--direct-upnp-lease", type=parse_duration, metavar="DURATION", help="accepted for compatibility")
     cb.flag("--direct-upnp-keep", help="accepted for compatibility")
     cb.option("--direct-upnp-external-port", type=int, help="accepted for compatibility")
     _add_common(cb)
-    p.set_defaults(reverse_mode=name == "provider")
+    cb.parser.set_defaults(reverse_mode=name == "provider")
 
 
-def build_parser(environ=None) -> argparse.ArgumentParser:
+EXIT_STATUS = [
+    ("0", ("stopped by SIGTERM/SIGINT, 'version', '--help', 'help', 'completion'; a client run with -R whose "
+     "server went away")),
+    ("1", ("usage error (unknown flag or command, bad value, bad environment variable: one line 'Error: ...'); "
+     "cannot listen; authentication refused (without --retry-auth); a client with -R that cannot connect")),
+    ("128+N", "a second signal N during shutdown, or the shutdown deadline passed"),
+]
+NOTES = [
+    ("logging", ("Logs go to stderr, as text or, with --log-format json, one JSON object per line with the "
+     "fields ts, level, logger, msg and one field per value. Once a sub-command serves, it prints one line "
+     "'READY <what> <address>' on stderr (a JSON object with ready=true under --log-format json), e.g. "
+     "'READY linksocks server ws://0.0.0.0:8765', for supervisors and scripts to wait on.")),
+    ("mode", ("LINKSOCKS_MODE (server, client, forward, connector, provider, reverse) selects the sub-command "
+     "when the command line names none.")),
+]
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
     parser = ParserBuilder.new_parser(
         PROG,
         "LinkSocks-compatible SOCKS5/HTTP proxy over WebSocket: server, client, provider, connector.",
-        epilog="LINKSOCKS_MODE (server, client, forward, connector, provider, reverse) selects the "
-        "sub-command when none is given.",
+        style="cobra",
+        environ=environ,
     )
-    b = ParserBuilder(parser, environ)
-    b.version(PROG, __version__)
-    sub = parser.add_subparsers(dest="command", metavar="{server,client,provider,connector,version}")
-    _add_server(sub, b)
-    _add_client(sub, b, "client", "start a client (forward mode: local SOCKS5 port; -r: provider)")
-    _add_client(sub, b, "provider", "start a provider (a client in reverse mode; dials for the server)")
-    _add_client(sub, b, "connector", "start a connector (a client with a local SOCKS5 port, agent mode)")
-    sub.add_parser("version", help="print the version", description="Print the version.")
+    b = ParserBuilder(parser)
+    b.version(PROG, __version__, text=go_version_string(PROG, __version__))
+    _add_server(b)
+    _add_client(b, "client", "start a client (forward mode: local SOCKS5 port; -r: provider)")
+    _add_client(b, "provider", "start a provider (a client in reverse mode; dials for the server)")
+    _add_client(b, "connector", "start a connector (a client with a local SOCKS5 port, agent mode)")
+    b.command("version", help="print the version")
+    b.help_command()
+    b.completion_command()
+    b.document(examples=SERVER_EXAMPLES + CLIENT_EXAMPLES, exit_status=EXIT_STATUS, notes=NOTES)
     return parser
 
 
-def argv_with_mode(argv, environ=None):
+def version_line() -> str:
+    """``version``: Go's shape, ``hatchway-linksocks version v0.1.0 linux/amd64``."""
+    return go_version_string(PROG, __version__)
+
+
+def argv_with_mode(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> list[str]:
     """Prepend the sub-command named by LINKSOCKS_MODE when the command line names none."""
     environ = os.environ if environ is None else environ
-    argv = list(argv)
+    args = list(argv)
     mode = environ.get("LINKSOCKS_MODE", "").strip().lower()
-    if not mode or any(arg in SUBCOMMANDS for arg in argv[:1]):
-        return argv
-    if argv[:1] and argv[0] in ("-h", "--help", "-V", "--version"):
-        return argv
+    if not mode or any(arg in COMMANDS for arg in args[:1]):
+        return args
+    if args[:1] and args[0] in ("-h", "--help", "-V", "--version"):
+        return args
     command = MODE_TO_COMMAND.get(mode)
     if command is None:
-        return argv
-    return [command, *argv]
+        return args
+    return [command, *args]

@@ -1,38 +1,41 @@
 """``hatchway-linksocks``: server, client, provider, connector, version (linksocks.md section 2).
 
 ``LINKSOCKS_MODE`` picks the sub-command when none is given. Every sub-command
-logs to stderr (``-d`` debug, ``-dd`` trace) and prints ``READY ...`` once it
-serves. A client whose token is refused exits 1 (unless ``--retry-auth``).
+logs to stderr (``-d`` debug, ``-dd`` trace; ``--log-format json``) and prints
+``READY ...`` once it serves. A client whose token is refused exits 1 (unless
+``--retry-auth``). Start-up imports only what the sub-command runs: ``version``
+and ``--help`` import no networking, a server no client machinery and the reverse.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from hatchway import __version__
-from hatchway.common import lifecycle
-from hatchway.common.lifecycle import EXIT_FAILURE, Fatal
+from .args import argv_with_mode, build_parser, version_line
 
-from .args import argv_with_mode, build_parser
+log = logging.getLogger(__name__)
 
-log = logging.getLogger("hatchway.linksocks")
+EXIT_OK = 0
+EXIT_FAILURE = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv_with_mode(argv))
-    if args.command in (None, "version"):
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return lifecycle.EXIT_USAGE
-        print(f"hatchway-linksocks version {__version__} {platform.platform()}")
-        return lifecycle.EXIT_OK
-    lifecycle.setup_logging(_level(args.debug))
+    args = parser.parse_args(argv_with_mode(args_in))
+    if args.command == "version":
+        print(version_line(), flush=True)
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from hatchway.common import lifecycle
+
+    lifecycle.setup_logging(_level(args.debug), args.log_format)
     if args.command == "server":
         _check_server_args(parser, args)
         return lifecycle.run(lambda: run_server(args))
@@ -73,6 +76,9 @@ def server_options(args: argparse.Namespace) -> Any:
 
 
 async def run_server(args: argparse.Namespace) -> int:
+    from hatchway.common import lifecycle
+    from hatchway.common.lifecycle import Fatal
+
     from .access import AccessError
     from .server import Server
 
@@ -156,11 +162,14 @@ def client_options(args: argparse.Namespace) -> Any:
 
 
 async def run_client(args: argparse.Namespace) -> int:
+    from hatchway.common import lifecycle
+    from hatchway.common.lifecycle import Fatal
+
     from .access import AccessError
     from .client import AuthError, Client
 
-    if args.direct_mode not in ("relay-only", "disable", "disabled", "auto"):
-        log.warning("--direct-mode %s: hatchway is relay-only", args.direct_mode)
+    if args.direct_mode == "direct-only":
+        log.warning("--direct-mode direct-only: hatchway is relay-only and relays through the server")
     try:
         client = Client(options=client_options(args))
     except (ValueError, AccessError) as exc:
@@ -171,8 +180,8 @@ async def run_client(args: argparse.Namespace) -> int:
             await client.wait_ready()
         except AuthError as exc:
             raise Fatal(str(exc)) from None
-        except ConnectionError:
-            return EXIT_FAILURE
+        except OSError as exc:  # the client gave up (-R) before it ever connected
+            raise Fatal(f"cannot connect to {client.url}: {_reason(exc)}") from None
         what = "provider" if client.options.reverse else "client"
         if client.socks_address is not None:
             what += f" socks5://{_host_port(client.socks_address)}"
@@ -184,6 +193,13 @@ async def run_client(args: argparse.Namespace) -> int:
     finally:
         await client.close()
     return lifecycle.EXIT_OK
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's own words (an OSError's strerror: no library decoration such as 'ssl:default')."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _host_port(address: Any) -> str:

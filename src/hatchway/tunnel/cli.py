@@ -8,48 +8,43 @@ WebSocket with a close frame and exit 0.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Any, Sequence
-
-from hatchway.common import lifecycle
-from hatchway.common.lifecycle import EXIT_FAILURE, EXIT_USAGE, Fatal
+from collections.abc import Sequence
+from typing import Any
 
 from .args import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    from hatchway.common import lifecycle
+
     if args.command == "runner":
         from .runner import run_from_args as run_runner
 
+        lifecycle.setup_logging(args.log_level, args.log_format)
         return lifecycle.run(lambda: run_runner(args))
     if args.command == "forward":
         from .forward import run_from_args as run_forward
 
+        lifecycle.setup_logging(args.log_level, args.log_format)
         return lifecycle.run(lambda: run_forward(args))
-    _require_client_args(parser, args)
     return lifecycle.run(lambda: run_client(args))
-
-
-def _require_client_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    missing = [flag for flag, value in (("--runner-url", args.runner_url), ("--container-id", args.container_id))
-               if not value]
-    if missing:
-        parser.error("the following arguments are required: " + ", ".join(missing))
 
 
 def client_log_level(args: Any) -> str:
     """RUST_LOG wins over --log-level / LOG_LEVEL, as upstream's tracing env filter does."""
-    return os.environ.get("RUST_LOG") or args.log_level
+    return os.environ.get("RUST_LOG") or str(args.log_level)
 
 
 async def run_client(args: Any) -> int:
+    from hatchway.common import lifecycle
+    from hatchway.common.lifecycle import EXIT_FAILURE, EXIT_USAGE, Fatal
+
     from .client import TunnelClient, TunnelGaveUp
 
-    lifecycle.setup_logging(client_log_level(args))
+    lifecycle.setup_logging(client_log_level(args), args.log_format)
     announced = False
 
     def on_connected(_session: Any) -> None:
@@ -72,7 +67,8 @@ async def run_client(args: Any) -> int:
             slow_consumer=args.slow_consumer,
             stall_timeout=args.stall_timeout,
             buffer_limit=args.buffer_limit,
-            ipv6_fallback=getattr(args, "ipv6_fallback", "on") == "on",
+            ipv6_fallback=args.ipv6_fallback == "on",
+            **({"token": args.token} if args.token else {}),
         )
     except ValueError as exc:
         raise Fatal(str(exc), EXIT_USAGE) from None
