@@ -6,7 +6,6 @@ import asyncio
 import socket
 
 import pytest
-from helpers import wait_until
 
 from hatchway.common import socks5
 from hatchway.common.dialer import (
@@ -20,6 +19,7 @@ from hatchway.common.dialer import (
 )
 from hatchway.common.dialing import Connected, Dialer, ProxyError, SystemResolver, UdpAssociation
 from hatchway.common.proxyfront import ProxyFront
+from helpers import wait_until
 
 TIMEOUT = 5.0
 

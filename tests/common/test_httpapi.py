@@ -11,7 +11,6 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
-from helpers import wait_until
 
 from hatchway.common.httpapi import (
     ApiError,
@@ -26,6 +25,7 @@ from hatchway.common.httpapi import (
     read_json,
     serve_app,
 )
+from helpers import wait_until
 
 TIMEOUT = 10.0
 

@@ -12,12 +12,12 @@ import socket
 import struct
 
 import pytest
-from helpers import wait_until
 
 from hatchway.common import socks5
 from hatchway.common.dialer import DirectDialer, open_tcp
 from hatchway.common.httpproxy import HEAD_LIMIT, parse_response_head
 from hatchway.common.proxyfront import ProxyError, ProxyFront
+from helpers import wait_until
 
 TIMEOUT = 5.0
 CURL_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

@@ -40,8 +40,8 @@ import hmac
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
 import types
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin
 
 import msgspec
@@ -247,13 +247,13 @@ class TokenAuth:
     def candidates(self, request: web.Request) -> list[str]:
         found: list[str] = []
         if self.bearer:
-            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                found.append(value.strip())
-        if self.header is not None and (value := request.headers.get(self.header)) is not None:
-            found.append(value)
-        if self.query is not None and (value := request.query.get(self.query)) is not None:
-            found.append(value)
+            scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                found.append(credential.strip())
+        if self.header is not None and (key := request.headers.get(self.header)) is not None:
+            found.append(key)
+        if self.query is not None and (param := request.query.get(self.query)) is not None:
+            found.append(param)
         return found
 
     def admits(self, request: web.Request) -> bool:

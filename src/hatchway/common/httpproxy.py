@@ -293,7 +293,7 @@ def authorized(head: RequestHead, username: str, password: str) -> bool:
 
 
 def basic_credentials(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 # --------------------------------------------------------------- server negotiation
@@ -367,7 +367,7 @@ class ServerNegotiation:
 
 def forwarded_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Drop hop-by-hop headers (and those Connection names), keeping body framing."""
-    named = set()
+    named: set[str] = set()
     for key, value in headers:
         if key.lower() in ("connection", "proxy-connection"):
             named.update(token.strip().lower() for token in value.split(","))

@@ -140,7 +140,7 @@ class OneLineLogger(logging.LoggerAdapter[logging.Logger]):
         self.level = level
         self._limit = RateLimited(logger, interval, level, clock=clock)
 
-    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
         if not self.logger.isEnabledFor(min(level, self.level)):
             return
         emit, suppressed = self._limit.allow(str(msg))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 log = logging.getLogger("hatchway.reconnect")
 
@@ -71,7 +71,7 @@ async def reconnect_loop(
     while True:
         try:
             established = await attempt()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("connection attempt failed: %s", exc or type(exc).__name__)
             established = False
         if established:
