@@ -3,7 +3,7 @@
 This module is the contract between whoever needs a connection (the proxy
 front end, a program's dialing side) and whoever makes it (the direct and
 upstream-proxy dialers in :mod:`.dialer`, LinkSocks channels, the sidecar's
-tailnet backend). It imports no front end and no relay.
+tailnet backend). It imports no front end; from the relay only the transport shape.
 
 * :class:`Dialer`: ``await dialer.open(host, port, client)`` returns a
   :class:`Connected`: a connected transport plus the bytes that already
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast, runtime_checkable
 
 from . import socks5
+from .relay import RelayEnd as Transport  # what a dialer hands over: a TCP transport or a multiplexed channel
 
 __all__ = [
     "ClientNegotiation",
@@ -68,22 +69,6 @@ class ProxyError(Exception):
 
 
 # --------------------------------------------------------------- the connected transport
-
-
-class Transport(Protocol):
-    """What a dialer hands over: a subset of ``asyncio.Transport`` (a TCP socket or a multiplexed channel)."""
-
-    def write(self, data: Buffer) -> None: ...
-    def write_eof(self) -> None: ...
-    def can_write_eof(self) -> bool: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-    def is_closing(self) -> bool: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def get_write_buffer_size(self) -> int: ...
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
-    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class HandoffProtocol(asyncio.Protocol):
