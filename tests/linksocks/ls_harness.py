@@ -44,6 +44,20 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+def expect_reset(sock: socket.socket, send: bytes = b"", timeout: float = 20.0) -> None:
+    """The proxy ends ``sock`` with an error (RST), not a clean EOF that would look like a complete stream."""
+    sock.settimeout(timeout)
+    try:
+        if send:
+            sock.sendall(send)
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise AssertionError("clean EOF where a reset was expected")
+    except ConnectionResetError:
+        return
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

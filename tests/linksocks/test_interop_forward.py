@@ -124,9 +124,7 @@ def test_resume_against_a_server_without_resume_never_mixes_streams(eng, procs, 
             assert h._recv_exact(sock, 5) == b"first"
             proxy.cut()
             h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, 20, "reconnect")
-            sock.sendall(b"second")
-            sock.settimeout(10)
-            assert sock.recv(10) == b""  # reset, not silently carried on over a second target connection
+            h.expect_reset(sock, b"second")  # reset, not silently carried on over a second target connection
         h.wait_until(lambda: target.connections == 2, 10, "Go's second dial")
         h.wait_until(lambda: len(target.first_bytes) == 2, 10, "the second connection to end")
         assert target.first_bytes == [b"E", b""]

@@ -81,6 +81,7 @@ class AgentBinding:
         self._queued_bytes = 0
         self._queued_for_provider = True
         self._held_gate: Any = None
+        self._to_connector_end = 0  # ledger channels: stream offset of the provider's bytes relayed so far
         self._to_provider = _Hold(self, True)
         self._to_connector = _Hold(self, False)
         table.add(self.id, self)
@@ -92,8 +93,12 @@ class AgentBinding:
         return protocol.uuid_text(self.id)
 
     def connect_message(self, resume: bool = False) -> Connect:
+        """The connector's Connect; on a Resume toward a new provider link, with the count relayed to the connector."""
         c = self.connect
-        return Connect(c.protocol, c.channel_id, c.address, c.port, resume)
+        received = None
+        if c.received is not None:
+            received = self._to_connector_end if resume else c.received
+        return Connect(c.protocol, c.channel_id, c.address, c.port, resume, received)
 
     def is_closing(self) -> bool:
         return self.closed
@@ -125,12 +130,22 @@ class AgentBinding:
             if self._queued_for_provider:
                 self._flush(link)
         else:
+            old = self.connector
+            if old is not None and old is not link:
+                old.channels.discard(self)
+                old.writer.remove_listener(self._to_connector)
             self.connector = link
             link.channels.add(self)
             link.writer.add_listener(self._to_connector)
             if not self._queued_for_provider:
                 self._flush(link)
         self.suspended = self.connector is None or self.provider is None
+
+    def connector_resumed(self, link: Any, message: Connect) -> None:
+        """The connector sent Connect(Resume = 1) on ``link``; with a ledger count, the provider re-sends from it."""
+        self.rebind(link)
+        if message.received is not None and self.provider is not None and self.provider.alive:
+            self._send(self.provider, message)
 
     def _flush(self, link: Any) -> None:
         queued, self._queued = self._queued, []
@@ -143,7 +158,7 @@ class AgentBinding:
     def _send(self, link: Any, message: Any) -> None:
         try:
             if type(message) is Data and message.protocol == protocol.TCP:
-                link.send_data(self.id, protocol.data_payload(message))
+                link.send_data(self.id, protocol.data_payload(message), message.sequence)
             else:
                 link.send(message)
         except protocol.ProtocolError as exc:
@@ -173,12 +188,16 @@ class AgentBinding:
         return getattr(link, "role", "") == "reverse"
 
     def on_data(self, link: Any, message: Data) -> None:
-        self._relay(self._from_provider(link), message, link)
+        from_provider = self._from_provider(link)
+        if from_provider and message.sequence and message.data and message.sequence > self._to_connector_end:
+            self._to_connector_end = message.sequence
+        self._relay(from_provider, message, link)
 
     def on_connect_response(self, link: Any, message: ConnectResponse) -> None:
         if not self._from_provider(link):
             return
-        if self.resumed:  # the provider dialed again instead of resuming: never mix two streams
+        if self.resumed and (message.received is None or not message.success):
+            # the provider dialed again instead of resuming: never mix two streams
             self.close("Resume not supported by the provider")
             return
         self._relay(True, message, link)
@@ -262,9 +281,9 @@ class AgentRelay:
         """``pick_provider(timeout)`` returns a provider link, or None when there is none."""
         existing = self.table.get(message.channel_id)
         if message.resume:
-            if isinstance(existing, AgentBinding) and existing.connector is None:
-                existing.rebind(link)
-            elif not isinstance(existing, AgentBinding):
+            if isinstance(existing, AgentBinding) and not existing.closed:
+                existing.connector_resumed(link, message)
+            else:
                 link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
             return
         if existing is not None:

@@ -12,7 +12,11 @@ Beyond the shared channel it adds:
   kept until the channel is rebound or the grace period ends;
 * a bound on data that arrives before the local end is connected: past
   ``HOLD_LIMIT`` bytes the link's read loop is held (no unbounded buffer);
-* the ConnectResponse waiter of the requester side.
+* the ConnectResponse waiter of the requester side;
+* the byte ledger (``mux.Ledger``) with a hatchway peer: Data carries its end
+  offset, the receiver acknowledges, the sender keeps what is unacknowledged
+  and re-sends from the peer's count on Resume; a hole or an impossible
+  count fails the channel loudly (reset), never a silent gap.
 
 Every channel is registered in a :class:`ChannelTable` keyed by the 16-byte
 channel id; messages are routed by id across all links of a peer.
@@ -29,13 +33,16 @@ from hatchway.common.channel import Channel
 from hatchway.common.wsconn import ConnectionGone, MessageWriter
 
 from . import protocol
+from .mux import ChannelEvent, ChannelState, Ledger, StreamGap, transition
 from .protocol import Connect, ConnectResponse, Disconnect
 
 log = logging.getLogger("hatchway.linksocks.channel")
 
 HOLD_LIMIT = 1024 * 1024  # bytes held for a channel whose local end is not connected yet
-RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from the dialer
+RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from an upstream dialer
+RESUME_WAIT = 15.0  # a hatchway dialer answers a Resume within this, else the channel fails
 EOF_TEXT = "EOF"
+CHANNEL_EXPIRED = "channel expired"
 
 
 class ChannelTable:
@@ -73,26 +80,42 @@ class ChannelTable:
 
 
 class TcpChannel(Channel):
-    """One TCP connection multiplexed over a Link; the relay's transport on the WebSocket side."""
+    """One TCP connection multiplexed over a Link; the relay's transport on the WebSocket side.
+
+    ``offer_ledger``: a requester offers the ledger extension in its Connect;
+    a dialer passes whether the Connect carried it (then the peer is hatchway).
+    """
 
     resumable = True
 
-    def __init__(self, table: ChannelTable, channel_id: bytes, link: Any, address: str = "", port: int = 0) -> None:
-        super().__init__(link.writer, link.gate)
+    def __init__(
+        self,
+        table: ChannelTable,
+        channel_id: bytes,
+        link: Any,
+        address: str = "",
+        port: int = 0,
+        *,
+        offer_ledger: bool = True,
+        peer_ledger: bool = False,
+    ) -> None:
+        super().__init__(link.writer, link.gate, hold_limit=HOLD_LIMIT)
         self.id = channel_id
         self.table = table
         self.link = link
         self.address = address
         self.port = port
         self.connect_waiter: asyncio.Future[ConnectResponse] | None = None
+        self.state = ChannelState.CONNECTING
         self.established = False
-        self.suspended = False
         self.suspended_at = 0.0
-        self.resumed = False
-        self._probing = False
+        self.resumed = False  # a Resume was sent to a peer not known to keep a ledger
+        self.offer_ledger = offer_ledger
+        self.peer_ledger = peer_ledger  # the peer numbers its Data and acknowledges ours
+        self.ledger = Ledger(keep=offer_ledger or peer_ledger)
+        self._writer_paused = False
+        self._flow_paused = False
         self._probe_timer: asyncio.TimerHandle | None = None
-        self._pending: list[bytes] = []
-        self._held_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         table.add(channel_id, self)
         link.channels.add(self)
@@ -101,8 +124,16 @@ class TcpChannel(Channel):
     def name(self) -> str:  # type: ignore[override]
         return protocol.uuid_text(self.id)
 
+    @property
+    def suspended(self) -> bool:
+        return self.state is ChannelState.SUSPENDED
+
+    def _event(self, event: ChannelEvent) -> None:
+        self.state = transition(self.state, event)
+
     def connect_message(self, resume: bool = False) -> Connect:
-        return Connect(protocol.TCP, self.id, self.address, self.port, resume)
+        received = self.ledger.received if self.offer_ledger else None
+        return Connect(protocol.TCP, self.id, self.address, self.port, resume, received)
 
     # -- wire encoding
     def _send_data(self, writer: MessageWriter, data: bytes | bytearray | memoryview) -> None:
@@ -113,9 +144,11 @@ class TcpChannel(Channel):
         self.link.send(Disconnect(self.id, reason or EOF_TEXT))
 
     def _forget(self) -> None:
+        self.state = ChannelState.CLOSED
         self.table.remove(self.id, self)
         self.link.channels.discard(self)
-        self._pending.clear()
+        self.link.writer.remove_listener(self)
+        self.ledger = Ledger(keep=False)
         self._held.clear()
         for timer in (self._timer, self._probe_timer):
             if timer is not None:
@@ -126,19 +159,82 @@ class TcpChannel(Channel):
             waiter.set_result(ConnectResponse(False, self.id, "channel closed"))
 
     # -- transport interface, adjusted
+    def set_protocol(self, protocol_: Any) -> None:
+        """The relay's Pump; flow control toward it goes through :meth:`_update_flow`."""
+        self.protocol = protocol_
+        protocol_.connection_made(self)
+        self._flush_held()
+        if self.state is ChannelState.CONNECTING:
+            self._event(ChannelEvent.CONNECTED)
+        self.link.writer.add_listener(self)
+        self._update_flow()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
             return
-        if self.suspended or self._probing:
-            self._pending.append(bytes(data))
+        ledger = self.ledger
+        size = len(data)
+        if not size:
             return
-        self.sent += len(data)
-        try:
-            self._send_data(self.link.writer, data)
-        except ConnectionGone:
-            self.sent -= len(data)
-            self._pending.append(bytes(data))
-            self.suspend()
+        if not ledger.keep and self.state is ChannelState.OPEN and ledger.sent_on_wire == ledger.sent:
+            try:  # an upstream peer, nothing queued: straight out
+                self.link.send_data(self.id, data)
+            except ConnectionGone:
+                ledger.record(bytes(data))
+                self.suspend()
+                return
+            ledger.pass_through(size)
+            self.sent += size
+            return
+        ledger.record(data if type(data) is bytes else bytes(data))
+        if self.state is ChannelState.OPEN:
+            self._transmit()
+        if ledger.window_full:
+            self._update_flow()
+
+    def _transmit(self) -> None:
+        """Send what the ledger has not put on the wire yet (numbered when the peer keeps a ledger)."""
+        ledger = self.ledger
+        numbered = self.peer_ledger
+        link = self.link
+        while True:
+            item = ledger.next_unsent()
+            if item is None:
+                return
+            end, chunk = item
+            try:
+                link.send_data(self.id, chunk, end if numbered else 0)
+            except ConnectionGone:
+                self.suspend()
+                return
+            ledger.transmitted(end)
+            self.sent = ledger.sent_on_wire
+
+    # -- flow control: the link's writer (we are its listener), the window, suspension
+    def pause_writing(self) -> None:
+        self._writer_paused = True
+        self._update_flow()
+
+    def resume_writing(self) -> None:
+        self._writer_paused = False
+        self._update_flow()
+
+    def _update_flow(self) -> None:
+        """Stop reading the local socket while the writer is full, the link is gone or the window is full."""
+        protocol_ = self.protocol
+        if protocol_ is None:
+            return
+        paused = (
+            self._writer_paused
+            or self.state is not ChannelState.OPEN
+            or self.ledger.window_full
+        )
+        if paused != self._flow_paused and not (paused and self._closing):
+            self._flow_paused = paused
+            if paused:
+                protocol_.pause_writing()
+            else:
+                protocol_.resume_writing()
 
     def pause_reading(self) -> None:
         """Honoured once the relay is joined (a pause before that is the relay's wiring, not a slow reader)."""
@@ -153,16 +249,8 @@ class TcpChannel(Channel):
         return super().get_extra_info(name, default)
 
     # -- events from the dispatcher
-    def feed(self, data: bytes | memoryview) -> None:
-        if self.protocol is None and not self._lost:
-            self._held_bytes += len(data)
-            if self._held_bytes > HOLD_LIMIT and not self._paused_reading:
-                self._paused_reading = True  # released by the relay's resume_reading at join, or at loss
-                self.gate.pause(self)
-        super().feed(data)
-
     def on_data(self, link: Any, message: protocol.Data) -> None:
-        if self.suspended and link.alive:
+        if self.state is ChannelState.SUSPENDED and link.alive and not self.peer_ledger:
             # a peer without Resume (Go <= 1.10.1) simply carries on over its new WebSocket
             self.rebind(link)
         try:
@@ -171,33 +259,96 @@ class TcpChannel(Channel):
             log.warning("channel %s: %s", self.name, exc)
             self.reset(str(exc))
             return
-        if payload:
-            self.feed(payload)
+        size = len(payload)
+        end = message.sequence if self.peer_ledger else 0  # an upstream peer's Sequence means something else
+        if not size:
+            if end:
+                self._on_ack(end)
+            return
+        if self._lost:
+            return
+        try:
+            skip = self.ledger.accept(size, end)
+        except StreamGap as exc:
+            self._fail(f"data lost: {exc}")
+            return
+        if skip:
+            if skip >= size:
+                return  # re-sent after a Resume, already delivered
+            payload = memoryview(payload)[skip:]
+        self.feed(payload)
+        if self.peer_ledger:
+            offset = self.ledger.ack_due()
+            if offset and self.state is ChannelState.OPEN:
+                try:
+                    self.link.send_ack(self.id, offset)
+                except ConnectionGone:
+                    pass
+
+    def _on_ack(self, offset: int) -> None:
+        ledger = self.ledger
+        was_full = ledger.window_full
+        try:
+            ledger.on_ack(offset)
+        except StreamGap as exc:
+            self._fail(str(exc))
+            return
+        if was_full and not ledger.window_full:
+            self._update_flow()
+
+    def _fail(self, reason: str) -> None:
+        """Loudly: the peer gets a Disconnect with the reason, the local socket a reset."""
+        if self._closing:
+            return
+        log.warning("channel %s: %s; resetting it", self.name, reason)
+        self.reset(reason)
 
     def on_disconnect(self, link: Any, message: Disconnect) -> None:
         waiter = self.connect_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(ConnectResponse(False, self.id, message.error or "disconnected"))
+        if self.state is ChannelState.RESUMING or message.error == CHANNEL_EXPIRED:
+            # the Resume was refused: what the peer had in flight is gone, so this is no clean end
+            self._closing = True
+            self._lose(ConnectionResetError(f"Resume refused: {message.error or 'disconnected'}"))
+            return
         self.remote_closed(None)  # always drain what was received, then close
 
     def on_connect_response(self, link: Any, message: ConnectResponse) -> None:
         waiter = self.connect_waiter
         if waiter is not None and not waiter.done():
+            self._learn_peer(message)
             waiter.set_result(message)
             return
-        if self.resumed and self.established and not self._closing:
+        if self._closing:
+            return
+        if message.success and message.received is not None and (self.resumed or self.peer_ledger or self.offer_ledger):
+            if self.state is ChannelState.RESUMING or self.established:
+                self._learn_peer(message)
+                self._peer_resumed(message.received)
+                return
+        if self.resumed and self.established:
             # the dialer took our Resume for a new connection (Go <= 1.9, pywssocks): never mix two streams
             log.warning("channel %s: the peer does not support Resume; closing the channel", self.name)
             self.reset("Resume not supported by the peer")
             return
-        if not message.success and not self._closing:  # fast open: the dial failed after all
+        if not message.success:  # fast open: the dial failed after all
             log.info("channel %s: connect to %s:%d failed: %s", self.name, self.address, self.port, message.error)
             self.reset(message.error or "connect failed")
             return
-        self.established = self.established or message.success
+        self._learn_peer(message)
+        self.established = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _learn_peer(self, message: ConnectResponse) -> None:
+        if not message.success:
+            return
+        if message.received is not None and self.offer_ledger:
+            self.peer_ledger = True
+        elif not self.peer_ledger and self.ledger.keep:
+            self.ledger.stop_keeping()  # an upstream dialer: it neither numbers nor acknowledges
 
     def expect_connect_response(self, timeout: float) -> None:
         """Fast open: tear the channel down unless a successful ConnectResponse arrives in time."""
@@ -212,65 +363,120 @@ class TcpChannel(Channel):
     # -- link loss and Resume
     def suspend(self) -> None:
         """The link is gone: stop reading the local socket and keep the channel for a rebind."""
-        if self.suspended or self._closing:
+        if self._closing or self.state is ChannelState.SUSPENDED:
             return
-        self.suspended = True
+        self._event(ChannelEvent.LINK_LOST)
         self.suspended_at = asyncio.get_running_loop().time()
-        if self.protocol is not None:
-            self.link.writer.remove_listener(self.protocol)
-            self.protocol.pause_writing()
+        self.link.writer.remove_listener(self)
+        self._writer_paused = False
+        self._cancel_probe()
+        self._update_flow()
         if self._paused_reading:
             self.gate.resume(self)
         # stays in link.channels: the link's loss hands it to the grace keeper
 
-    def rebind(self, link: Any, probe: float = 0.0) -> None:
-        """Carry on over ``link`` after a Resume: flush what was kept and read the local socket again.
-
-        ``probe`` > 0 (the requester, which just sent Connect with Resume = 1)
-        holds new data that long first: a dialer without Resume support answers
-        with a fresh ConnectResponse (it dialed again) and the channel is reset
-        before any byte reaches that second connection.
-        """
-        if self._closing:
-            return
-        was_suspended = self.suspended
-        if not was_suspended and self.protocol is not None:
-            self.link.writer.remove_listener(self.protocol)
-        if not was_suspended and self._paused_reading:
-            self.gate.resume(self)
+    def _move_to(self, link: Any) -> None:
+        if self.state is not ChannelState.SUSPENDED:
+            self.link.writer.remove_listener(self)
+            if self._paused_reading:
+                self.gate.resume(self)
         self.link.channels.discard(self)
         self.link = link
         self.writer = link.writer
         self.gate = link.gate
         link.channels.add(self)
-        self.suspended = False
         if self._paused_reading:
             self.gate.pause(self)
-        if probe > 0:
-            self.resumed = True
-            self._probing = True
-            self._probe_timer = asyncio.get_running_loop().call_later(probe, self._resume_confirmed)
+
+    def rebind(self, link: Any, probe: float = 0.0) -> None:
+        """Carry on over ``link`` after a Resume.
+
+        The requester (``probe`` > 0, it just sent Connect with Resume = 1)
+        waits for the dialer's answer before sending anything: a hatchway
+        dialer answers with its byte count (then whatever it lacks is re-sent);
+        an upstream dialer without Resume answers with a fresh ConnectResponse
+        (it dialed again) and the channel is reset before any byte reaches that
+        second connection; Go 1.10 answers nothing, so after ``probe`` seconds
+        the channel carries on as upstream does.
+        """
+        if self._closing:
             return
+        self._move_to(link)
+        if probe > 0:
+            self._event(ChannelEvent.RESUME_SENT)
+            self.resumed = not self.peer_ledger
+            wait = RESUME_WAIT if self.peer_ledger else probe
+            self._cancel_probe()
+            self._probe_timer = asyncio.get_running_loop().call_later(wait, self._resume_unanswered)
+            self._update_flow()
+            return
+        self._event(ChannelEvent.RESUMED)
         self._carry_on()
 
-    def _resume_confirmed(self) -> None:
-        self._probe_timer = None
-        self._probing = False
-        if not self._closing and not self.suspended:
+    def resume_from_peer(self, link: Any, peer_received: int | None) -> None:
+        """Dialer side: the requester sent Connect(Resume = 1) on ``link``, with its byte count if it keeps a ledger."""
+        if self._closing:
+            return
+        if peer_received is None or not self.peer_ledger:
+            self.rebind(link)
+            return
+        self._move_to(link)
+        if self.state is ChannelState.CONNECTING:
+            return  # still dialing: the ConnectResponse (with our count) goes out on ``link`` when it is done
+        try:
+            self.ledger.rewind(peer_received)
+        except StreamGap as exc:
+            self._fail(f"cannot resume: {exc}")
+            return
+        try:
+            link.send(ConnectResponse(True, self.id, received=self.ledger.received))
+        except ConnectionGone:
+            self.suspend()
+            return
+        self.ledger.ack_sent = self.ledger.received
+        self._event(ChannelEvent.RESUMED)
+        self._carry_on()
+
+    def _peer_resumed(self, peer_received: int) -> None:
+        """Requester side: the dialer answered our Resume (or, in agent mode, the far end resumed)."""
+        self._cancel_probe()
+        try:
+            self.ledger.rewind(peer_received)
+        except StreamGap as exc:
+            self._fail(f"cannot resume: {exc}")
+            return
+        self.resumed = False
+        if self.state is not ChannelState.SUSPENDED:
+            self._event(ChannelEvent.RESUMED)
             self._carry_on()
 
+    def _resume_unanswered(self) -> None:
+        self._probe_timer = None
+        if self._closing or self.state is not ChannelState.RESUMING:
+            return
+        if self.peer_ledger:
+            self._fail(f"no answer to Resume within {RESUME_WAIT:g} s")
+            return
+        if self.ledger.keep:
+            self.ledger.stop_keeping()
+        self._event(ChannelEvent.RESUMED)
+        self._carry_on()
+
+    def _cancel_probe(self) -> None:
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+
     def _carry_on(self) -> None:
-        pending, self._pending = self._pending, []
-        for chunk in pending:
-            self.write(chunk)
-        if self.protocol is not None and not self.suspended:
-            self.link.writer.add_listener(self.protocol)  # pauses the protocol again if the writer is full
-            if not self.link.writer.paused:
-                self.protocol.resume_writing()
+        self._transmit()
+        if self.protocol is not None and self.state is ChannelState.OPEN:
+            self._writer_paused = False
+            self.link.writer.add_listener(self)  # pauses us again if the writer is full
+            self._update_flow()
 
     def expire(self) -> None:
         """The grace period ended without a rebind."""
-        if self.suspended and not self._closing:
+        if self.state is ChannelState.SUSPENDED and not self._closing:
             self._closing = True
             self._lose(ConnectionResetError("WebSocket lost and not resumed"))
 

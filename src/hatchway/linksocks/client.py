@@ -186,7 +186,7 @@ class Client(Service):
         if self.error is not None:
             raise self.error
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closing:
             return
         self._closing = True

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, Callable
 
 import aiohttp
 from aiohttp import WSMsgType
 
-from hatchway.common.channel import InboundGate
+from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, InboundGate
 from hatchway.common.wsconn import ConnectionGone, MessageWriter
 
 from . import protocol
@@ -33,10 +34,23 @@ log = logging.getLogger("hatchway.linksocks.link")
 MAX_MSG_SIZE = protocol.MAX_MESSAGE + 64 * 1024  # a 32 MiB payload plus its header and trailers
 PING_INTERVAL = 30.0
 READ_TIMEOUT = 60.0
+_TCP_ESTABLISHED = 1  # tcpi_state in Linux's struct tcp_info
+GATE_POLL = 0.25  # while the gate holds the read loop, look this often whether the WebSocket died
 _CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 Dispatch = Callable[["Link", Any], None]
 TRACE = 5
+
+
+def tcp_established(sock: Any) -> bool:
+    """True unless the kernel says the TCP connection is no longer established (peer reset or FIN)."""
+    if sock is None:
+        return True
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except (OSError, AttributeError, ValueError):
+        return True
+    return bool(info) and info[0] == _TCP_ESTABLISHED
 
 
 def describe(message: Any) -> str:
@@ -76,7 +90,8 @@ class Link:
     ) -> None:
         self.ws = ws
         self.writer = MessageWriter(ws)
-        self.gate = gate if gate is not None else InboundGate()
+        # block policy with a stall timeout: one local reader that stopped cannot freeze the link's other channels
+        self.gate = gate if gate is not None else InboundGate(stall_timeout=DEFAULT_STALL_TIMEOUT)
         self.version = version
         self.max_payload = max(1, max_payload)
         self.ping_interval = ping_interval
@@ -115,17 +130,34 @@ class Link:
             return False
         return True
 
-    def send_data(self, channel_id: bytes, payload: bytes | bytearray | memoryview) -> None:
-        """One or more TCP Data messages carrying ``payload`` (never compressed)."""
+    def send_data(self, channel_id: bytes, payload: bytes | bytearray | memoryview, sequence: int = 0) -> None:
+        """One or more TCP Data messages carrying ``payload`` (never compressed).
+
+        ``sequence`` (ledger channels): the stream offset of the payload's end,
+        sent in each message's Sequence trailer (per piece when split).
+        """
         size = len(payload)
         limit = self.max_payload
+        send = self.writer.send
+        version = self.version
         if size <= limit:
-            self.writer.send(protocol.data_header(channel_id, size, self.version), payload)
+            if sequence:
+                send(protocol.data_header(channel_id, size, version), payload, protocol.sequence_trailer(sequence))
+            else:
+                send(protocol.data_header(channel_id, size, version), payload)
             return
         view = memoryview(payload)
         for start in range(0, size, limit):
             piece = view[start : start + limit]
-            self.writer.send(protocol.data_header(channel_id, len(piece), self.version), piece)
+            header = protocol.data_header(channel_id, len(piece), version)
+            if sequence:
+                send(header, piece, protocol.sequence_trailer(sequence - size + start + len(piece)))
+            else:
+                send(header, piece)
+
+    def send_ack(self, channel_id: bytes, offset: int) -> None:
+        """Ledger acknowledgement: a zero-length Data whose Sequence is the count of delivered bytes."""
+        self.writer.send(protocol.data_header(channel_id, 0, self.version), protocol.sequence_trailer(offset))
 
     def send_udp(
         self,
@@ -165,8 +197,9 @@ class Link:
         timeout = self.read_timeout if self.read_timeout > 0 else None
         decode = protocol.decode
         while not self.closed:
-            if gate.blocked:
-                await gate.wait_open()
+            if gate.blocked and not await self._gate_or_gone():
+                self.close_reason = "connection lost"
+                return
             try:
                 msg = await ws.receive(timeout=timeout)
             except asyncio.TimeoutError:
@@ -200,6 +233,16 @@ class Link:
                 return
             else:  # text frames are not part of the protocol
                 log.debug("%s: ignoring a %s message", self.name, kind.name)
+
+    async def _gate_or_gone(self) -> bool:
+        """Wait for the gate to open; False when the WebSocket died meanwhile (noticed within GATE_POLL)."""
+        return await self.gate.wait_until_open(self._alive_now, GATE_POLL)
+
+    def _alive_now(self) -> bool:
+        """Is the connection still up, without reading from it? (A stalled reader does not read.)"""
+        if self.writer.closed:
+            return False
+        return tcp_established(self.ws.get_extra_info("socket"))
 
     async def _keepalive(self) -> None:
         try:

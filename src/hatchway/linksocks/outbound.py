@@ -24,7 +24,7 @@ from hatchway.common.proxyfront import ProxyError
 from hatchway.common.relay import Relay
 
 from . import protocol
-from .channel import ChannelTable, TcpChannel
+from .channel import CHANNEL_EXPIRED, ChannelTable, TcpChannel
 from .orphans import OrphanBuffer
 from .protocol import Connect, ConnectResponse, Disconnect
 from .udp import UdpDial
@@ -32,7 +32,6 @@ from .udp import UdpDial
 log = logging.getLogger("hatchway.linksocks.outbound")
 
 DIAL_TIMEOUT = 10.0
-CHANNEL_EXPIRED = "channel expired"
 
 
 
@@ -71,7 +70,9 @@ class Outbound:
             endpoint: Any = UdpDial(self.table, channel_id, link)
             work = self._open_udp(endpoint)
         else:
-            endpoint = TcpChannel(self.table, channel_id, link, message.address, message.port)
+            ledger = message.received is not None  # a hatchway requester: number, acknowledge, re-send on Resume
+            endpoint = TcpChannel(self.table, channel_id, link, message.address, message.port,
+                                  offer_ledger=ledger, peer_ledger=ledger)
             work = self._dial(endpoint, rules)
         for early in self.orphans.take(channel_id):
             dispatch_early(endpoint, link, early)
@@ -81,12 +82,14 @@ class Outbound:
 
     def _resume(self, link: Any, message: Connect) -> None:
         endpoint = self.table.get(message.channel_id)
-        rebind = getattr(endpoint, "rebind", None)
-        if endpoint is None or rebind is None:
-            link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
+        if isinstance(endpoint, TcpChannel):
+            log.debug("channel %s resumed on %s", protocol.uuid_text(message.channel_id), link.name)
+            endpoint.resume_from_peer(link, message.received)
             return
-        log.debug("channel %s resumed on %s", protocol.uuid_text(message.channel_id), link.name)
-        rebind(link)
+        if isinstance(endpoint, UdpDial):
+            endpoint.rebind(link)
+            return
+        link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
 
     async def _dial(self, channel: TcpChannel, rules: Any) -> None:
         host, port = channel.address, channel.port
@@ -116,8 +119,9 @@ class Outbound:
             if not channel.is_closing():
                 channel.expire()
             return
+        received = channel.ledger.received if channel.peer_ledger else None
         try:
-            channel.link.send(ConnectResponse(True, channel.id))
+            channel.link.send(ConnectResponse(True, channel.id, received=received))
         except ConnectionError:
             transport.abort()
             channel.link_lost()
@@ -130,8 +134,7 @@ class Outbound:
         log.debug("connect to %s:%d failed: %s", channel.address, channel.port, error)
         if not channel.is_closing():
             channel.link.try_send(ConnectResponse(False, channel.id, error))
-        channel._closing = True
-        channel._lose(None)
+        channel.fail()
 
     async def _open_udp(self, endpoint: UdpDial) -> None:
         try:

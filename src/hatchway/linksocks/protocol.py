@@ -53,6 +53,12 @@ COMPRESSION_GZIP = 1
 DATA_HEADER_SIZE = 24
 SEQUENCE_SIZE = 8
 
+# hatchway's ledger extension (see mux.py): after Connect's Resume byte and after a successful
+# ConnectResponse's channel id: this magic, then the receiver's byte count (u64). Upstream parsers
+# ignore trailing bytes, so only a hatchway peer sees it, and only a hatchway peer answers with it.
+LEDGER_MAGIC = b"hw\x01"
+LEDGER_EXT_SIZE = len(LEDGER_MAGIC) + 8
+
 CLIENT_HELLO_PREFIX = "linksocks_client_hello:"
 SERVER_HELLO_PREFIX = "linksocks_server_hello:"
 
@@ -104,6 +110,7 @@ class Connect(msgspec.Struct, frozen=True, gc=False):
     address: str = ""
     port: int = 0
     resume: bool = False
+    received: int | None = None  # hatchway extension (ledger): bytes the requester has received
 
 
 class Data(msgspec.Struct, frozen=True, gc=False):
@@ -122,6 +129,7 @@ class ConnectResponse(msgspec.Struct, frozen=True, gc=False):
     success: bool
     channel_id: bytes
     error: str | None = None
+    received: int | None = None  # hatchway extension (ledger): bytes the dialer has received
 
 
 class Disconnect(msgspec.Struct, frozen=True, gc=False):
@@ -250,6 +258,11 @@ def _flag(value: bool) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
+def sequence_trailer(sequence: int) -> bytes:
+    """The optional 8-byte Sequence after a TCP Data payload."""
+    return _pack(_U64, sequence)
+
+
 def data_header(channel_id: bytes, length: int, version: int = VERSION_DEFAULT, protocol: int = TCP) -> bytes:
     """The 24-byte header of an uncompressed Data message carrying ``length`` payload bytes.
 
@@ -291,7 +304,10 @@ def _encode_connect(m: Connect, version: int) -> bytes:
         parts.append(_pack(_U16, m.port))
     elif m.protocol != UDP:
         raise ProtocolError(f"unknown protocol {m.protocol}")
-    if m.resume:
+    if m.received is not None:
+        parts.append(b"\x01" if m.resume else b"\x00")
+        parts.append(LEDGER_MAGIC + _pack(_U64, m.received))
+    elif m.resume:
         parts.append(b"\x01")
     return b"".join(parts)
 
@@ -314,6 +330,8 @@ def _encode_connect_response(m: ConnectResponse, version: int) -> bytes:
     parts = [_head(version, MsgType.CONNECT_RESPONSE), _flag(m.success), _uuid16(m.channel_id, "channel_id")]
     if not m.success:
         parts.append(_pack_text(m.error or ""))
+    elif m.received is not None:
+        parts.append(LEDGER_MAGIC + _pack(_U64, m.received))
     return b"".join(parts)
 
 
@@ -437,11 +455,19 @@ def _parse_connect(view: memoryview, n: int) -> Connect:
     protocol = _protocol(view[2])
     channel_id = bytes(view[3:19])
     if protocol == UDP:
-        return Connect(UDP, channel_id, resume=n > 19 and view[19] != 0)
+        return Connect(UDP, channel_id, resume=n > 19 and view[19] != 0, received=_ledger_ext(view, 20, n))
     address, off = _text(view, 19, n, "Connect address")
     _need(n, off + 2, "Connect port")
     port = _U16.unpack_from(view, off)[0]
-    return Connect(TCP, channel_id, address, port, n > off + 2 and view[off + 2] != 0)
+    resume = n > off + 2 and view[off + 2] != 0
+    return Connect(TCP, channel_id, address, port, resume, _ledger_ext(view, off + 3, n))
+
+
+def _ledger_ext(view: memoryview, off: int, n: int) -> int | None:
+    """hatchway's ledger extension at ``off``, if present."""
+    if n - off >= LEDGER_EXT_SIZE and view[off : off + 3] == LEDGER_MAGIC:
+        return int(_U64.unpack_from(view, off + 3)[0])
+    return None
 
 
 def _parse_data(view: memoryview, n: int) -> Data:
@@ -470,7 +496,7 @@ def _parse_connect_response(view: memoryview, n: int) -> ConnectResponse:
     success = view[2] != 0
     channel_id = bytes(view[3:19])
     if success:
-        return ConnectResponse(True, channel_id)
+        return ConnectResponse(True, channel_id, received=_ledger_ext(view, 19, n))
     error, _ = _text(view, 19, n, "ConnectResponse error")
     return ConnectResponse(False, channel_id, error or None)
 

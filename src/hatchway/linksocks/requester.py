@@ -83,8 +83,7 @@ class Requester:
         finally:
             channel.connect_waiter = None
         if not response.success:
-            channel._closing = True
-            channel._lose(None)
+            channel.fail()
             raise ProxyError(socks5.Rep.HOST_UNREACHABLE, response.error or "connect failed")
         channel.established = True
         channel.set_protocol(pump)

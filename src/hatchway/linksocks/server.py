@@ -159,7 +159,7 @@ class Server(Service):
         log.info("LinkSocks server listening on %s", self.ws_addresses)
         return self
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closing:
             return
         self._closing = True

@@ -1,0 +1,215 @@
+"""Sans-I/O channel state for LinkSocks: named states and the byte ledger that makes Resume exact.
+
+Nothing here does I/O or imports asyncio; the asyncio channel (``channel.py``)
+feeds events in and acts on what comes out. Tested without sockets
+(``tests/linksocks/test_mux.py``).
+
+**Why a ledger.** When a WebSocket is cut, whatever was in flight on it (the
+sender's transport buffer, both kernels' socket buffers, the receiver's
+unread frames: easily 6-16 MB) is gone. Upstream's Resume re-attaches the
+channel and carries on, so the stream silently gets a hole. Between two
+hatchway peers each TCP channel therefore keeps a ledger:
+
+* every Data message carries the byte offset of its *end* in the Sequence
+  trailer that the wire format already has (linksocks.md 5.2);
+* the receiver acknowledges what it has delivered with a zero-length Data
+  whose Sequence is that count, every ``ACK_EVERY`` bytes;
+* the sender keeps what was sent but not yet acknowledged (at most
+  ``WINDOW`` bytes: beyond it the local socket is not read, which bounds the
+  memory) and, on Resume, re-sends from the offset the peer reports;
+* the receiver drops bytes it already has (a duplicate) and fails the
+  channel loudly when a message starts beyond what it has (a hole).
+
+The capability is offered per channel in an extension after the Connect's
+Resume byte and confirmed in the ConnectResponse (see ``protocol.py``): a Go
+or pywssocks peer ignores the extension, answers without it, and the channel
+runs as upstream does (``Ledger.keep = False``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+WINDOW = 16 * 1024 * 1024  # unacknowledged bytes kept for a re-send; beyond it the local socket is not read
+ACK_EVERY = 256 * 1024  # the receiver acknowledges after this many delivered bytes
+
+
+class ChannelState(enum.Enum):
+    """The life of one channel, as one value instead of seven booleans."""
+
+    CONNECTING = "connecting"  # Connect sent (requester) or dial in flight (dialer)
+    OPEN = "open"  # data flows
+    SUSPENDED = "suspended"  # the link is gone; waiting (grace) for a Resume
+    RESUMING = "resuming"  # Resume sent; new data waits for the peer's answer
+    CLOSED = "closed"  # ended; nothing more is sent or delivered
+
+
+class ChannelEvent(enum.Enum):
+    CONNECTED = "connected"
+    LINK_LOST = "link lost"
+    RESUME_SENT = "resume sent"
+    RESUMED = "resumed"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[tuple[ChannelState, ChannelEvent], ChannelState] = {
+    (ChannelState.CONNECTING, ChannelEvent.CONNECTED): ChannelState.OPEN,
+    (ChannelState.CONNECTING, ChannelEvent.LINK_LOST): ChannelState.SUSPENDED,
+    (ChannelState.CONNECTING, ChannelEvent.RESUMED): ChannelState.CONNECTING,
+    (ChannelState.OPEN, ChannelEvent.LINK_LOST): ChannelState.SUSPENDED,
+    (ChannelState.OPEN, ChannelEvent.RESUME_SENT): ChannelState.RESUMING,
+    (ChannelState.OPEN, ChannelEvent.RESUMED): ChannelState.OPEN,
+    (ChannelState.OPEN, ChannelEvent.CONNECTED): ChannelState.OPEN,
+    (ChannelState.SUSPENDED, ChannelEvent.RESUME_SENT): ChannelState.RESUMING,
+    (ChannelState.SUSPENDED, ChannelEvent.RESUMED): ChannelState.OPEN,
+    (ChannelState.SUSPENDED, ChannelEvent.LINK_LOST): ChannelState.SUSPENDED,
+    (ChannelState.RESUMING, ChannelEvent.RESUMED): ChannelState.OPEN,
+    (ChannelState.RESUMING, ChannelEvent.CONNECTED): ChannelState.OPEN,
+    (ChannelState.RESUMING, ChannelEvent.LINK_LOST): ChannelState.SUSPENDED,
+    (ChannelState.RESUMING, ChannelEvent.RESUME_SENT): ChannelState.RESUMING,
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def transition(state: ChannelState, event: ChannelEvent) -> ChannelState:
+    """The one transition function. CLOSED absorbs everything; CLOSED is reachable from anywhere."""
+    if event is ChannelEvent.CLOSED or state is ChannelState.CLOSED:
+        return ChannelState.CLOSED
+    try:
+        return _TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(f"{event.value} in state {state.value}") from None
+
+
+class StreamGap(Exception):
+    """Bytes the peer says it sent are not here and cannot be recovered: the channel must fail."""
+
+
+class Ledger:
+    """Byte accounting of one channel, both directions.
+
+    Outbound: ``record`` every chunk from the local socket, ``next_unsent``/
+    ``transmitted`` as chunks go out, ``on_ack`` when the peer confirms,
+    ``rewind`` on Resume. Inbound: ``accept`` for every Data, ``ack_due``
+    tells when to acknowledge.
+    """
+
+    __slots__ = (
+        "keep", "sent", "sent_on_wire", "acked", "_replay", "_replay_start",
+        "received", "ack_sent", "window", "ack_every",
+    )  # fmt: skip
+
+    def __init__(self, keep: bool = True, window: int = WINDOW, ack_every: int = ACK_EVERY) -> None:
+        self.keep = keep  # False once the peer is known not to acknowledge (an upstream peer)
+        self.window = window
+        self.ack_every = ack_every
+        self.sent = 0  # bytes taken from the local socket (offset of the end)
+        self.sent_on_wire = 0  # bytes handed to a link
+        self.acked = 0  # bytes the peer confirmed
+        self._replay: deque[bytes] = deque()  # chunks covering [_replay_start, sent)
+        self._replay_start = 0
+        self.received = 0  # bytes delivered to the local socket
+        self.ack_sent = 0
+
+    # -- outbound
+    def record(self, data: bytes) -> None:
+        """A chunk from the local socket, to be sent after everything recorded before it."""
+        self._replay.append(data)
+        self.sent += len(data)
+
+    def next_unsent(self) -> tuple[int, memoryview | bytes] | None:
+        """(end offset, bytes) of the next piece not yet on the wire, or None."""
+        if self.sent_on_wire >= self.sent:
+            return None
+        offset = self._replay_start
+        for chunk in self._replay:
+            end = offset + len(chunk)
+            if end > self.sent_on_wire:
+                skip = self.sent_on_wire - offset
+                return end, (memoryview(chunk)[skip:] if skip else chunk)
+            offset = end
+        raise StreamGap("ledger inconsistent")  # pragma: no cover - sent > sent_on_wire implies a chunk
+
+    def transmitted(self, end: int) -> None:
+        """Bytes up to ``end`` are on the wire."""
+        if end > self.sent_on_wire:
+            self.sent_on_wire = end
+        if not self.keep:
+            self._trim(end)
+
+    def pass_through(self, size: int) -> None:
+        """Fast path of a channel that keeps nothing and has nothing queued: ``size`` bytes sent at once."""
+        self.sent += size
+        self.sent_on_wire = self.sent
+        self._replay_start = self.sent
+
+    def _trim(self, offset: int) -> None:
+        replay = self._replay
+        start = self._replay_start
+        while replay and start + len(replay[0]) <= offset:
+            start += len(replay.popleft())
+        self._replay_start = start
+
+    @property
+    def unacked(self) -> int:
+        return self.sent - self.acked if self.keep else self.sent - self.sent_on_wire
+
+    @property
+    def window_full(self) -> bool:
+        return self.sent - self.acked >= self.window if self.keep else self.sent - self.sent_on_wire >= self.window
+
+    def on_ack(self, offset: int) -> None:
+        """The peer has delivered ``offset`` bytes: forget them."""
+        if offset <= self.acked:
+            return
+        if offset > self.sent:
+            raise StreamGap(f"the peer acknowledges {offset} bytes, only {self.sent} were sent")
+        self.acked = offset
+        self._trim(offset)
+
+    def rewind(self, peer_received: int) -> None:
+        """Resume: the peer has exactly ``peer_received`` bytes; re-send from there.
+
+        Nothing is forgotten here (only acknowledgements do that): in agent
+        mode a later Resume from the far end may ask for older bytes.
+        """
+        if peer_received > self.sent:
+            raise StreamGap(f"the peer claims {peer_received} bytes, only {self.sent} were sent")
+        if peer_received < self._replay_start:
+            raise StreamGap(f"{self._replay_start - peer_received} bytes lost in flight were not kept")
+        self.sent_on_wire = peer_received
+
+    def stop_keeping(self) -> None:
+        """The peer does not take part: keep only what is not on the wire yet."""
+        self.keep = False
+        self._trim(self.sent_on_wire)
+
+    # -- inbound
+    def accept(self, size: int, end: int) -> int:
+        """A Data of ``size`` bytes whose Sequence is ``end`` (0: none, in order).
+
+        Returns how many leading bytes to skip (``size`` for a full duplicate).
+        Raises :class:`StreamGap` when the message starts beyond what was received.
+        """
+        received = self.received
+        if end == 0:
+            self.received = received + size
+            return 0
+        start = end - size
+        if start > received:
+            raise StreamGap(f"bytes {received}..{start} never arrived")
+        if end <= received:
+            return size
+        self.received = end
+        return received - start
+
+    def ack_due(self) -> int:
+        """The offset to acknowledge now, or 0."""
+        if self.received - self.ack_sent >= self.ack_every:
+            self.ack_sent = self.received
+            return self.received
+        return 0

@@ -1,0 +1,156 @@
+"""No silent loss across a WebSocket cut (issue "No silent loss", item 3; spec case 44).
+
+Real processes: a hatchway server and a hatchway client, whose WebSocket runs
+through a CuttableProxy (TCP, reset on cut). A transfer is cut in the middle,
+the client reconnects and resumes its channel. The application must then get
+every byte in order exactly once (SHA-256 over the whole stream), or a loud
+error; never a hole followed by a clean EOF, never a hang without a deadline.
+Between two hatchway peers the bytes lost in flight are re-sent, so the
+transfer must complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+
+import pytest
+
+import ls_harness as h
+
+SIZE = 48 * h.MiB
+CUT_AT = (6 * h.MiB, 20 * h.MiB)
+
+
+@pytest.fixture
+def cut_pair(procs, tmp_path):
+    ws_port, socks_port = h.free_port(), h.free_port()
+    server = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok", name="server")
+    h.wait_port(ws_port)
+    proxy = h.CuttableProxy(ws_port)
+    client = procs.hatchway("client", "-t", "tok", "-u", f"ws://127.0.0.1:{proxy.port}", "-s", "127.0.0.1",
+                            "-p", str(socks_port), "-d", name="client")
+    h.wait_port(socks_port)
+    try:
+        yield proxy, socks_port, server, client
+    finally:
+        proxy.close()
+
+
+def _wait_reconnected(proxy: h.CuttableProxy, before: int) -> None:
+    h.wait_until(lambda: proxy.accepted > before, 30, "the client to reconnect")
+
+
+def test_download_cut_twice_arrives_whole(cut_pair, target):
+    proxy, socks, _, client = cut_pair
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)
+    with sock:
+        sock.sendall(b"D" + struct.pack("!Q", SIZE))
+        digest, count, cuts = hashlib.sha256(), 0, list(CUT_AT)
+        while count < SIZE:
+            data = sock.recv(262144)
+            if not data:
+                break
+            digest.update(data)
+            count += len(data)
+            if cuts and count >= cuts[0]:
+                cuts.pop(0)
+                before = proxy.accepted
+                proxy.cut()
+                _wait_reconnected(proxy, before)
+    assert count == SIZE, f"clean EOF after {count} of {SIZE} bytes\n{client.output()[-2000:]}"
+    assert digest.hexdigest() == h.expected_download(SIZE), "a hole or reordering in the stream"
+
+
+def test_upload_cut_twice_arrives_whole(cut_pair, target):
+    proxy, socks, _, client = cut_pair
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)
+    with sock:
+        sock.sendall(b"U" + struct.pack("!Q", SIZE))
+        digest, sent, cuts = hashlib.sha256(), 0, list(CUT_AT)
+        block = os.urandom(h.MiB)
+        while sent < SIZE:
+            piece = block[: min(len(block), SIZE - sent)]
+            piece = struct.pack("!Q", sent) + piece[8:]
+            digest.update(piece)
+            sock.sendall(piece)
+            sent += len(piece)
+            if cuts and sent >= cuts[0]:
+                cuts.pop(0)
+                before = proxy.accepted
+                proxy.cut()
+                _wait_reconnected(proxy, before)
+        assert h._recv_exact(sock, 32) == digest.digest(), "the target got a stream with a hole"
+
+
+def test_echo_cut_mid_transfer_arrives_whole(cut_pair, target):
+    proxy, socks, _, _ = cut_pair
+    size = 24 * h.MiB
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)
+    sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
+    result: dict[str, object] = {}
+
+    def reader() -> None:
+        count = 0
+        try:
+            while count < size:
+                data = sock.recv(262144)
+                if not data:
+                    break
+                got_digest.update(data)
+                count += len(data)
+        except OSError as exc:
+            result["error"] = exc
+        result["count"] = count
+
+    with sock:
+        sock.sendall(b"E")
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        block = os.urandom(256 * 1024)
+        sent = 0
+        cut_done = False
+        while sent < size:
+            piece = struct.pack("!Q", sent) + block[8:]
+            sent_digest.update(piece)
+            sock.sendall(piece)
+            sent += len(piece)
+            if not cut_done and sent >= size // 3:
+                cut_done = True
+                before = proxy.accepted
+                proxy.cut()
+                _wait_reconnected(proxy, before)
+        thread.join(90)
+    assert not thread.is_alive(), "the echo hung"
+    assert "error" not in result, result
+    assert result["count"] == size
+    assert got_digest.hexdigest() == sent_digest.hexdigest()
+
+
+def test_without_grace_a_cut_resets_the_application(procs, target):
+    """--transport-grace 0: the channel fails loudly (an error, not a clean EOF mid-stream)."""
+    ws_port, socks_port = h.free_port(), h.free_port()
+    procs.hatchway("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok", name="server")
+    h.wait_port(ws_port)
+    proxy = h.CuttableProxy(ws_port)
+    try:
+        procs.hatchway("client", "-t", "tok", "-u", f"ws://127.0.0.1:{proxy.port}", "-s", "127.0.0.1",
+                       "-p", str(socks_port), "--transport-grace", "0s", name="client")
+        h.wait_port(socks_port)
+        sock, _ = h.socks_connect(socks_port, "127.0.0.1", target.port, timeout=60)
+        with sock:
+            sock.sendall(b"D" + struct.pack("!Q", SIZE))
+            count = 0
+            with pytest.raises(ConnectionError):
+                while True:
+                    data = sock.recv(262144)
+                    if not data:
+                        raise AssertionError(f"clean EOF after {count} of {SIZE} bytes")
+                    count += len(data)
+                    if count >= 4 * h.MiB and proxy.accepted == 1:
+                        proxy.cut()
+    finally:
+        proxy.close()
