@@ -116,6 +116,37 @@ async def test_json_handlers_errors_and_auth_end_to_end(tmp_path):
                 assert response.status == 413
 
 
+async def test_token_auth_go_agent_rules():
+    """The Go agent's rule: Authorization wins when present (exact "Bearer "), else ?token=; 401 text body."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    auth = TokenAuth(
+        ["s3cret"], header=None, first_only=True, exact_scheme=True,
+        deny=lambda request: web.Response(status=401, text="unauthorized\n"),
+    )
+    app = web.Application(middlewares=[auth.middleware])
+    app.router.add_get("/ws", ok)
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)]) as server:
+        host, port = server.addresses[0]
+        base = f"http://{host}:{port}"
+        async with aiohttp.ClientSession() as http:
+            cases = [
+                ({"Authorization": "Bearer s3cret"}, "/ws", 200),
+                ({}, "/ws?token=s3cret", 200),
+                ({"Authorization": "bearer s3cret"}, "/ws", 401),  # case-sensitive scheme
+                ({"Authorization": "Bearer wrong"}, "/ws?token=s3cret", 401),  # the header wins
+                ({}, "/unknown", 401),  # auth before routing
+                ({}, "/health", 404),  # exempt, then routed
+            ]
+            for headers, path, status in cases:
+                async with http.get(base + path, headers=headers) as response:
+                    assert response.status == status, (headers, path)
+                    if status == 401:
+                        assert await response.text() == "unauthorized\n"
+
+
 def test_token_auth_needs_a_token():
     with pytest.raises(ValueError):
         TokenAuth(["", ""])

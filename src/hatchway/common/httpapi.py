@@ -209,10 +209,14 @@ def _unauthorized(request: web.Request) -> web.StreamResponse:
 class TokenAuth:
     """Key auth as an aiohttp middleware: ``app.middlewares.append(TokenAuth([...]).middleware)``.
 
-    A request is admitted when any enabled carrier holds one of ``tokens``:
+    A request is admitted when an enabled carrier holds one of ``tokens``:
     ``Authorization: Bearer`` (``bearer``), the ``header`` (``X-API-Key``) or
-    the ``query`` parameter (``token``). Paths in ``exempt`` need nothing.
-    ``deny(request)`` renders the refusal (default: 401 JSON).
+    the ``query`` parameter (``token``), looked at in that order. With
+    ``first_only`` only the first carrier present counts (the Go agent's rule:
+    ``?token=`` is consulted only when there is no Authorization header);
+    with ``exact_scheme`` the prefix must be exactly ``Bearer `` (case and one
+    space). Paths in ``exempt`` need nothing. ``deny(request)`` renders the
+    refusal (default: 401 JSON).
     """
 
     def __init__(
@@ -224,6 +228,8 @@ class TokenAuth:
         query: str | None = "token",
         exempt: Iterable[str] = ("/health",),
         deny: Callable[[web.Request], web.StreamResponse] = _unauthorized,
+        first_only: bool = False,
+        exact_scheme: bool = False,
     ) -> None:
         self._tokens = [t.encode("utf-8", "surrogateescape") for t in tokens if t]
         if not self._tokens:
@@ -233,6 +239,8 @@ class TokenAuth:
         self.query = query
         self.exempt = frozenset(exempt)
         self.deny = deny
+        self.first_only = first_only
+        self.exact_scheme = exact_scheme
 
     def valid(self, candidate: str | None) -> bool:
         """Constant-time comparison against every token (no early exit)."""
@@ -244,17 +252,22 @@ class TokenAuth:
             ok |= hmac.compare_digest(raw, token)
         return ok
 
-    def candidates(self, request: web.Request) -> list[str]:
-        found: list[str] = []
-        if self.bearer:
-            scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and credential.strip():
-                found.append(credential.strip())
+    def _bearer(self, value: str) -> str | None:
+        if self.exact_scheme:
+            return value[7:] if value.startswith("Bearer ") else None
+        scheme, _, credential = value.strip().partition(" ")
+        return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+    def candidates(self, request: web.Request) -> list[str | None]:
+        """What each carrier present holds, in order (None: present but not a bearer credential)."""
+        found: list[str | None] = []
+        if self.bearer and (authorization := request.headers.get("Authorization", "")):
+            found.append(self._bearer(authorization))
         if self.header is not None and (key := request.headers.get(self.header)) is not None:
             found.append(key)
         if self.query is not None and (param := request.query.get(self.query)) is not None:
             found.append(param)
-        return found
+        return found[:1] if self.first_only else found
 
     def admits(self, request: web.Request) -> bool:
         results = [self.valid(candidate) for candidate in self.candidates(request)]
@@ -460,6 +473,7 @@ class HttpServer(Service):
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
+        bind_failure_level: int = logging.WARNING,
         **runner_args: Any,
     ) -> None:
         if not addresses:
@@ -468,6 +482,7 @@ class HttpServer(Service):
         self.wanted = list(addresses)
         self.require = require
         self.backlog = backlog
+        self.bind_failure_level = bind_failure_level  # the host proxy logs these at DEBUG, as upstream does
         self.guard = ConnectionGuard(header_timeout=header_timeout, max_unauthenticated=max_unauthenticated)
         app[GUARD_KEY] = self.guard
         runner_args.setdefault("access_log", None)
@@ -490,7 +505,7 @@ class HttpServer(Service):
                     await self._bind(address)
                 except OSError as exc:
                     self.failures.append((address, exc))
-                    log.warning("cannot listen on %s: %s", address, exc.strerror or exc)
+                    log.log(self.bind_failure_level, "cannot listen on %s: %s", address, exc.strerror or exc)
                     if self.require == "all":
                         raise
             if not self._servers:
