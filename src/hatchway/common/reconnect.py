@@ -14,7 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-log = logging.getLogger("hatchway.reconnect")
+log = logging.getLogger(__name__)
 
 
 @dataclass
