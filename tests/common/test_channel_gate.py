@@ -1,8 +1,12 @@
 """InboundGate: the slow-consumer policies of the multiplexed channels."""
 
 import asyncio
+import os
+import socket
 
+from common.wirepair import relay_through
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
+from helpers import wait_until
 
 
 class FakeChannel:
@@ -63,11 +67,7 @@ async def test_resuming_in_time_cancels_the_stall_timer():
 
 # -- Channel over a real wire (a framed socketpair, see wirepair.py) between two relays
 
-import os
-import socket
 
-from common.wirepair import relay_through
-from helpers import wait_until
 
 REPLY = 1024 * 1024
 
@@ -270,7 +270,7 @@ async def test_fail_ends_without_sending_close_and_start_releases_held_data():
     assert gate.blocked
     proto = Proto()
     channel.set_protocol(proto)
-    assert not gate.blocked is False and proto.data == []  # still held: not started
+    assert gate.blocked is not False and proto.data == []  # still held: not started
     channel.start()
     assert proto.data == [b"abc", b"de"] and not gate.blocked
     channel.fail(ConnectionResetError("gone"))

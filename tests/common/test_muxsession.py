@@ -8,7 +8,6 @@ import contextlib
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import wait_until
 
 from hatchway.common import wsconn
 from hatchway.common.gate import InboundGate
@@ -19,6 +18,7 @@ from hatchway.common.muxsession import (
     SessionEnded,
 )
 from hatchway.common.sink import SinkClosed
+from helpers import wait_until
 
 
 class Recorder:

@@ -110,3 +110,39 @@ async def test_writer_pauses_listeners_when_peer_stops_reading_and_resumes_after
         await asyncio.wait_for(got_all.wait(), 20)
         await ws.close()
     await runner.cleanup()
+
+
+async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
+    from hatchway.common.sink import MessageSink, SinkClosed
+
+    received = []
+    done = asyncio.Event()
+
+    async def handler(request):
+        ws = await wsconn.accept(request)
+        async for msg in ws:
+            received.append((msg.type, msg.data))
+            if len(received) == 2:
+                done.set()
+        return ws
+
+    runner, url = await start_server(handler)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        sink = wsconn.WebSocketSink(ws)
+        assert isinstance(sink, MessageSink) and wsconn.MessageWriter is wsconn.WebSocketSink
+        sink.send_text("héllo ", b"world")
+        sink.send(b"\x00")
+        await asyncio.wait_for(done.wait(), 5)
+        closing = asyncio.ensure_future(wsconn.close_politely(ws, sink))
+        await asyncio.sleep(0)  # close_politely has marked the sink before its Close frame
+        assert sink.closed
+        try:
+            sink.send(b"after close")
+        except SinkClosed:
+            pass
+        else:
+            raise AssertionError("a data frame was sent after our Close")
+        await asyncio.wait_for(closing, 5)
+    await runner.cleanup()
+    assert received == [(aiohttp.WSMsgType.TEXT, "héllo world"), (aiohttp.WSMsgType.BINARY, b"\x00")]

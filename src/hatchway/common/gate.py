@@ -32,7 +32,7 @@ GATE_POLL = 0.5  # while the gate is closed, how often the read loop checks that
 DEFAULT_STALL_TIMEOUT = 10.0  # the tunnel's --stall-timeout default; use it for every multiplexed program
 
 
-class SlowConsumerPolicy(str, enum.Enum):
+class SlowConsumerPolicy(enum.StrEnum):
     BLOCK = "block"
     RESET = "reset"
 

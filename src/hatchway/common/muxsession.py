@@ -49,7 +49,7 @@ _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 _ABNORMAL = 1006  # aiohttp's close code when the connection ended without a Close frame
 
 
-class EndKind(str, enum.Enum):
+class EndKind(enum.StrEnum):
     """How a session ended."""
 
     PEER_CLOSED = "closed by peer"  # the peer's Close frame, or its clean end
@@ -131,6 +131,9 @@ class MuxSession:
         """The WebSocket can still carry messages both ways."""
         return not self.ws.closed and not self.sink.transport_lost
 
+    def _reading(self) -> bool:
+        return not self._closing and self.alive
+
     # -- handshake phase
     async def receive_message(self, timeout: float) -> bytes | str:
         """The next binary or text message within ``timeout`` s (pings answered, pongs skipped).
@@ -181,7 +184,7 @@ class MuxSession:
         ws = self.ws
         receive = ws.receive
         gate = self.gate
-        alive = lambda: self.alive and not self._closing
+        alive = self._reading
         on_binary = self.handler.binary_received
         on_text = self.handler.text_received
         timeout = self.read_timeout if self.read_timeout > 0 else None
@@ -239,7 +242,7 @@ class MuxSession:
     async def _ping_loop(self) -> None:
         interval = self.ping_interval
         try:
-            while not self.sink.closed:
+            while True:
                 await asyncio.sleep(interval)
                 if self.sink.closed:
                     return

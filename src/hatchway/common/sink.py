@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
 
@@ -197,8 +197,8 @@ class SinkProtocol(asyncio.BaseProtocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.sink = LengthPrefixedSink(transport)
+        # uvloop's transports are not asyncio.WriteTransport subclasses, only alike
+        self.sink = LengthPrefixedSink(cast(asyncio.WriteTransport, transport))
 
     def pause_writing(self) -> None:
         if self.sink is not None:

@@ -1,0 +1,194 @@
+"""A one-way pump: one read transport (a pipe, a PTY master, a socket) into one target, with backpressure.
+
+The two-way :class:`~hatchway.common.relay.Relay` joins two bidirectional
+transports. A child process's stdout, a PTY master read end or a socket
+bridge come as separate one-way transports, so they get this instead:
+
+* :class:`OneWayPump` is the ``asyncio.Protocol`` of the read side
+  (``loop.connect_read_pipe(lambda: pump, file)``). Every chunk goes straight
+  to the target's ``write``; nothing is queued here.
+* The target is any :class:`WriteEnd`: a write transport (for a pipe made
+  with ``loop.connect_write_pipe(pump.target_protocol, file)``, whose
+  protocol forwards the transport's flow control to the pump), or a
+  :class:`SinkWriter` that turns each chunk into one message on a
+  :class:`~hatchway.common.sink.MessageSink` (the agent's stdout frames).
+* Backpressure: when the target's buffer passes its high-water mark the
+  source stops being read; when it drains reading resumes.
+* The end: EOF on the source becomes ``write_eof`` on the target (or a close
+  when it cannot); a failed source resets the target; a lost target closes
+  the source. :attr:`OneWayPump.done` resolves with the source's error or None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from .relay import reset_transport
+from .sink import Buffer, MessageSink, SinkClosed
+
+
+class WriteEnd(Protocol):
+    """What the pump writes into (a subset of ``asyncio.WriteTransport``)."""
+
+    def write(self, data: Buffer) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def write_eof(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+class SinkWriter:
+    """A :class:`WriteEnd` over a message sink: each chunk read is one message.
+
+    ``on_end(exc)`` is called once when the source ends: ``None`` for its EOF
+    (send your program's end-of-stream message there), an exception for a
+    failure. The sink itself is shared and is never closed here.
+    """
+
+    def __init__(self, sink: MessageSink, on_end: Callable[[Exception | None], None] | None = None,
+                 *, max_message: int | None = None) -> None:
+        self.sink = sink
+        self._on_end = on_end
+        self._ended = False
+        self._max = max_message
+
+    def write(self, data: Buffer) -> None:
+        limit = self._max
+        if limit is None or len(data) <= limit:
+            self.sink.send(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), limit):
+            self.sink.send(view[start : start + limit])
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._end(None)
+
+    def close(self) -> None:
+        self._end(None)
+
+    def abort(self) -> None:
+        self._end(ConnectionResetError("the source failed"))
+
+    def is_closing(self) -> bool:
+        return self._ended or self.sink.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def _end(self, exc: Exception | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._on_end is not None:
+            self._on_end(exc)
+
+
+class _TargetProtocol(asyncio.BaseProtocol):
+    """The protocol of the target transport: forwards its flow control and loss to the pump."""
+
+    def __init__(self, pump: OneWayPump) -> None:
+        self._pump = pump
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._pump._target_made(transport)
+
+    def pause_writing(self) -> None:
+        self._pump.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._pump.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pump._target_lost(exc)
+
+
+class OneWayPump(asyncio.Protocol):
+    """Protocol of the read side; see the module docstring."""
+
+    def __init__(self, target: WriteEnd | None = None) -> None:
+        self.target: WriteEnd | None = None
+        self.source: asyncio.ReadTransport | None = None
+        self.received = 0
+        self.done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self._writing_paused = False
+        if target is not None:
+            self.set_target(target)
+
+    def set_target(self, target: WriteEnd) -> None:
+        self.target = target
+        if isinstance(target, SinkWriter):
+            target.sink.add_listener(self)
+
+    def target_protocol(self) -> asyncio.BaseProtocol:
+        """Protocol factory for ``loop.connect_write_pipe``: the transport it makes becomes the target."""
+        return _TargetProtocol(self)
+
+    def _target_made(self, transport: asyncio.BaseTransport) -> None:
+        self.set_target(cast(WriteEnd, transport))  # uvloop's transports only look like asyncio's
+
+    def _target_lost(self, exc: Exception | None) -> None:
+        if self.source is not None and not self.source.is_closing():
+            self.source.close()
+
+    # -- the source
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        source = cast(asyncio.ReadTransport, transport)  # uvloop's transports only look like asyncio's
+        self.source = source
+        if self._writing_paused:
+            source.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        target = self.target
+        if target is None or target.is_closing():
+            self._stop_source()
+            return
+        try:
+            target.write(data)
+        except SinkClosed:
+            self._stop_source()
+
+    def eof_received(self) -> bool:
+        target = self.target
+        if target is not None and not target.is_closing():
+            if target.can_write_eof():
+                target.write_eof()
+            else:
+                target.close()
+        return False  # the source is done: let it close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        target = self.target
+        if exc is not None and target is not None:
+            reset_transport(target)
+        if isinstance(target, SinkWriter):
+            target.sink.remove_listener(self)
+        if not self.done.done():
+            self.done.set_result(exc)
+
+    def _stop_source(self) -> None:
+        if self.source is not None and not self.source.is_closing():
+            self.source.close()
+
+    # -- flow control from the target
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.source is not None and not self.source.is_closing():
+            self.source.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.source is not None and not self.source.is_closing():
+            self.source.resume_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._writing_paused
