@@ -45,15 +45,26 @@ def pytest_asyncio_loop_factories(config, item):
 # ------------------------------------------------------------------ leak check: threads
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef, request):
-    if fixturedef.scope == "function":
-        return (yield)
-    before = set(threading.enumerate())
-    try:
-        return (yield)
-    finally:
-        _fixture_threads.update(set(threading.enumerate()) - before)
+class _FixtureThreads:
+    """Remembers the threads that wider-than-function fixtures start.
+
+    Registered as a global plugin: a conftest hook would not see session-scoped
+    fixtures, whose hooks run for the session node outside ``tests/``.
+    """
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        if fixturedef.scope == "function":
+            return (yield)
+        before = set(threading.enumerate())
+        try:
+            return (yield)
+        finally:
+            _fixture_threads.update(set(threading.enumerate()) - before)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_FixtureThreads(), "hatchway-fixture-threads")
 
 
 _threads_before: dict[str, set[threading.Thread]] = {}
