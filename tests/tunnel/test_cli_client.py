@@ -6,6 +6,7 @@ PID at the end.
 """
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fake_runner import FakeRunner
+from helpers import wait_until
 from local_services import closed_port
 
 from hatchway.tunnel.args import build_parser
@@ -24,12 +26,17 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 UPGRADE_HEADERS = {"host", "upgrade", "connection", "sec-websocket-version", "sec-websocket-key"}
 
 
-def client_env(**extra):
+def plain_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "LOG_LEVEL", "RUNNER_URL", "CONTAINER_ID")}
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def client_env(**extra):
+    env = plain_env(**extra)
     if "uvloop" not in type(asyncio.get_running_loop()).__module__:
         env["HATCHWAY_LOOP"] = "asyncio"
-    env.update(extra)
     return env
 
 
@@ -176,7 +183,7 @@ async def test_case36_gives_up_after_max_reconnect_failures_plus_one_delay(launc
                           "--reconnect-delay", "1")
     rc = await client.wait(timeout=15)
     elapsed = asyncio.get_running_loop().time() - client.started_at
-    assert rc != 0
+    assert rc == 1
     assert client.log.count("cannot connect") == 3  # three attempts, one second apart
     assert 3.0 <= elapsed <= 6.0  # three delays (the last one after the third attempt), plus start-up
 
@@ -198,3 +205,79 @@ async def test_sigterm_closes_the_websocket_with_a_close_frame_and_exits_0(runne
     assert await client.wait(timeout=10) == 0
     await peer.wait_ended()
     assert peer.client_close_code == 1000
+
+
+# --- drop-in fidelity (issue 11) and start-up (issue 7) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "warning", "info,tunnel=debug", "Trace", "tunnel_client=warn"])
+def test_log_level_takes_any_tracing_filter(level):
+    args = build_parser({}).parse_args(["-r", "ws://r:1", "-c", "c", "--log-level", level])
+    assert args.log_level == level
+    assert build_parser({"LOG_LEVEL": level}).parse_args(["-r", "ws://r:1", "-c", "c"]).log_level == level
+
+
+def test_token_and_log_format_options():
+    args = build_parser({"HATCHWAY_TUNNEL_TOKEN": "envtok", "HATCHWAY_LOG_FORMAT": "JSON"}).parse_args(
+        ["-r", "ws://r:1", "-c", "c"])
+    assert (args.token, args.log_format) == ("envtok", "json")
+    args = build_parser({}).parse_args(["-r", "ws://r:1", "-c", "c", "--token", "t", "--log-format", "text"])
+    assert (args.token, args.log_format) == ("t", "text")
+    runner = build_parser({"HATCHWAY_RUNNER_ALLOW_TOKENLESS_TUNNELS": "yes"}).parse_args(["runner", "--token", "t"])
+    assert (runner.token, runner.allow_tokenless_tunnels, runner.log_format) == ("t", True, "text")
+    assert build_parser({}).parse_args(["runner"]).allow_tokenless_tunnels is False
+
+
+def test_a_client_variable_does_not_break_the_runner():
+    broken = {"MAX_RECONNECT": "abc", "RECONNECT_DELAY": "x"}
+    assert build_parser(broken).parse_args(["runner", "--port", "1"]).port == 1
+    with pytest.raises(SystemExit) as exc:
+        build_parser(broken).parse_args(["-r", "ws://r:1", "-c", "c"])
+    assert exc.value.code == 2
+
+
+def imported(log):
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["-V"], ["--help"], ["runner", "--help"], ["forward", "--help"]])
+def test_version_and_help_import_no_networking(argv):
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "hatchway.tunnel", *argv], capture_output=True,
+                         text=True, timeout=60, env=plain_env())
+    assert out.returncode == 0
+    modules = imported(out.stderr)
+    assert "hatchway.tunnel.cli" in modules
+    assert not {"aiohttp", "ssl", "asyncio", "socket", "msgspec", "uvloop"} & modules
+
+
+def test_usage_error_exits_2():
+    out = subprocess.run([sys.executable, "-m", "hatchway.tunnel", "-r", "ws://r:1", "-c", "c", "--bogus"],
+                         capture_output=True, text=True, timeout=60, env=plain_env())
+    assert out.returncode == 2 and "--bogus" in out.stderr
+
+
+async def test_client_run_logs_json_and_imports_no_runner(runner, tmp_path):
+    log_path = tmp_path / "json-client.log"
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-X", "importtime", "-m", "hatchway.tunnel", "-r", runner.url, "-c", "bench",
+            "--log-level", "WARNING", "--log-format", "json",
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=client_env())
+    try:
+        await runner.next_tunnel(timeout=10)
+        await wait_until(lambda: '"ready":true' in log_path.read_text(), what="the JSON READY line")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = log_path.read_text()
+    modules = imported(text)
+    assert "hatchway.tunnel.client" in modules
+    assert not {"hatchway.tunnel.runner", "hatchway.tunnel.forward", "hatchway.tunnel.registry"} & modules
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(entry.get("ready") for entry in entries)
+    assert not [entry for entry in entries if entry["level"] == "info" and not entry.get("ready")]  # WARNING applied
+    assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in entries)
