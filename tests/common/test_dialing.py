@@ -228,3 +228,18 @@ async def test_udp_association_sends_through_the_resolver() -> None:
     finally:
         association.close()
         sink.close()
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+async def test_dial_through_upstream_keeps_the_bytes_that_rode_with_the_reply(scheme: str) -> None:
+    """The target greets at once, so its first bytes may arrive with the proxy's reply: Connected keeps them."""
+    server, port = await banner_server(b"GREETING", close=False)
+    async with server, ProxyFront(DirectDialer(), "127.0.0.1", 0, realm="test") as upstream:
+        connected = await dial("127.0.0.1", port, upstream=f"{scheme}://127.0.0.1:{upstream.bound[0][1]}")
+        collector = Collector()
+        connected.attach(collector)
+        await wait_until(lambda: bytes(collector.data) == b"GREETING", what="greeting through the upstream")
+        connected.transport.write(b"!")
+        await wait_until(lambda: bytes(collector.data) == b"GREETING!", what="echo")
+        connected.close()
+        await wait_until(collector.lost)
