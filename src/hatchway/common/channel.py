@@ -61,7 +61,7 @@ class ChannelProtocol(Protocol):
     """What a channel drives: an ``asyncio.Protocol`` (in practice a relay Pump)."""
 
     def connection_made(self, transport: Any) -> None: ...
-    def data_received(self, data: bytes) -> None: ...
+    def data_received(self, data: bytes | memoryview) -> None: ...
     def eof_received(self) -> bool | None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
     def pause_writing(self) -> None: ...
@@ -88,7 +88,7 @@ class Channel:
         self.half_close = half_close
         self.keep_open_on_eof = keep_open_on_eof
         self.hold_limit = hold_limit
-        self.protocol: Any = None  # a ChannelProtocol; Any while subclasses feed it memoryviews
+        self.protocol: ChannelProtocol | None = None
         self._closing = False
         self._lost = False
         self._paused_reading = False
@@ -134,12 +134,13 @@ class Channel:
             self._flush_held()
 
     def _flush_held(self) -> None:
+        protocol = self.protocol
+        assert protocol is not None
         held, self._held = self._held, []
         self._early_bytes = 0
         if self._hold_paused:
             self._hold_paused = False
             self.resume_reading()  # delivering the held bytes re-pauses if the local end is full
-        protocol = self.protocol
         for chunk in held:
             if self._lost:
                 return
@@ -149,7 +150,7 @@ class Channel:
             protocol.eof_received()
 
     # -- transport interface used by the relay
-    def set_protocol(self, protocol: Any) -> None:
+    def set_protocol(self, protocol: ChannelProtocol) -> None:
         self.protocol = protocol
         if self.writer is not None:
             self.writer.add_listener(protocol)
@@ -157,7 +158,7 @@ class Channel:
         if self._joined:
             self._flush_held()
 
-    def get_protocol(self) -> Any:
+    def get_protocol(self) -> ChannelProtocol | None:
         return self.protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

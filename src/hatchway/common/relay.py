@@ -99,7 +99,7 @@ class Pump(asyncio.Protocol):
         self.transport: RelayEnd | None = None
         self.peer: Pump | None = None
         self.received = 0
-        self._held: list[bytes] = []
+        self._held: list[bytes | memoryview] = []
         self._eof = False
         self._lost = False
         self._error: Exception | None = None
@@ -133,7 +133,7 @@ class Pump(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- data path
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:  # a channel hands over views of its messages
         self.received += len(data)
         peer = self.peer
         if peer is not None and peer.transport is not None:
