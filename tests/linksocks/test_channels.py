@@ -194,3 +194,33 @@ def test_agent_channel_survives_a_connector_reconnect(eng, target):
         assert provider.outbound.dials == 1
     finally:
         proxy.close()
+
+
+def _stalled_reader_cannot_freeze_the_others(socks: int, target_port: int) -> None:
+    stalled, _ = h.socks_connect(socks, "127.0.0.1", target_port, timeout=60)
+    with stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stalled.sendall(b"D" + struct.pack("!Q", 512 * h.MiB))  # and never read it
+        h._recv_exact(stalled, 1)
+        started = time.monotonic()
+        # the other connection on the same WebSocket keeps working: at the latest after the stall timeout
+        assert h.echo_roundtrip(socks, target_port, b"not frozen") == b"not frozen"
+        assert time.monotonic() - started < 10, "the other connection waited for the stalled one"
+        h.expect_reset(stalled, timeout=30)  # the stalled one was reset, not cut with a clean EOF
+
+
+def test_a_stalled_reader_is_reset_and_the_others_go_on_forward(eng, target):
+    """#6 item 5, forward mode: the client's link read loop is held by the stalled reader; stall timeout 1 s."""
+    _, _, socks, _ = forward_pair(eng, client_options={"stall_timeout": 1.0})
+    _stalled_reader_cannot_freeze_the_others(socks, target.port)
+
+
+def test_a_stalled_reader_is_reset_and_the_others_go_on_reverse(eng, target):
+    """#6 item 5, reverse mode: the server's provider link is held; stall timeout 1 s."""
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0, stall_timeout=1.0))
+    socks_port = h.free_port()
+    eng.sync(server.add_reverse_token, "rtok", port=socks_port)
+    provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{server.ws_address[1]}", reverse=True))
+    eng.call(lambda: provider.wait_ready(30))
+    h.wait_port(socks_port)
+    _stalled_reader_cannot_freeze_the_others(socks_port, target.port)

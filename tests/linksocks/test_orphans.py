@@ -33,3 +33,17 @@ async def test_entries_expire():
             await asyncio.sleep(0.02)
     assert buffer.bytes == 0
     buffer.close()
+
+
+async def test_messages_without_payload_count_against_a_total_message_budget():
+    """#6 item 9: zero-length Data / Disconnect cost no payload bytes, but the count is bounded over all channels."""
+    buffer = OrphanBuffer(max_messages=1000, max_total_messages=5)
+    for index in range(5):
+        assert buffer.add(bytes([index]) * 16, "disconnect", 0)
+    assert not buffer.add(b"\xff" * 16, "disconnect", 0)
+    assert not buffer.add(b"\x00" * 16, "disconnect", 0)
+    assert buffer.messages == 5 and buffer.bytes == 0
+    buffer.take(b"\x00" * 16)
+    assert buffer.messages == 4
+    assert buffer.add(b"\xff" * 16, "disconnect", 0)
+    buffer.close()

@@ -83,6 +83,7 @@ class ClientOptions:
     wire_version: int = protocol.VERSION_DEFAULT
     ping_interval: float = 30.0
     read_timeout: float = 60.0
+    stall_timeout: float = 10.0  # a local reader that takes nothing for this long is reset (0 = never)
     http_proxy: bool = True
     link_wait: float = 10.0
     reconnect_initial: float = 1.0

@@ -107,6 +107,7 @@ class Link:
         """A link configured from a ServerOptions or ClientOptions (same field names)."""
         return cls(
             ws,
+            gate=InboundGate(stall_timeout=options.stall_timeout),
             version=options.wire_version,
             max_payload=options.buffer_size,
             ping_interval=options.ping_interval,

@@ -4,7 +4,9 @@ With fast open the requester streams Data right after Connect, and with ``-T``
 a Go client spreads one channel's messages over several WebSockets, so Data
 (or a Disconnect) can be processed before the Connect it belongs to. The
 dialing side keeps such messages, up to 1000 per channel for 30 s as Go does,
-and replays them when the Connect arrives. A byte budget bounds the total.
+and replays them when the Connect arrives. A byte budget bounds the payload
+and a message budget the total count (a zero-length Data or a Disconnect costs
+no payload bytes but still a few hundred bytes of memory).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ MAX_MESSAGES = 1000
 TTL = 30.0
 MAX_BYTES = 64 * 1024 * 1024
 MAX_CHANNELS = 4096
+MAX_TOTAL_MESSAGES = 65536  # over all channels (upstream only caps each channel at 1000)
 
 
 class OrphanBuffer:
@@ -29,17 +32,24 @@ class OrphanBuffer:
         ttl: float = TTL,
         max_bytes: int = MAX_BYTES,
         max_channels: int = MAX_CHANNELS,
+        max_total_messages: int = MAX_TOTAL_MESSAGES,
     ) -> None:
         self.max_messages = max_messages
         self.max_channels = max_channels
         self.ttl = ttl
         self.max_bytes = max_bytes
+        self.max_total_messages = max_total_messages
+        self._messages = 0
         self._entries: dict[bytes, tuple[float, list[Any]]] = {}
         self._bytes = 0
+        self._warned = False
         self._sweeper: asyncio.TimerHandle | None = None
 
     def add(self, channel_id: bytes, message: Any, size: int = 0) -> bool:
         """Keep ``message`` for ``channel_id``; False when a limit is reached (the message is not kept)."""
+        if self._messages >= self.max_total_messages:
+            self._warn_full()
+            return False
         entry = self._entries.get(channel_id)
         if entry is None:
             if len(self._entries) >= self.max_channels:
@@ -49,11 +59,18 @@ class OrphanBuffer:
             self._arm_sweeper()
         messages = entry[1]
         if len(messages) >= self.max_messages or self._bytes + size > self.max_bytes:
-            log.warning("orphan buffer full for channel %s, message not kept", channel_id.hex())
+            self._warn_full()
             return False
         messages.append((message, size))
         self._bytes += size
+        self._messages += 1
         return True
+
+    def _warn_full(self) -> None:
+        if not self._warned:  # once per fill-up, not once per message (a flood must not flood the log)
+            self._warned = True
+            log.warning("orphan buffer full (%d messages, %d bytes): messages for unknown channels not kept",
+                        self._messages, self._bytes)
 
     def take(self, channel_id: bytes) -> list[Any]:
         """Messages kept for ``channel_id``, in arrival order; forgets them."""
@@ -61,6 +78,8 @@ class OrphanBuffer:
         if entry is None:
             return []
         self._bytes -= sum(size for _, size in entry[1])
+        self._messages -= len(entry[1])
+        self._warned = False
         return [message for message, _ in entry[1]]
 
     def discard(self, channel_id: bytes) -> None:
@@ -72,6 +91,10 @@ class OrphanBuffer:
     @property
     def bytes(self) -> int:
         return self._bytes
+
+    @property
+    def messages(self) -> int:
+        return self._messages
 
     def _arm_sweeper(self) -> None:
         if self._sweeper is None:
@@ -91,3 +114,4 @@ class OrphanBuffer:
             self._sweeper = None
         self._entries.clear()
         self._bytes = 0
+        self._messages = 0

@@ -23,8 +23,8 @@ def route(table: ChannelTable, link: Any, message: Any, orphans: OrphanBuffer | 
         endpoint = table.endpoints.get(message.channel_id)
         if endpoint is not None:
             endpoint.on_data(link, message)
-        elif orphans is not None and not table.recently_closed(message.channel_id):
-            orphans.add(message.channel_id, message, len(message.data))
+        elif orphans is not None and message.data and not table.recently_closed(message.channel_id):
+            orphans.add(message.channel_id, message, len(message.data))  # (an empty Data carries nothing to keep)
         return True
     if kind is Disconnect:
         endpoint = table.endpoints.get(message.channel_id)

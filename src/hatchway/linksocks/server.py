@@ -74,6 +74,7 @@ class ServerOptions:
     wire_version: int = protocol.VERSION_DEFAULT
     ping_interval: float = 30.0
     read_timeout: float = 60.0
+    stall_timeout: float = 10.0  # a local reader that takes nothing for this long is reset (0 = never)
     http_proxy: bool = True
     listener_linger: float = 30.0
     provider_wait: float = 10.0
