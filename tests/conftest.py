@@ -95,6 +95,10 @@ def pytest_runtest_teardown(item, nextitem):
 def _no_leaks(request: pytest.FixtureRequest) -> None:
     """Async tests get the task check, set up before and torn down after their other fixtures."""
     if pytest_asyncio.is_async_test(request.node):
+        marker = request.node.get_closest_marker("asyncio")
+        scope = (marker.kwargs.get("loop_scope") if marker else None) or "function"
+        if scope != "function":  # the loop outlives the test: the task check would see its neighbours
+            return
         request.getfixturevalue("_no_leaked_tasks")
 
 
@@ -105,7 +109,8 @@ def _no_leaks(request: pytest.FixtureRequest) -> None:
 async def _no_leaked_tasks() -> AsyncIterator[None]:
     before = asyncio.all_tasks()
     yield
-    await asyncio.get_running_loop().shutdown_default_executor()  # its threads are the loop's, not leaks
+    # The default executor's threads belong to this test's loop (function scope), not to the test.
+    await asyncio.get_running_loop().shutdown_default_executor()
     me = asyncio.current_task()
     pending = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
     if not pending:
