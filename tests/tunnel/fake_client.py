@@ -183,8 +183,8 @@ class _ServerSide:
         await asyncio.wait_for(self.ended.wait(), TIMEOUT)
 
 
-async def open_tunnel(base: str, container_id: str) -> RawPeer:
-    return await RawPeer.open(f"{base}/ws/tunnel/{container_id}")
+async def open_tunnel(base: str, container_id: str, **kwargs: Any) -> RawPeer:
+    return await RawPeer.open(f"{base}/ws/tunnel/{container_id}", **kwargs)
 
 
 async def open_forward(base: str, container_id: str, port: int, proto: str = "tcp", **kwargs: Any) -> RawPeer:

@@ -11,7 +11,6 @@ from aiohttp import web
 from fake_client import Proto, RawPeer, data, open_forward, open_tunnel, wait_until
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import MsgType
-from hatchway.tunnel import runner as runner_module
 from hatchway.tunnel.runner import ENDPOINT_KEY, Runner, make_app
 
 CID = "kohakuriver-task-1"
@@ -261,9 +260,9 @@ async def test_bad_forward_urls_are_refused_with_1008(runner, path, expected):
         await peer.close()
 
 
-async def test_token_guards_forward_channels_only():
+async def test_token_guards_forward_channels():
     async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
-        tunnel = await open_tunnel(r.url, CID)  # a tunnel client needs no token
+        tunnel = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
         try:
             await asyncio.wait_for(r.registry.wait_registered(CID), 5)
             for extra in ({}, {"headers": {"Authorization": "Bearer wrong"}}):
@@ -281,6 +280,76 @@ async def test_token_guards_forward_channels_only():
             await by_query.close()
         finally:
             await tunnel.close()
+
+
+async def _upgrade_status(url: str, **kwargs) -> int:
+    async with aiohttp.ClientSession() as session:
+        try:
+            ws = await session.ws_connect(url, **kwargs)
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101
+
+
+async def test_token_guards_tunnel_registrations():
+    """Issue #6 item 1: with a token, /ws/tunnel needs it (HTTP 401 before any WebSocket otherwise)."""
+    async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
+        url = f"{r.url}/ws/tunnel/{CID}"
+        assert await _upgrade_status(url) == 401
+        assert await _upgrade_status(url, headers={"Authorization": "Bearer wrong"}) == 401
+        assert await _upgrade_status(url + "?token=nope") == 401
+        assert r.registry.get(CID) is None
+        real = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
+        try:
+            link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            assert link.credential == "s3cret"
+        finally:
+            await real.close()
+
+
+async def test_tokenless_tunnels_only_under_the_compatibility_switch_and_never_as_a_takeover(caplog):
+    async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None, allow_tokenless_tunnels=True) as r:
+        real = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
+        try:
+            real_link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            intruder = await RawPeer.open(f"{r.url}/ws/tunnel/{CID}")  # no token: admitted, but the id is held
+            assert await intruder.text() == "Error: container id already registered by another tunnel"
+            assert await intruder.wait_closed() == 1008
+            await intruder.close()
+            assert r.registry.get(CID) is real_link
+        finally:
+            await real.close()
+        await asyncio.wait_for(real_link.ended.wait(), 5)
+        # with the id free, an upstream client (no token) may register, with a warning
+        upstream = await open_tunnel(r.url, CID)
+        try:
+            await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            assert any("without a token admitted" in rec.getMessage() for rec in caplog.records)
+        finally:
+            await upstream.close()
+
+
+async def test_a_live_registration_is_never_replaced_and_the_id_falls_back_to_a_live_one(peers):
+    """Issue #6 items 1 and 2: another peer cannot take the id over; a same-token replacement that
+    leaves hands the id back to the registration still alive."""
+    async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
+        auth = {"headers": {"Authorization": "Bearer s3cret"}}
+        first = await open_tunnel(r.url, CID, **auth)
+        first_link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+        second = await open_tunnel(r.url, CID, **auth)  # the same credential may replace (a reconnect)
+        second_link = await asyncio.wait_for(r.registry.wait_registered(CID, other_than=first_link), 5)
+        try:
+            await second.close()
+            await asyncio.wait_for(second_link.ended.wait(), 5)
+            assert r.registry.get(CID) is first_link  # back to the one still alive
+            cli = await open_forward(r.url, CID, 8080, headers={"Authorization": "Bearer s3cret"})
+            peers.append(cli)
+            await cli.send(protocol.connect(Proto.TCP, 1, 8080))
+            msg = await first.recv()
+            assert (msg.type, msg.port) == (MsgType.CONNECT, 8080)
+        finally:
+            await first.close()
 
 
 async def test_dead_tunnel_is_unregistered_by_the_heartbeat():
@@ -347,7 +416,7 @@ async def test_block_policy_delivers_everything_to_a_slow_forward_channel(peers)
             sender = asyncio.ensure_future(flood())
             # wait (polling a condition, bounded) until the slow user's buffer is over the limit
             (slow_channel,) = [f for f in r.endpoint.forwards if f.routes.get(1) and f.routes[1].tunnel_id == tid_slow]
-            await wait_until(lambda: slow_channel.writer.paused)
+            await wait_until(lambda: slow_channel.sink.paused)
             received = 0
             while received < total:
                 msg = await slow.recv()
@@ -357,33 +426,6 @@ async def test_block_policy_delivers_everything_to_a_slow_forward_channel(peers)
             assert (await other.recv()).payload == b"after the flood"
         finally:
             await tunnel.close()
-
-
-class _FakeWriter:
-    def __init__(self):
-        self.paused = True
-        self.closed = False
-        self._resumed = asyncio.Event()
-        self.waits = 0
-
-    async def drained(self):
-        self.waits += 1
-        await self._resumed.wait()
-
-
-async def test_a_blocked_read_loop_stops_waiting_when_its_own_websocket_is_gone(monkeypatch):
-    monkeypatch.setattr(runner_module, "DRAIN_POLL", 0.01)
-    full, own = _FakeWriter(), _FakeWriter()
-    waiter = asyncio.ensure_future(runner_module.wait_drained(full, own))
-    await wait_until(lambda: full.waits >= 3)
-    assert not waiter.done()  # three polls later it still waits: nothing drained, nothing lost
-    own.closed = True
-    await asyncio.wait_for(waiter, 5)
-    full2 = _FakeWriter()
-    waiter = asyncio.ensure_future(runner_module.wait_drained(full2, _FakeWriter()))
-    full2.paused = False
-    full2._resumed.set()
-    await asyncio.wait_for(waiter, 5)
 
 
 async def test_make_app_embeds_the_routes_in_a_user_app(unused_tcp_port):

@@ -15,9 +15,20 @@ Beyond upstream:
 * tunnel links are unregistered by identity (D4) and heartbeated (D16;
   forward channels too), so a dead tunnel is not reported ``CONNECTED``;
 * a CONNECT whose port differs from the URL port gets ERROR (D10);
-* an optional token guards ``/ws/forward`` only (the upstream tunnel client
-  sends none): ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``; a missing
-  or wrong token gets the text ``Error: unauthorized`` and close code 1008.
+* an optional token guards both routes (``Authorization: Bearer TOKEN`` or
+  ``?token=TOKEN``): on ``/ws/forward`` a missing or wrong token gets the text
+  ``Error: unauthorized`` and close code 1008; on ``/ws/tunnel`` it gets HTTP
+  401 before any WebSocket exists. Unmodified upstream tunnel clients send no
+  token: ``allow_tokenless_tunnels`` admits them anyway, with a warning. A
+  live registration is never replaced by another peer's (see ``registry``);
+* served by :class:`~hatchway.common.httpapi.HttpServer`: a deadline on request
+  heads and a cap on connections that have not authenticated (issue #6 items
+  7 and 8); every WebSocket that passed its checks is marked authenticated.
+
+The routing rules are the sans-I/O :class:`~hatchway.tunnel.mux.Router`'s;
+this module reads WebSockets (through the common
+:class:`~hatchway.common.muxsession.MuxSession`), hands messages to the
+router and sends what it returns.
 
 Backpressure. Each forward WebSocket has its own MessageWriter, so writes to
 one user never queue behind another's. ``buffer_limit`` bounds the bytes
@@ -42,63 +53,39 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import struct
-from typing import Any
+from typing import Any, cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
+from hatchway.common.gate import Drainable, SlowConsumerPolicy
+from hatchway.common.httpapi import GUARD_KEY, HttpServer, TcpAddress
 from hatchway.common.lifecycle import Fatal, Service, announce_ready, setup_logging
-from hatchway.common.wsconn import ConnectionGone, MessageWriter, accept, serve_app
+from hatchway.common.logsafe import escape
+from hatchway.common.muxsession import MuxSession
+from hatchway.common.sink import SinkClosed
+from hatchway.common.wsconn import WebSocketSink, accept
 
-from .protocol import HEADER_SIZE, MsgType, Proto, pack_header
-from .registry import Route, TunnelLink, TunnelRegistry
+from .mux import Output, ProtocolError, Router, ToTunnel, ToUser, not_connected_text
+from .protocol import Proto
+from .registry import ForwardLink, TunnelLink, TunnelRegistry
 
-log = logging.getLogger("hatchway.tunnel.runner")
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8001
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 4 * 1024 * 1024
-DRAIN_POLL = 0.5  # while a read loop waits for a writer, how often it checks its own WebSocket
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
+REFUSAL_MAX_MESSAGE = 4096  # a refused WebSocket never needs to read more than a Close frame
 
-_unpack_header = struct.Struct("!BBIH").unpack_from
-_CONNECT = int(MsgType.CONNECT)
-_CONNECTED = int(MsgType.CONNECTED)
-_DATA = int(MsgType.DATA)
-_CLOSE = int(MsgType.CLOSE)
-_ERROR = int(MsgType.ERROR)
-_PING = int(MsgType.PING)
-_PROTOS = (int(Proto.TCP), int(Proto.UDP))
 _PROTO_NAMES = {"tcp": Proto.TCP, "udp": Proto.UDP}
 
 TEXT_CONNECTED = "CONNECTED"
 TEXT_UNAUTHORIZED = "Error: unauthorized"
-ERROR_TUNNEL_LOST = "Container tunnel disconnected"
-ERROR_SEND_FAILED = "Tunnel send failed"
-ERROR_SLOW_CONSUMER = "Slow consumer: forward channel buffer full, connection reset"
+TEXT_TAKEN = "Error: container id already registered by another tunnel"
 
-
-def not_connected_text(container_id: str) -> str:
-    return f"Container tunnel not connected (container={container_id})"
-
-
-class ForwardChannel:
-    """One WebSocket on ``/ws/forward/{container_id}/{port}`` and the routes it opened."""
-
-    def __init__(self, container_id: str, port: int, proto: Proto, ws: Any, writer: MessageWriter, peer: str) -> None:
-        self.container_id = container_id
-        self.port = port
-        self.proto = proto
-        self.ws = ws
-        self.writer = writer
-        self.peer = peer
-        self.routes: dict[int, Route] = {}  # CLI id -> route
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return f"<ForwardChannel {self.container_id}:{self.port}/{self.proto.name.lower()} from {self.peer}>"
+__all__ = ["DEFAULT_PORT", "ENDPOINT_KEY", "Runner", "TunnelEndpoint", "make_app", "not_connected_text"]
 
 
 class TunnelEndpoint:
@@ -109,151 +96,150 @@ class TunnelEndpoint:
         *,
         token: str | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
-        slow_consumer: str = "block",
+        slow_consumer: str | SlowConsumerPolicy = SlowConsumerPolicy.BLOCK,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        allow_tokenless_tunnels: bool = False,
     ) -> None:
-        if slow_consumer not in ("block", "reset"):
-            raise ValueError(f"slow_consumer must be 'block' or 'reset', not {slow_consumer!r}")
+        policy = SlowConsumerPolicy.parse(slow_consumer)
         self.token = token or None
         self.heartbeat = heartbeat or None
-        self.reset_slow = slow_consumer == "reset"
+        self.allow_tokenless_tunnels = allow_tokenless_tunnels
         self.buffer_limit = max(int(buffer_limit), 64 * 1024)
-        self.registry = TunnelRegistry()
-        self.forwards: set[ForwardChannel] = set()
-        self._sockets: dict[web.WebSocketResponse, Any] = {}  # -> its TCP transport
+        self.router = Router(reset_slow=policy is SlowConsumerPolicy.RESET)
+        self.registry = TunnelRegistry(guarded=self.token is not None)
+        self.forwards: set[ForwardLink] = set()
+        self._sessions: set[MuxSession] = set()
+        if self.token is not None and allow_tokenless_tunnels:
+            log.warning("tunnel clients without the token are admitted (compatibility switch): "
+                        "anyone who reaches this runner can register a container id nobody holds")
 
     def install(self, app: web.Application, prefix: str = "") -> None:
         app.router.add_get(prefix + "/ws/tunnel/{container_id}", self.handle_tunnel)
         app.router.add_get(prefix + "/ws/forward/{container_id}/{port}", self.handle_forward)
         app.on_shutdown.append(self._on_shutdown)
 
+    # ------------------------------------------------------------------ sending what the router says
+    def deliver(self, outputs: list[Output]) -> Drainable | None:
+        """Send each output; returns the sink the reading side should wait for (block policy), if any."""
+        wait_for: Drainable | None = None
+        for out in outputs:
+            if type(out) is ToUser:
+                link = cast(ForwardLink, out.forward)
+                try:
+                    link.sink.send(out.head, out.payload) if out.payload else link.sink.send(out.head)
+                except SinkClosed:
+                    continue  # the forward channel is ending; its handler cleans up
+                if link.sink.paused and not self.router.reset_slow:
+                    wait_for = link.sink
+            else:
+                assert type(out) is ToTunnel
+                tunnel = cast(TunnelLink, out.tunnel)
+                try:
+                    tunnel.sink.send(out.head, out.payload) if out.payload else tunnel.sink.send(out.head)
+                except SinkClosed:
+                    if out.route is not None:
+                        self.deliver(self.router.send_failed(out.route))
+                    continue
+                if tunnel.sink.paused:
+                    wait_for = tunnel.sink  # the tunnel is full: stop reading this user
+        return wait_for
+
+    # ------------------------------------------------------------------ auth
+    def _presented(self, request: web.Request) -> str | None:
+        """The token the request carries, if it is the right one."""
+        if self.token is None:
+            return None
+        expected = self.token.encode()
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip().encode(), expected):
+            return self.token
+        query = request.query.get("token")
+        if query is not None and hmac.compare_digest(query.encode(), expected):
+            return self.token
+        return None
+
+    @staticmethod
+    def _authenticated(request: web.Request) -> None:
+        """The connection passed its checks: it no longer counts against the unauthenticated cap."""
+        guard = request.app.get(GUARD_KEY)
+        if guard is not None and request.transport is not None:
+            guard.authenticated(request.transport)
+
     # ------------------------------------------------------------------ tunnel side
     async def handle_tunnel(self, request: web.Request) -> web.StreamResponse:
         container_id = request.match_info["container_id"]
+        peer = str(request.remote)
+        credential = self._presented(request)
+        if self.token is not None and credential is None:
+            if not self.allow_tokenless_tunnels:
+                log.warning("tunnel refused: container=%s from %s: missing or wrong token", escape(container_id), peer)
+                return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            log.warning("tunnel without a token admitted: container=%s from %s", escape(container_id), peer)
         ws = await accept(request, heartbeat=self.heartbeat)
-        link = TunnelLink(container_id, ws, MessageWriter(ws), peer=str(request.remote))
-        replaced = self.registry.register(link)
-        log.info(
-            "tunnel connected: container=%s from %s%s",
-            container_id, link.peer, " (replacing an older tunnel)" if replaced is not None else "",
-        )
-        self._sockets[ws] = request.transport
+        self._authenticated(request)
+        link = TunnelLink(container_id, ws, WebSocketSink(ws), peer, credential)
+        replacing = self.registry.replaces(link)
+        if not self.registry.register(link):
+            log.warning("tunnel refused: container=%s from %s: the id is held by a live tunnel",
+                        escape(container_id), peer)
+            await _refuse(ws, TEXT_TAKEN, CLOSE_POLICY)
+            return ws
+        log.info("tunnel connected: container=%s from %s%s", escape(container_id), peer,
+                 " (replacing an older tunnel)" if replacing else "")
+        session = MuxSession(ws, _TunnelHandler(self, link), sink=link.sink, name=f"tunnel {escape(container_id)}",
+                             survive_handler_errors=True)
+        self._sessions.add(session)
         try:
-            await self._tunnel_loop(link)
+            await session.run()
         finally:
-            self._sockets.pop(ws, None)
-            link.closed = True
+            self._sessions.discard(session)
+            link.alive = False
             self.registry.unregister(link)
-            self._tunnel_ended(link)
-            link.writer.close()
+            lost = self.router.tunnel_ended(link)
+            self.deliver(lost)
+            if lost:
+                log.info("container=%s: %d connection(s) lost with the tunnel", escape(container_id), len(lost))
+            await session.close()
             link.ended.set()
-            await ws.close()
-            log.info("tunnel disconnected: container=%s from %s", container_id, link.peer)
+            log.info("tunnel disconnected: container=%s from %s", escape(container_id), peer)
         return ws
-
-    async def _tunnel_loop(self, link: TunnelLink) -> None:
-        ws = link.ws
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind is WSMsgType.BINARY:
-                waiting_on = self._from_tunnel(link, msg.data)
-                if waiting_on is not None and waiting_on.writer.paused:
-                    await wait_drained(waiting_on.writer, link.writer)  # block policy: this user is slow
-            elif kind is WSMsgType.TEXT:
-                log.debug("container=%s: ignoring a text message from the tunnel client", link.container_id)
-            else:
-                return
-
-    def _from_tunnel(self, link: TunnelLink, data: bytes) -> ForwardChannel | None:
-        """Route one message from the container; returns the forward channel to wait for (block policy)."""
-        if len(data) < HEADER_SIZE:
-            log.debug("container=%s: dropping a %d-byte message", link.container_id, len(data))
-            return None
-        type_, proto, tunnel_id, port = _unpack_header(data)
-        if type_ == _DATA or type_ == _CONNECTED:
-            route = link.routes.get(tunnel_id)
-            if route is None:
-                return None  # late DATA for a forgotten id (D3): ignored
-            forward = route.forward
-            if type_ == _DATA and self.reset_slow and forward.writer.buffered >= self.buffer_limit:
-                self._reset_route(route)
-                return None
-            self._to_user(forward, type_, proto, route.cli_id, port, data)
-            return None if self.reset_slow else forward
-        if type_ == _CLOSE or type_ == _ERROR:
-            route = link.routes.pop(tunnel_id, None)
-            if route is not None:
-                self._unroute_user_side(route)
-                self._to_user(route.forward, type_, proto, route.cli_id, port, data)
-            return None
-        return None  # PONG (and anything else a client should not send): ignored
-
-    def _to_user(self, forward: ForwardChannel, type_: int, proto: int, cli_id: int, port: int, data: bytes) -> None:
-        if forward.closed:
-            return
-        head = pack_header(type_, proto, cli_id, port)
-        try:
-            if len(data) > HEADER_SIZE:
-                forward.writer.send(head, memoryview(data)[HEADER_SIZE:])
-            else:
-                forward.writer.send(head)
-        except ConnectionGone:
-            pass  # the forward channel is ending; its handler cleans up
-
-    def _error_to_user(self, forward: ForwardChannel, cli_id: int, text: str, proto: int = 0) -> None:
-        if forward.closed:
-            return
-        try:
-            forward.writer.send(pack_header(_ERROR, proto, cli_id, 0), text.encode("utf-8", "replace"))
-        except ConnectionGone:
-            pass
-
-    def _tunnel_ended(self, link: TunnelLink) -> None:
-        """Tell users about every id that was routed through a tunnel that is gone."""
-        routes = list(link.routes.values())
-        link.routes.clear()
-        for route in routes:
-            self._unroute_user_side(route)
-            self._error_to_user(route.forward, route.cli_id, ERROR_TUNNEL_LOST, route.proto)
-        if routes:
-            log.info("container=%s: %d connection(s) lost with the tunnel", link.container_id, len(routes))
 
     # ------------------------------------------------------------------ user side
     async def handle_forward(self, request: web.Request) -> web.StreamResponse:
         container_id = request.match_info["container_id"]
-        ws = await accept(request, heartbeat=self.heartbeat)
         refusal = self._check_forward(request, container_id)
         if refusal is not None:
             text, code = refusal
-            log.info("forward refused: container=%s from %s: %s", container_id, request.remote, text)
+            ws = await accept(request, max_msg_size=REFUSAL_MAX_MESSAGE)
+            log.info("forward refused: container=%s from %s: %s", escape(container_id), request.remote, text)
             await _refuse(ws, text, code)
             return ws
+        ws = await accept(request, heartbeat=self.heartbeat)
+        self._authenticated(request)
         port = int(request.match_info["port"])
         proto = _PROTO_NAMES[request.query.get("proto", "tcp").lower()]
-        writer = MessageWriter(ws, high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
-        forward = ForwardChannel(container_id, port, proto, ws, writer, str(request.remote))
-        self._sockets[ws] = request.transport
-        self.forwards.add(forward)
+        sink = WebSocketSink(ws, high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
+        link = ForwardLink(container_id, port, proto, ws, sink, str(request.remote))
+        session = MuxSession(ws, _ForwardHandler(self, link), sink=sink, name=repr(link), survive_handler_errors=True)
+        self.forwards.add(link)
+        self._sessions.add(session)
         try:
-            await ws.send_str(TEXT_CONNECTED)
+            sink.send_text(TEXT_CONNECTED)
             log.info("forward channel opened: container=%s port=%d/%s from %s",
-                     container_id, port, proto.name.lower(), forward.peer)
-            await self._forward_loop(forward)
-        except ConnectionError:
+                     escape(container_id), port, proto.name.lower(), link.peer)
+            await session.run()
+        except SinkClosed:
             pass
         finally:
-            self._sockets.pop(ws, None)
-            self.forwards.discard(forward)
-            forward.closed = True
-            self._forward_ended(forward)
-            writer.close()
-            await ws.close()
-            log.info("forward channel closed: container=%s port=%d from %s", container_id, port, forward.peer)
+            self._sessions.discard(session)
+            self.forwards.discard(link)
+            self.deliver(self.router.forward_ended(link))
+            await session.close()
+            log.info("forward channel closed: container=%s port=%d from %s", escape(container_id), port, link.peer)
         return ws
 
     def _check_forward(self, request: web.Request, container_id: str) -> tuple[str, int] | None:
-        if not self._authorized(request):
+        if self.token is not None and self._presented(request) is None:
             return TEXT_UNAUTHORIZED, CLOSE_POLICY
         port_text = request.match_info["port"]
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -265,145 +251,22 @@ class TunnelEndpoint:
             return "Error: " + not_connected_text(container_id), CLOSE_INTERNAL
         return None
 
-    def _authorized(self, request: web.Request) -> bool:
-        if self.token is None:
-            return True
-        expected = self.token.encode()
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip().encode(), expected):
-            return True
-        query = request.query.get("token")
-        return query is not None and hmac.compare_digest(query.encode(), expected)
-
-    async def _forward_loop(self, forward: ForwardChannel) -> None:
-        ws = forward.ws
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind is WSMsgType.BINARY:
-                link = self._from_user(forward, msg.data)
-                if link is not None and link.writer.paused:
-                    await wait_drained(link.writer, forward.writer)  # the tunnel is full: stop reading this user
-            elif kind is WSMsgType.TEXT:
-                log.debug("%r: ignoring a text message", forward)
-            else:
-                return
-
-    def _from_user(self, forward: ForwardChannel, data: bytes) -> TunnelLink | None:
-        """Route one message from a user; returns the tunnel link it was sent on."""
-        if len(data) < HEADER_SIZE:
-            return None
-        type_, proto, cli_id, port = _unpack_header(data)
-        if type_ == _DATA:
-            route = forward.routes.get(cli_id)
-            if route is None:
-                return None  # upstream forwards DATA only for active ids
-            return self._to_tunnel(route, _DATA, proto, port, data)
-        if type_ == _CONNECT:
-            return self._connect(forward, proto, cli_id, port)
-        if type_ == _CLOSE:
-            route = forward.routes.pop(cli_id, None)
-            if route is None:
-                return None
-            if route.link.routes.get(route.tunnel_id) is route:
-                del route.link.routes[route.tunnel_id]
-            return self._to_tunnel(route, _CLOSE, proto, port, data)
-        if type_ == _PING:
-            link = self.registry.get(forward.container_id)
-            if link is not None:  # upstream forwards it raw; the PONG is ignored
-                try:
-                    link.writer.send(data)
-                except ConnectionGone:
-                    return None
-            return link
-        return None
-
-    def _connect(self, forward: ForwardChannel, proto: int, cli_id: int, port: int) -> TunnelLink | None:
-        if proto not in _PROTOS:
-            self._error_to_user(forward, cli_id, f"Invalid protocol 0x{proto:02x}")
-            return None
-        if port != forward.port:
-            self._error_to_user(
-                forward, cli_id, f"Port mismatch: CONNECT port {port} is not the forwarded port {forward.port}", proto
-            )
-            return None
-        if cli_id in forward.routes:
-            log.debug("%r: duplicate CONNECT for id %d ignored", forward, cli_id)
-            return None
-        link = self.registry.get(forward.container_id)
-        if link is None:
-            self._error_to_user(forward, cli_id, not_connected_text(forward.container_id), proto)
-            return None
-        route = Route(link, self.registry.allocate_id(), forward, cli_id, proto)
-        link.routes[route.tunnel_id] = route  # the receiver exists before CONNECT leaves
-        forward.routes[cli_id] = route
-        return self._to_tunnel(route, _CONNECT, proto, port, b"")
-
-    def _to_tunnel(self, route: Route, type_: int, proto: int, port: int, data: bytes) -> TunnelLink | None:
-        link = route.link
-        head = pack_header(type_, proto, route.tunnel_id, port)
-        try:
-            if len(data) > HEADER_SIZE:
-                link.writer.send(head, memoryview(data)[HEADER_SIZE:])
-            else:
-                link.writer.send(head)
-        except ConnectionGone:
-            if type_ != _CLOSE:
-                self._fail_route(route, ERROR_SEND_FAILED)
-            return None
-        return link
-
-    def _forward_ended(self, forward: ForwardChannel) -> None:
-        """CLOSE toward the container for every id the user still had open."""
-        routes = list(forward.routes.values())
-        forward.routes.clear()
-        for route in routes:
-            link = route.link
-            if link.routes.get(route.tunnel_id) is route:
-                del link.routes[route.tunnel_id]
-            if link.alive:
-                try:
-                    link.writer.send(pack_header(_CLOSE, route.proto, route.tunnel_id, 0))
-                except ConnectionGone:
-                    pass
-
-    # ------------------------------------------------------------------ route helpers
-    def _unroute_user_side(self, route: Route) -> None:
-        if route.forward.routes.get(route.cli_id) is route:
-            del route.forward.routes[route.cli_id]
-
-    def _fail_route(self, route: Route, text: str) -> None:
-        if route.link.routes.get(route.tunnel_id) is route:
-            del route.link.routes[route.tunnel_id]
-        self._unroute_user_side(route)
-        self._error_to_user(route.forward, route.cli_id, text, route.proto)
-
-    def _reset_route(self, route: Route) -> None:
-        """Reset policy: drop one route whose user cannot keep up."""
-        log.warning("%r: id %d is not read fast enough, resetting it", route.forward, route.cli_id)
-        link = route.link
-        self._fail_route(route, ERROR_SLOW_CONSUMER)
-        if link.alive:
-            try:
-                link.writer.send(pack_header(_CLOSE, route.proto, route.tunnel_id, 0))
-            except ConnectionGone:
-                pass
-
     # ------------------------------------------------------------------ shutdown
     async def close(self, timeout: float = 1.0) -> None:
         """Close every WebSocket this endpoint serves (going away); abort those that do not answer."""
-        sockets = dict(self._sockets)
-        if not sockets:
+        sessions = list(self._sessions)
+        if not sessions:
             return
-        closing = {
-            asyncio.ensure_future(ws.close(code=CLOSE_GOING_AWAY, message=b"runner shutting down")): transport
-            for ws, transport in sockets.items()
-        }
+        for session in sessions:
+            session.sink.mark_closing()
+        closing = [
+            asyncio.ensure_future(session.ws.close(code=CLOSE_GOING_AWAY, message=b"runner shutting down"))
+            for session in sessions
+        ]
         _, pending = await asyncio.wait(closing, timeout=timeout)
-        for task in pending:
-            transport = closing[task]
-            if transport is not None:
-                transport.abort()
+        for session in sessions:
+            if not session.ws.closed:
+                session.sink.abort()
         if pending:
             await asyncio.wait(pending, timeout=timeout)
 
@@ -411,13 +274,50 @@ class TunnelEndpoint:
         await self.close()
 
 
-async def wait_drained(writer: MessageWriter, reader_side: MessageWriter) -> None:
-    """Wait until ``writer`` drains; give up early when the WebSocket we stopped reading is gone."""
-    while writer.paused and not reader_side.closed:
+class _TunnelHandler:
+    """The MuxSession handler of one tunnel link: messages from the container."""
+
+    __slots__ = ("endpoint", "link", "router")
+
+    def __init__(self, endpoint: TunnelEndpoint, link: TunnelLink) -> None:
+        self.endpoint = endpoint
+        self.link = link
+        self.router = endpoint.router
+
+    def binary_received(self, data: bytes) -> Drainable | None:
         try:
-            await asyncio.wait_for(writer.drained(), DRAIN_POLL)
-        except asyncio.TimeoutError:
-            pass
+            outputs = self.router.from_tunnel(self.link, data)
+        except ProtocolError as exc:
+            log.debug("container=%s: dropping a message: %s", escape(self.link.container_id), exc)
+            return None
+        return self.endpoint.deliver(outputs) if outputs else None
+
+    def text_received(self, text: str) -> Drainable | None:
+        log.debug("container=%s: ignoring a text message from the tunnel client", escape(self.link.container_id))
+        return None
+
+
+class _ForwardHandler:
+    """The MuxSession handler of one forward link: messages from a user."""
+
+    __slots__ = ("endpoint", "link", "router", "registry")
+
+    def __init__(self, endpoint: TunnelEndpoint, link: ForwardLink) -> None:
+        self.endpoint = endpoint
+        self.link = link
+        self.router = endpoint.router
+        self.registry = endpoint.registry
+
+    def binary_received(self, data: bytes) -> Drainable | None:
+        try:
+            outputs = self.router.from_user(self.link, self.registry.get(self.link.container_id), data)
+        except ProtocolError:
+            return None
+        return self.endpoint.deliver(outputs) if outputs else None
+
+    def text_received(self, text: str) -> Drainable | None:
+        log.debug("%r: ignoring a text message", self.link)
+        return None
 
 
 async def _refuse(ws: web.WebSocketResponse, text: str, code: int) -> None:
@@ -435,12 +335,16 @@ def make_app(
     *,
     token: str | None = None,
     heartbeat: float | None = DEFAULT_HEARTBEAT,
-    slow_consumer: str = "block",
+    slow_consumer: str | SlowConsumerPolicy = SlowConsumerPolicy.BLOCK,
     buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+    allow_tokenless_tunnels: bool = False,
     app: web.Application | None = None,
 ) -> web.Application:
     """An aiohttp app serving both routes (or add them to ``app``); the endpoint is ``app[ENDPOINT_KEY]``."""
-    endpoint = TunnelEndpoint(token=token, heartbeat=heartbeat, slow_consumer=slow_consumer, buffer_limit=buffer_limit)
+    endpoint = TunnelEndpoint(
+        token=token, heartbeat=heartbeat, slow_consumer=slow_consumer, buffer_limit=buffer_limit,
+        allow_tokenless_tunnels=allow_tokenless_tunnels,
+    )
     app = app if app is not None else web.Application()
     endpoint.install(app)
     app[ENDPOINT_KEY] = endpoint
@@ -457,14 +361,20 @@ class Runner(Service):
         *,
         token: str | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
-        slow_consumer: str = "block",
+        slow_consumer: str | SlowConsumerPolicy = SlowConsumerPolicy.BLOCK,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        allow_tokenless_tunnels: bool = False,
+        **serving: Any,
     ) -> None:
         self.host = host
         self.port = port
-        self.app = make_app(token=token, heartbeat=heartbeat, slow_consumer=slow_consumer, buffer_limit=buffer_limit)
+        self.app = make_app(
+            token=token, heartbeat=heartbeat, slow_consumer=slow_consumer, buffer_limit=buffer_limit,
+            allow_tokenless_tunnels=allow_tokenless_tunnels,
+        )
         self.endpoint = self.app[ENDPOINT_KEY]
-        self._app_runner: web.AppRunner | None = None
+        self._serving = serving  # HttpServer options: header_timeout, max_unauthenticated, ...
+        self.server: HttpServer | None = None
 
     @property
     def registry(self) -> TunnelRegistry:
@@ -477,14 +387,18 @@ class Runner(Service):
         return f"ws://[{host}]:{self.port}" if ":" in host else f"ws://{host}:{self.port}"
 
     async def start(self) -> None:
-        self._app_runner, bound = await serve_app(self.app, self.host, self.port)
-        self.port = bound[0][1]
+        server = HttpServer(self.app, [TcpAddress(self.host, self.port)], require="all", **self._serving)
+        await server.start()
+        self.server = server
+        first = server.addresses[0]
+        assert isinstance(first, tuple)
+        self.port = first[1]
 
-    async def close(self) -> None:
-        if self._app_runner is not None:
+    async def aclose(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
             await self.endpoint.close()
-            await self._app_runner.cleanup()
-            self._app_runner = None
+            await server.aclose()
 
 
 async def run_from_args(args: Any) -> int:
@@ -495,8 +409,9 @@ async def run_from_args(args: Any) -> int:
         args.port,
         token=args.token,
         heartbeat=args.heartbeat,
-        slow_consumer=getattr(args, "slow_consumer", "block"),
-        buffer_limit=getattr(args, "buffer_limit", DEFAULT_BUFFER_LIMIT),
+        slow_consumer=args.slow_consumer,
+        buffer_limit=args.buffer_limit,
+        allow_tokenless_tunnels=args.allow_tokenless_tunnels,
     )
     try:
         await runner.start()
@@ -505,8 +420,8 @@ async def run_from_args(args: Any) -> int:
     try:
         announce_ready(f"runner {args.host}:{runner.port}")
         log.info("runner endpoint listening on %s:%d%s", args.host, runner.port,
-                 " (token required on /ws/forward)" if args.token else "")
+                 " (token required on /ws/forward and /ws/tunnel)" if args.token else "")
         await asyncio.Event().wait()
     finally:
-        await runner.close()
+        await runner.aclose()
     return 0
