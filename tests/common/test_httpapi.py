@@ -308,3 +308,40 @@ async def test_malformed_requests_log_one_line_without_traceback(caplog):
         message = record.getMessage()
         assert "\n" not in message and "\x1b" not in message
         assert "Error handling request" in message and "BadHttpMessage" in message
+
+
+async def test_websocket_and_large_bodies_pass_through_the_guard():
+    """The guard wraps aiohttp's protocol: upgrades, flow control and big transfers still work."""
+    blob = os.urandom(4 << 20)
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=8 << 20)
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_bytes(message.data)
+        return ws
+
+    async def download(request: web.Request) -> web.Response:
+        return web.Response(body=blob)
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_echo)
+    app.router.add_get("/blob", download)
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)], header_timeout=0.5) as server:
+        host, port = server.addresses[0]
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"http://{host}:{port}/ws", max_msg_size=8 << 20) as ws:
+                await ws.send_bytes(blob)
+                echoed = await asyncio.wait_for(ws.receive_bytes(), TIMEOUT)
+                assert echoed == blob
+                # a slow client opened now times out; by then the upgraded connection has idled past
+                # the same deadline, and it is not cut
+                (slow_reader, slow_writer), = await half_sent_requests(host, port, 1)
+                await wait_until(lambda: server.guard.timed_out == 1, what="the slow client's deadline")
+                assert await asyncio.wait_for(slow_reader.read(), TIMEOUT) == b""
+                slow_writer.close()
+                await ws.send_bytes(b"still here")
+                assert await asyncio.wait_for(ws.receive_bytes(), TIMEOUT) == b"still here"
+            async with http.get(f"http://{host}:{port}/blob") as response:
+                assert await response.read() == blob
+        assert server.guard.timed_out == 1
