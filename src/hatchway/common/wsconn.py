@@ -106,20 +106,10 @@ class WebSocketSink:
     # -- sending
     def send(self, *parts: Buffer) -> None:
         """Send ``parts`` joined as one binary message. Raises ConnectionGone when closed or closing."""
-        self._frame(_OP_BINARY, parts)
-
-    def send_text(self, *parts: Buffer | str) -> None:
-        """Send ``parts`` (UTF-8 text, or bytes already encoded) joined as one text message."""
-        self._frame(_OP_TEXT, [p.encode() if isinstance(p, str) else p for p in parts])
-
-    def send_message(self, message: Buffer) -> None:
-        self._frame(_OP_BINARY, (message,))
-
-    def _frame(self, opcode: int, parts: Iterable[Buffer]) -> None:
+        # the hot path: kept inline (no helper call, no per-message allocation beyond the frame header)
         transport = self._transport
         if self._closing or transport.is_closing():
             raise ConnectionGone("WebSocket is closed or closing")
-        parts = tuple(parts)
         length = 0
         for part in parts:
             length += len(part)
@@ -127,12 +117,32 @@ class WebSocketSink:
             mask = _rand32(32).to_bytes(4, "big")
             payload = bytearray().join(parts)
             _mask(mask, payload)
-            transport.writelines((frame_header(length, True, opcode) + mask, payload))
+            transport.writelines((frame_header(length, True) + mask, payload))
         else:
-            transport.writelines((frame_header(length, False, opcode), *parts))
+            transport.writelines((frame_header(length, False), *parts))
+        self.sent_messages += 1
+        if self._protocol.writing_paused and not self._flow.paused:
+            self._pause()
+
+    def send_text(self, *parts: Buffer | str) -> None:
+        """Send ``parts`` (UTF-8 text, or bytes already encoded) joined as one text message."""
+        data = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+        transport = self._transport
+        if self._closing or transport.is_closing():
+            raise ConnectionGone("WebSocket is closed or closing")
+        if self._masked:
+            mask = _rand32(32).to_bytes(4, "big")
+            payload = bytearray(data)
+            _mask(mask, payload)
+            transport.writelines((frame_header(len(data), True, _OP_TEXT) + mask, payload))
+        else:
+            transport.writelines((frame_header(len(data), False, _OP_TEXT), data))
         self.sent_messages += 1
         if not self._flow.paused and self._protocol.writing_paused:
             self._pause()
+
+    def send_message(self, message: Buffer) -> None:
+        self.send(message)
 
     @property
     def paused(self) -> bool:
