@@ -133,6 +133,17 @@ async def test_other_failures_are_200_with_success_false(client, registry):
     assert status == 200 and body["success"] is False and "reserved" in body["error"]
 
 
+async def test_tokens_over_255_bytes_are_refused(client, registry):
+    """#6 item 16: a binary-auth client could not send such a token (1-byte length)."""
+    for kind, extra in (("forward", {}), ("reverse", {}), ("connector", {"reverse_token": "r"})):
+        if kind == "connector":
+            registry.add_reverse("r")
+        status, body = await call(client, "POST", "/api/token", {"type": kind, "token": "x" * 256, **extra})
+        assert (status, body) == (200, {"success": False, "error": "token too long (at most 255 bytes)"}), kind
+    status, body = await call(client, "POST", "/api/token", {"type": "forward", "token": "\u00e9" * 127})
+    assert body["success"] is True  # 254 bytes
+
+
 # --------------------------------------------------------------------------- case 50: tokens and status
 
 

@@ -224,3 +224,15 @@ def test_a_stalled_reader_is_reset_and_the_others_go_on_reverse(eng, target):
     eng.call(lambda: provider.wait_ready(30))
     h.wait_port(socks_port)
     _stalled_reader_cannot_freeze_the_others(socks_port, target.port)
+
+
+def test_a_destination_refused_by_the_servers_dial_rules_gets_reply_0x02(eng, target):
+    """#6 item 16: forward mode, hatchway client and server: 0x02 (not allowed), not 0x04."""
+    from hatchway.linksocks.access import AccessRules, parse_rule_flag
+
+    server, _, socks, _ = forward_pair(eng)
+    eng.sync(setattr, server, "dial_rules", AccessRules([parse_rule_flag(f"127.0.0.1:{target.port}")]))
+    assert h.echo_roundtrip(socks, target.port, b"allowed") == b"allowed"
+    with pytest.raises(h.SocksError) as refused:
+        h.socks_connect(socks, "127.0.0.1", target.udp_port)
+    assert refused.value.reply == 0x02

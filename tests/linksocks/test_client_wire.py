@@ -362,3 +362,25 @@ async def test_provider_re_adds_its_connector_tokens_after_a_reconnect():
     await provider.close()
     await asyncio.get_running_loop().run_in_executor(None, proxy.close)
     await server.close()
+
+
+async def test_a_redirect_to_another_host_is_not_followed():
+    """#6 item 13: the raw token (binary auth) must not be sent to the host a redirect names."""
+    seen = []
+
+    async def handler(ws, request):
+        seen.append(await read_message(ws))
+        await send_message(ws, AuthResponse(True))
+        await ws.receive()
+
+    async def redirect(request):
+        raise web.HTTPFound(f"ws://localhost:{request.url.port}/socket/")  # same server, another host name
+
+    fake = await RawServer(handler).start([web.get("/away", redirect)])
+    client = fast_client(fake.port, path="/away", reconnect=False)
+    await client.start()
+    with pytest.raises(ConnectionError):
+        await client.wait_ready(10)
+    assert seen == []  # nothing reached the other host
+    await client.close()
+    await fake.close()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from . import protocol
 from .channel import ChannelTable
-from .outbound import CHANNEL_EXPIRED, allowed_by
+from .outbound import ACCESS_DENIED, CHANNEL_EXPIRED, allowed_by
 from .protocol import Connect, ConnectResponse, Data, Disconnect
 
 log = logging.getLogger("hatchway.linksocks.agent")
@@ -301,7 +301,7 @@ class AgentRelay:
     async def _bind(self, binding: AgentBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:
         connect = binding.connect
         if rules and connect.protocol == protocol.TCP and not await allowed_by(rules, connect.address, connect.port):
-            self._refuse(binding, f"access denied: {connect.address}:{connect.port} is not allowed")
+            self._refuse(binding, f"{ACCESS_DENIED}: {connect.address}:{connect.port} is not allowed")
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait

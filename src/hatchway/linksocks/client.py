@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from hatchway.common.lifecycle import Service
+from hatchway.common.logsafe import escape
 from hatchway.common import wsconn
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
@@ -47,7 +48,7 @@ from .outbound import Outbound
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .requester import Requester
 from .routing import route
-from .urls import MAX_REDIRECTS, normalize_url, redirect_target, uses_query_auth, with_query
+from .urls import MAX_REDIRECTS, normalize_url, redirect_target, same_host, uses_query_auth, with_query
 
 log = logging.getLogger("hatchway.linksocks.client")
 
@@ -289,7 +290,13 @@ class Client(Service):
                 location = exc.headers.get("Location") if exc.headers else None
                 if not (301 <= exc.status <= 308 and location):
                     raise
-                url = redirect_target(url, location)
+                target = redirect_target(url, location)
+                if not same_host(url, target):
+                    # the raw token (binary auth) or its hash (URL-query auth) must not go to another host
+                    raise aiohttp.ClientError(
+                        f"refusing a redirect from {urlsplit(url).hostname} to another host ({escape(urlsplit(target).hostname, 64)})"
+                    ) from None
+                url = target
                 if query_auth and "token=" not in url:
                     url = with_query(url, self._auth_query())
                 log.debug("redirected to %s", url)
@@ -430,7 +437,7 @@ class Client(Service):
             log.debug("partners: %d", message.count)
         elif kind is Log:
             if not protocol.is_hello_log(message):
-                log.info("server: [%s] %s", message.level, message.msg)
+                log.info("server: [%s] %s", escape(message.level, 16), escape(message.msg, 1024))
 
     # ------------------------------------------------------------ connector tokens (provider)
     async def add_connector(self, token: str | None = None) -> str:

@@ -32,6 +32,7 @@ from .udp import UdpDial
 log = logging.getLogger("hatchway.linksocks.outbound")
 
 DIAL_TIMEOUT = 10.0
+ACCESS_DENIED = "access denied"  # a ConnectResponse error starting with this is a dial-rule refusal (SOCKS 0x02)
 
 
 
@@ -94,7 +95,7 @@ class Outbound:
     async def _dial(self, channel: TcpChannel, rules: Any) -> None:
         host, port = channel.address, channel.port
         if rules and not await allowed_by(rules, host, port):
-            self._refuse(channel, f"access denied: {join_host_port(host, port)} is not allowed")
+            self._refuse(channel, f"{ACCESS_DENIED}: {join_host_port(host, port)} is not allowed")
             return
         if not 0 < port < 65536:
             self._refuse(channel, f"invalid port number: {port}")

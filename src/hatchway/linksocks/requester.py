@@ -21,6 +21,7 @@ from hatchway.common.relay import Pump
 
 from . import protocol
 from .channel import ChannelTable, TcpChannel
+from .outbound import ACCESS_DENIED
 from .protocol import ConnectResponse
 from .udp import UdpRequest
 
@@ -30,6 +31,13 @@ LINK_WAIT = 10.0
 CONNECT_WAIT = 15.0  # the dialer's 10 s connect timeout + 5 s
 
 PickLink = Callable[[float], Awaitable[Any]]
+
+
+def reply_for_refusal(error: str | None) -> int:
+    """SOCKS reply for a failed ConnectResponse: 0x02 when the dialer's access rules refused it, else 0x04."""
+    if error and error.startswith(ACCESS_DENIED):
+        return int(socks5.Rep.NOT_ALLOWED)
+    return int(socks5.Rep.HOST_UNREACHABLE)
 
 
 class Requester:
@@ -84,7 +92,7 @@ class Requester:
             channel.connect_waiter = None
         if not response.success:
             channel.fail()
-            raise ProxyError(socks5.Rep.HOST_UNREACHABLE, response.error or "connect failed")
+            raise ProxyError(reply_for_refusal(response.error), response.error or "connect failed")
         channel.established = True
         channel.set_protocol(pump)
 

@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from hatchway.common.lifecycle import Service
+from hatchway.common.logsafe import escape
 from hatchway.common import wsconn
 
 from . import protocol
@@ -274,7 +275,7 @@ class Server(Service):
 
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         ws = await wsconn.accept(request, max_msg_size=MAX_MSG_SIZE, autoping=False)
-        peer = client_ip(request)
+        peer = escape(client_ip(request), 64)  # from headers: peer-supplied
         link = Link.with_options(ws, self.options, peer)
         try:
             await self._serve_link(request, link)
@@ -512,4 +513,4 @@ class _Late:
 def _log_peer(link: Link, message: Log) -> None:
     if protocol.is_hello_log(message):
         return
-    log.debug("%s says [%s] %s", link.name, message.level, message.msg)
+    log.debug("%s says [%s] %s", link.name, escape(message.level, 16), escape(message.msg, 1024))

@@ -23,6 +23,7 @@ SOCKS port, closing the token's WebSockets) rather than do it inline.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import random
 import secrets
@@ -109,6 +110,21 @@ def generate_token() -> str:
     return secrets.token_hex(8)
 
 
+MAX_TOKEN_BYTES = 255  # the Auth message carries the token with a 1-byte length
+TOKEN_TOO_LONG = "token too long (at most 255 bytes)"
+
+
+def _check_length(token: str) -> None:
+    """A token a binary-auth client could not send is refused when it is added (#6 item 16)."""
+    if len(token.encode("utf-8", "surrogateescape")) > MAX_TOKEN_BYTES:
+        raise TokenError(TOKEN_TOO_LONG)
+
+
+def fingerprint(token: str) -> str:
+    """What logs show instead of a token: the first 8 hex digits of its SHA-256 (#6 item 14)."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 class TokenRegistry:
     """Forward, reverse, connector and internal (autonomy) tokens, their SOCKS ports and hashes."""
 
@@ -149,6 +165,7 @@ class TokenRegistry:
         return token in self._forward or token in self._reverse or token in self._connector
 
     def _new_token(self, requested: str) -> str:
+        _check_length(requested)
         if requested == ANONYMOUS:
             raise TokenError(ANONYMOUS_RESERVED)
         if requested:
@@ -194,6 +211,7 @@ class TokenRegistry:
 
         Adding the same token for the same pool again is accepted (idempotent), as in Go.
         """
+        _check_length(token)
         if token == ANONYMOUS:
             raise TokenError(ANONYMOUS_RESERVED_CONNECTOR)
         if reverse_token not in self._reverse and reverse_token not in self._internal:

@@ -42,3 +42,8 @@ def redirect_target(current: str, location: str) -> str:
     parts = urlsplit(target)
     scheme = _SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def same_host(current: str, target: str) -> bool:
+    """Does a redirect stay on the host the user configured (scheme and port may change)?"""
+    return (urlsplit(current).hostname or "").lower() == (urlsplit(target).hostname or "").lower()
