@@ -281,3 +281,13 @@ def test_api_key_creates_no_tokens(procs):
     assert unauthorized.value.code == 401
     with urllib.request.urlopen(f"http://127.0.0.1:{ws_port}/", timeout=10) as response:
         assert b"/api/*" in response.read()
+
+
+def test_a_busy_port_is_one_error_line_and_exit_1(procs):
+    port = h.free_port()
+    first = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(port), "-t", "t", name="first")
+    first.wait_output("READY")
+    second = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(port), "-t", "t", name="second")
+    assert second.popen.wait(30) == 1
+    assert second.output().strip().splitlines()[-1].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert first.stop() == 0

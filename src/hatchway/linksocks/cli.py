@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -86,7 +87,8 @@ async def run_server(args: argparse.Namespace) -> int:
     try:
         await server.start()
     except OSError as exc:
-        raise Fatal(f"cannot listen on {args.ws_host}:{args.ws_port}: {exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else _reason(exc)
+        raise Fatal(f"cannot listen on {args.ws_host}:{args.ws_port}: {reason}") from None
     try:
         try:
             _configure_tokens(server, args)
