@@ -67,3 +67,22 @@ async def test_runner_close_releases_the_udp_flow_silently(runner, udp_echo):
         await peer.ping(5)
         assert (await peer.recv(5)).type is MsgType.PONG
         assert 5 not in client.session.streams
+
+
+async def test_udp_connect_then_close_at_once_logs_no_task_error(runner, udp_echo, caplog):
+    """Issue #6 item 12: CLOSE before the flow's setup task ran must not end in a ValueError."""
+    import logging
+
+    async with tunnel_client(runner) as (client, peer):
+        with caplog.at_level(logging.WARNING):
+            for client_id in range(100, 120):
+                await peer.connect(client_id, udp_echo.port, Proto.UDP)
+                await peer.close_id(client_id, Proto.UDP)
+            for client_id in range(100, 120):
+                assert (await peer.recv(client_id)).type is MsgType.CONNECTED
+            await peer.ping(7)
+            await peer.expect(MsgType.PONG, 7)
+            await client.session.tasks.join()  # every setup task has finished
+        assert client.session.streams == {}
+        problems = [r for r in caplog.records if r.levelno >= logging.ERROR or "never retrieved" in r.getMessage()]
+        assert problems == []

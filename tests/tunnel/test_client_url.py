@@ -41,3 +41,18 @@ def test_non_websocket_urls_are_rejected(bad):
 async def test_query_kept_verbatim_and_id_not_percent_encoded_on_the_wire(runner):
     async with tunnel_client(runner, container_id="task%2F1:x", url=f"{runner.url}/?k=v") as (_, peer):
         assert peer.raw_path == "/?k=v/ws/tunnel/task%2F1:x"
+
+
+@pytest.mark.parametrize(
+    "container_id, raw_path",
+    [
+        ("task 1", "/ws/tunnel/task%201"),
+        ("täsk", "/ws/tunnel/t%C3%A4sk"),
+        ('a"<b>`{c}', "/ws/tunnel/a%22%3Cb%3E%60%7Bc%7D"),
+    ],
+)
+async def test_id_with_spaces_or_non_ascii_is_percent_encoded_on_the_wire(runner, container_id, raw_path):
+    """Issue #11: such an id made an invalid request line; upstream's URL parser percent-encodes it."""
+    async with tunnel_client(runner, container_id=container_id) as (client, peer):
+        assert peer.raw_path == raw_path
+        assert client.url.endswith("/ws/tunnel/" + container_id)  # the URL rule itself is unchanged

@@ -452,3 +452,49 @@ async def test_make_app_embeds_the_routes_in_a_user_app(unused_tcp_port):
         await tunnel.close()
     finally:
         await app_runner.cleanup()
+
+
+async def test_container_id_from_the_url_is_escaped_in_logs(caplog):
+    """Issue #6 item 11: no forged lines or terminal escapes from an unauthenticated URL."""
+    import logging
+
+    async with Runner("127.0.0.1", 0, heartbeat=None) as r:
+        with caplog.at_level(logging.INFO, logger="hatchway.tunnel.runner"):
+            evil = "%1B%5B31mred%0Aforged line%0D"
+            peer = await RawPeer.open(f"{r.url}/ws/tunnel/{evil}")
+            await asyncio.wait_for(r.registry.wait_registered("\x1b[31mred\nforged line\r"), 5)
+            await peer.close()
+            refused = await RawPeer.open(f"{r.url}/ws/forward/{evil}/80")
+            await refused.text()
+            await refused.close()
+            await wait_until(lambda: any("tunnel disconnected" in rec.getMessage() for rec in caplog.records))
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "hatchway.tunnel.runner"]
+    assert any("red" in line for line in lines)
+    for line in lines:
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line, line
+
+
+async def test_slow_request_heads_are_closed_and_do_not_lock_clients_out():
+    """Issue #6 items 7 and 8: a header deadline, and a cap on unauthenticated connections that
+    evicts the oldest slow one; registered tunnels do not count against it."""
+    async with Runner("127.0.0.1", 0, heartbeat=None, header_timeout=0.5, max_unauthenticated=2) as r:
+        tunnels = [await open_tunnel(r.url, f"c{i}") for i in range(3)]  # more than the cap: all stay
+        try:
+            for i in range(3):
+                await asyncio.wait_for(r.registry.wait_registered(f"c{i}"), 5)
+            slow = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+                writer.write(b"GET /ws/tunnel/x HTTP/1.1\r\nHost: a\r\n")  # never finished
+                slow.append((reader, writer))
+            # the first slow one was evicted to make room, the others hit the deadline
+            for reader, writer in slow:
+                assert await asyncio.wait_for(reader.read(), 5) in (b"", b"HTTP/1.1 503 Service Unavailable\r\n"
+                                                                        b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                writer.close()
+            assert all(r.registry.get(f"c{i}") is not None for i in range(3))
+            late = await open_forward(r.url, "c0", 80)  # a real client is served
+            await late.close()
+        finally:
+            for tunnel in tunnels:
+                await tunnel.close()

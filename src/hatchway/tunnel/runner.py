@@ -211,7 +211,7 @@ class TunnelEndpoint:
         if refusal is not None:
             text, code = refusal
             ws = await accept(request, max_msg_size=REFUSAL_MAX_MESSAGE)
-            log.info("forward refused: container=%s from %s: %s", escape(container_id), request.remote, text)
+            log.info("forward refused: container=%s from %s: %s", escape(container_id), request.remote, escape(text))
             await _refuse(ws, text, code)
             return ws
         ws = await accept(request, heartbeat=self.heartbeat)
