@@ -384,3 +384,33 @@ async def test_a_redirect_to_another_host_is_not_followed():
     assert seen == []  # nothing reached the other host
     await client.close()
     await fake.close()
+
+
+async def test_an_unreachable_server_is_reported_in_gos_words():
+    """#11: no 'ssl:default' for a plain ws:// URL; the reason survives to wait_ready (-R gives up)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]  # bound, not listening: refused
+        client = fast_client(port, reconnect=False)
+        await client.start()
+        with pytest.raises(ConnectionError) as failed:
+            await client.wait_ready(10)
+        await client.close()
+    text = str(failed.value)
+    assert text == f"dial tcp 127.0.0.1:{port}: connect: connection refused", text
+    assert "ssl" not in text
+
+
+async def test_startup_lines_show_addresses_not_python_tuples(caplog):
+    """#11: 'listening on 127.0.0.1:PORT', not "[('127.0.0.1', PORT)]"."""
+    caplog.set_level("INFO", logger="hatchway.linksocks")
+    async with Server(ws_host="127.0.0.1", ws_port=0) as server:
+        server.add_forward_token("tok")
+        client = Client("tok", url=f"ws://127.0.0.1:{server.ws_address[1]}", socks_host="127.0.0.1", socks_port=0)
+        async with client:
+            await client.wait_ready(10)
+    lines = [r.getMessage() for r in caplog.records if "listening on" in r.getMessage()]
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert "(" not in line and "'" not in line, line
+        assert "127.0.0.1:" in line

@@ -35,6 +35,7 @@ import aiohttp
 
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
+from hatchway.common.neterr import go_dial_error
 from hatchway.common import wsconn
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
@@ -48,7 +49,7 @@ from .outbound import Outbound
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .requester import Requester
 from .routing import route
-from .urls import MAX_REDIRECTS, normalize_url, redirect_target, same_host, uses_query_auth, with_query
+from .urls import MAX_REDIRECTS, addresses_text, normalize_url, redirect_target, same_host, uses_query_auth, with_query
 
 log = logging.getLogger("hatchway.linksocks.client")
 
@@ -92,6 +93,18 @@ class ClientOptions:
     reconnect_max: float = 600.0
 
 
+def dial_error_text(exc: BaseException, url: str) -> str:
+    """A WebSocket dial failure in Go's words (no 'ssl:default' decoration for a plain ws:// URL)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return go_dial_error(exc.os_error, "tcp", f"{exc.host}:{exc.port}")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        parts = urlsplit(url)
+        return go_dial_error(TimeoutError(), "tcp", f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}")
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"bad handshake: HTTP {exc.status}"
+    return str(exc) or type(exc).__name__
+
+
 def thread_count(requested: int) -> int:
     cpus = os.cpu_count() or 1
     if requested < 0:
@@ -122,6 +135,7 @@ class Client(Service):
         self.links: list[Link] = []
         self.partners = 0
         self.error: BaseException | None = None
+        self.last_failure = ""  # why the last connection attempt failed (Go's wording)
         self._rr = 0
         self._link_up = asyncio.Event()
         self._ready = asyncio.Event()
@@ -179,7 +193,7 @@ class Client(Service):
             raise self.error
         if not self._ready.is_set():
             if self._done.is_set():
-                raise ConnectionError("client stopped before it connected")
+                raise ConnectionError(self.last_failure or "client stopped before it connected")
             raise asyncio.TimeoutError("client did not connect in time")
 
     async def wait_closed(self) -> None:
@@ -246,7 +260,8 @@ class Client(Service):
         try:
             ws = await self._dial()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("connection to %s failed: %s", self.url, exc or type(exc).__name__)
+            self.last_failure = dial_error_text(exc, self.url)
+            log.warning("connection to %s failed: %s", self.url, self.last_failure)
             return False
         name = f"{self.url}#{index}"
         link = Link.with_options(ws, self.options, name)
@@ -416,7 +431,7 @@ class Client(Service):
             )
             await front.start()
             self._front = front
-            log.info("SOCKS5/HTTP proxy listening on %s", front.bound)
+            log.info("SOCKS5/HTTP proxy listening on %s", addresses_text(front.bound))
 
     # ------------------------------------------------------------ messages
     def _dispatch(self, link: Link, message: Any) -> None:

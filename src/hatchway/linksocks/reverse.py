@@ -17,6 +17,7 @@ from typing import Any
 from hatchway.common.proxyfront import ProxyFront
 
 from .requester import Requester
+from .urls import addresses_text
 
 log = logging.getLogger("hatchway.linksocks.reverse")
 
@@ -135,7 +136,7 @@ class ReverseListener:
             if not self.started:
                 await self.front.start()
                 self.started = True
-                log.info("SOCKS5 for reverse clients listening on %s", self.front.bound)
+                log.info("SOCKS5 for reverse clients listening on %s", addresses_text(self.front.bound))
 
     def release(self) -> None:
         """A provider left; close the port ``linger`` s after the last one."""

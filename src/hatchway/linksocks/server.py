@@ -40,6 +40,7 @@ from hatchway.common.logsafe import escape
 from hatchway.common import wsconn
 
 from . import protocol
+from .urls import addresses_text
 from .access import AccessRules
 from .agent import AgentRelay
 from .channel import RESUME_PROBE, ChannelTable
@@ -158,7 +159,7 @@ class Server(Service):
         app = self.build_app()
         self._runner, self.ws_addresses = await wsconn.serve_app(app, self.options.ws_host, self.options.ws_port)
         self.ws_address = self.ws_addresses[0] if self.ws_addresses else None
-        log.info("LinkSocks server listening on %s", self.ws_addresses)
+        log.info("LinkSocks server listening on %s", addresses_text(self.ws_addresses))
         return self
 
     async def aclose(self) -> None:

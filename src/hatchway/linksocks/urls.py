@@ -47,3 +47,12 @@ def redirect_target(current: str, location: str) -> str:
 def same_host(current: str, target: str) -> bool:
     """Does a redirect stay on the host the user configured (scheme and port may change)?"""
     return (urlsplit(current).hostname or "").lower() == (urlsplit(target).hostname or "").lower()
+
+
+def addresses_text(addresses: "list[tuple[str, int]] | list[tuple[str, int, int, int]]") -> str:
+    """``[("127.0.0.1", 1080), ("::1", 1080)]`` -> ``127.0.0.1:1080, [::1]:1080`` (for log lines)."""
+    parts = []
+    for address in addresses:
+        host, port = str(address[0]), int(address[1])
+        parts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return ", ".join(parts) or "nothing"
