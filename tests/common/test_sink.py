@@ -66,8 +66,19 @@ async def open_pipe_sink() -> tuple[SinkProtocol, int]:
     """A LengthPrefixedSink on the write end of an os.pipe; returns it and the read fd."""
     read_fd, write_fd = os.pipe()
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.connect_write_pipe(SinkProtocol, os.fdopen(write_fd, "wb", buffering=0))
+    transport, protocol = await loop.connect_write_pipe(SinkProtocol, os.fdopen(write_fd, "wb", buffering=0))
+    opened.append(transport)
     return protocol, read_fd
+
+
+opened: list[asyncio.BaseTransport] = []
+
+
+@pytest.fixture(autouse=True)
+def close_pipes():
+    yield
+    while opened:
+        opened.pop().close()
 
 
 async def read_frames(read_fd: int, count: int) -> list[bytes]:
