@@ -7,12 +7,11 @@ import os
 import socket
 import struct
 
-from helpers import wait_until
-
 from hatchway.common.framedsession import FramedSession
 from hatchway.common.gate import InboundGate
 from hatchway.common.muxhandler import EndKind, ProtocolViolation
 from hatchway.common.sink import SinkProtocol
+from helpers import wait_until
 
 
 class Recorder:
