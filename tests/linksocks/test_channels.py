@@ -236,3 +236,47 @@ def test_a_destination_refused_by_the_servers_dial_rules_gets_reply_0x02(eng, ta
     with pytest.raises(h.SocksError) as refused:
         h.socks_connect(socks, "127.0.0.1", target.udp_port)
     assert refused.value.reply == 0x02
+
+
+def _udp_refused(eng, owner) -> int:
+    from hatchway.linksocks.udp import UdpDial
+
+    return eng.sync(lambda: sum(e.refused for e in owner.table.endpoints.values() if isinstance(e, UdpDial)))
+
+
+def _udp_rules_apply(eng, socks: int, dialer_owner, target) -> None:
+    control, relay = h.udp_associate(socks)
+    with control, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        # refused: the rule names another port; the dialer drops the datagram and counts it
+        packet = b"\x00\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", target.udp_port) + b"no"
+        udp.sendto(packet, relay)
+        h.wait_until(lambda: _udp_refused(eng, dialer_owner) >= 1, 10, "the datagram to be refused")
+        # a name is checked against the addresses it resolves to: localhost -> 127.0.0.1, refused as well
+        by_name = b"\x00\x00\x00\x03\x09localhost" + struct.pack("!H", target.udp_port) + b"no"
+        udp.sendto(by_name, relay)
+        h.wait_until(lambda: _udp_refused(eng, dialer_owner) >= 2, 10, "the datagram by name to be refused")
+
+
+def test_server_dial_rules_apply_to_udp(eng, target):
+    """#6 item 6 (a deliberate difference from Go): forward mode, the server's dial rules filter datagrams."""
+    from hatchway.linksocks.access import AccessRules, parse_rule_flag
+
+    server, _, socks, _ = forward_pair(eng)
+    eng.sync(setattr, server, "dial_rules", AccessRules([parse_rule_flag(f"127.0.0.1:{target.port}")]))
+    _udp_rules_apply(eng, socks, server, target)
+    eng.sync(setattr, server, "dial_rules", AccessRules([parse_rule_flag(f"127.0.0.1:{target.udp_port}")]))
+    control, relay = h.udp_associate(socks)
+    with control:
+        assert h.udp_exchange(relay, target.udp_port, b"yes") == ("127.0.0.1", target.udp_port, b"echo:yes")
+
+
+def test_provider_access_rules_apply_to_udp(eng, target):
+    """#6 item 6, reverse mode: a provider's --access-rule filters datagrams too."""
+    server = eng.start(lambda: Server(ws_host="127.0.0.1", ws_port=0))
+    socks_port = h.free_port()
+    eng.sync(server.add_reverse_token, "rtok", port=socks_port)
+    provider = eng.start(lambda: Client("rtok", url=f"ws://127.0.0.1:{server.ws_address[1]}", reverse=True,
+                                        access_rules=[f"127.0.0.1:{target.port}"]))
+    eng.call(lambda: provider.wait_ready(30))
+    h.wait_port(socks_port)
+    _udp_rules_apply(eng, socks_port, provider, target)

@@ -82,6 +82,8 @@ class AgentBinding:
         self._queued_for_provider = True
         self._held_gate: Any = None
         self._to_connector_end = 0  # ledger channels: stream offset of the provider's bytes relayed so far
+        self.rules: Any = None  # the connector's dial rules; applied to UDP datagrams here (TCP: at bind time)
+        self.refused = 0
         self._to_provider = _Hold(self, True)
         self._to_connector = _Hold(self, False)
         table.add(self.id, self)
@@ -189,6 +191,9 @@ class AgentBinding:
 
     def on_data(self, link: Any, message: Data) -> None:
         from_provider = self._from_provider(link)
+        if not from_provider and message.protocol == protocol.UDP and self.rules and not _udp_allowed(self.rules, message):
+            self.refused += 1
+            return
         if from_provider and message.sequence and message.data and message.sequence > self._to_connector_end:
             self._to_connector_end = message.sequence
         self._relay(from_provider, message, link)
@@ -262,6 +267,14 @@ class AgentBinding:
         self.table.remove(self.id, self)
 
 
+def _udp_allowed(rules: Any, message: Data) -> bool:
+    """A connector's datagram toward ``target``: names the rules would have to resolve are refused (fail closed)."""
+    host, port = message.target_address, message.target_port
+    if rules.needs_addresses(host, port):
+        return False
+    return bool(rules.allows(host, port))
+
+
 class AgentRelay:
     """Handles the Connect messages of connectors."""
 
@@ -289,6 +302,7 @@ class AgentRelay:
         if existing is not None:
             return
         binding = AgentBinding(self.table, message, link)
+        binding.rules = rules
         for early in self.orphans.take(message.channel_id):
             if isinstance(early, Data):
                 binding.on_data(link, early)

@@ -68,7 +68,7 @@ class Outbound:
             log.debug("duplicate Connect for channel %s ignored", protocol.uuid_text(channel_id))
             return
         if message.protocol == protocol.UDP:
-            endpoint: Any = UdpDial(self.table, channel_id, link)
+            endpoint: Any = UdpDial(self.table, channel_id, link, rules)
             work = self._open_udp(endpoint)
         else:
             ledger = message.received is not None  # a hatchway requester: number, acknowledge, re-send on Resume
@@ -140,7 +140,7 @@ class Outbound:
     async def _open_udp(self, endpoint: UdpDial) -> None:
         try:
             await endpoint.open()
-        except OSError as exc:
+        except OSError as exc:  # neither [::]:0 nor 0.0.0.0:0 could be bound
             endpoint.link.try_send(ConnectResponse(False, endpoint.id, f"listen udp: {exc}"))
             endpoint.close_local()
             return

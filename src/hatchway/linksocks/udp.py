@@ -3,9 +3,10 @@
 * :class:`UdpRequest`, requester side: the proxy front's ``UdpAssociation``.
   Each datagram from the SOCKS client becomes Data{udp, TargetAddr, TargetPort};
   replies (Data{udp, Addr, Port}) go to the front's receiver.
-* :class:`UdpDial`, dialer side: one UDP socket on ``[::]:0`` (fallback
-  ``0.0.0.0:0``) per channel; every datagram it receives goes back as
-  Data{udp, Addr = source, Port = source port}.
+* :class:`UdpDial`, dialer side: common's ``DirectUdpAssociation`` (one UDP
+  socket on ``[::]:0``, fallback ``0.0.0.0:0``) per channel; every datagram it
+  receives goes back as Data{udp, Addr = source, Port = source port}. The
+  dialer's access rules apply to every datagram (upstream applies them to TCP only).
 
 UDP channels are not resumed after a WebSocket drop; they end with the link.
 """
@@ -13,28 +14,21 @@ UDP channels are not resumed after a WebSocket drop; they end with the link.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from typing import Any, Callable
 
+from hatchway.common import socks5
+from hatchway.common.dialer import SYSTEM_RESOLVER, DirectUdpAssociation, is_ip_literal
+from hatchway.common.dialing import ProxyError
+from hatchway.common.logsafe import escape
+
 from . import protocol
+from .access import AccessRules
 from .channel import EOF_TEXT, ChannelTable
 from .protocol import Disconnect
 
 log = logging.getLogger("hatchway.linksocks.udp")
-
-RESOLVE_CACHE_MAX = 256
-
-
-def _plain_ip(host: str) -> str:
-    """``::ffff:1.2.3.4`` -> ``1.2.3.4``; anything else unchanged."""
-    if host.startswith("::ffff:"):
-        rest = host[7:]
-        if "." in rest:
-            return rest
-    return host
-
 
 class UdpRequest:
     """Requester side of one UDP association."""
@@ -103,58 +97,68 @@ class UdpRequest:
         self.link.channels.discard(self)
 
 
-class UdpDial(asyncio.DatagramProtocol):
-    """Dialer side of one UDP association: a local UDP socket relaying for the requester."""
+class _RuleResolver:
+    """Resolves like the system resolver, keeping only the addresses the access rules allow."""
 
-    def __init__(self, table: ChannelTable, channel_id: bytes, link: Any) -> None:
+    def __init__(self, rules: AccessRules, on_refused: Callable[[str, int], None]) -> None:
+        self.rules = rules
+        self.on_refused = on_refused
+
+    async def resolve(
+        self, host: str, port: int, *, kind: socket.SocketKind = socket.SOCK_STREAM, family: int = 0
+    ) -> list[tuple[int, str]]:
+        found = await SYSTEM_RESOLVER.resolve(host, port, kind=kind, family=family)
+        allowed = [(fam, address) for fam, address in found if self.rules.allows(host, port, [address])]
+        if not allowed:
+            self.on_refused(host, port)
+            raise ProxyError(socks5.Rep.NOT_ALLOWED, f"{host}:{port} is not allowed")
+        return allowed
+
+
+class UdpDial:
+    """Dialer side of one UDP association: common's :class:`DirectUdpAssociation` relaying for the requester.
+
+    The access rules (server dial rules, a provider's ``--access-rule``) apply to
+    every datagram's destination; a refused datagram is dropped (upstream sends it).
+    """
+
+    def __init__(self, table: ChannelTable, channel_id: bytes, link: Any, rules: AccessRules | None = None) -> None:
         self.id = channel_id
         self.table = table
         self.link = link
-        self.transport: asyncio.DatagramTransport | None = None
-        self._v6 = False
+        self.rules = rules if rules else None
+        self.association: DirectUdpAssociation | None = None
+        self.refused = 0  # datagrams dropped by the access rules
         self._closed = False
         self._queued: list[protocol.Data] = []
-        self._resolved: dict[str, str] = {}
         table.add(channel_id, self)
         link.channels.add(self)
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("::", 0))
-            self._v6 = True
-        except OSError:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("0.0.0.0", 0))
+        resolver = _RuleResolver(self.rules, self._refused) if self.rules is not None else SYSTEM_RESOLVER
+        association = await DirectUdpAssociation.open(resolver)
         if self._closed:
-            transport.close()
+            association.close()
             return
+        association.set_receiver(self._reply)
+        self.association = association
         queued, self._queued = self._queued, []
         for message in queued:
             self.on_data(self.link, message)
 
-    # -- DatagramProtocol
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def _reply(self, host: str, port: int, data: bytes) -> None:
         if self._closed:
             return
         try:
-            self.link.send_udp(self.id, data, address=_plain_ip(addr[0]), port=addr[1])
+            self.link.send_udp(self.id, data, address=host, port=port)
         except ConnectionError:
             self.close_local()
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp channel: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
 
     # -- dispatcher events
     def on_data(self, link: Any, message: protocol.Data) -> None:
         if self._closed:
             return
-        if self.transport is None:
+        if self.association is None:
             self._queued.append(message)
             return
         try:
@@ -163,46 +167,15 @@ class UdpDial(asyncio.DatagramProtocol):
             log.warning("udp channel: %s", exc)
             return
         host, port = message.target_address, message.target_port
-        address = self._literal(host)
-        if address is not None:
-            self._sendto(payload, address, port)
-        else:
-            asyncio.ensure_future(self._resolve_and_send(payload, host, port))
-
-    def _literal(self, host: str) -> str | None:
-        cached = self._resolved.get(host)
-        if cached is not None:
-            return cached
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        return str(ip)
-
-    def _sendto(self, payload: bytes, address: str, port: int) -> None:
-        if self.transport is None:
+        rules = self.rules
+        if rules is not None and is_ip_literal(host) and not rules.allows(host, port, [host]):
+            self._refused(host, port)
             return
-        if self._v6 and ":" not in address:
-            address = "::ffff:" + address
-        try:
-            self.transport.sendto(payload, (address, port))
-        except (OSError, ValueError) as exc:
-            log.debug("udp channel: send to %s:%d failed: %s", address, port, exc)
+        self.association.send(host, port, payload)  # a name is checked once resolved (_RuleResolver)
 
-    async def _resolve_and_send(self, payload: bytes, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            log.debug("udp channel: cannot resolve %s: %s", host, exc)
-            return
-        families = (socket.AF_INET, socket.AF_INET6) if self._v6 else (socket.AF_INET,)
-        for family, _, _, _, sockaddr in infos:
-            if family in families:
-                if len(self._resolved) < RESOLVE_CACHE_MAX:
-                    self._resolved[host] = sockaddr[0]
-                self._sendto(payload, sockaddr[0], port)
-                return
+    def _refused(self, host: str, port: int) -> None:
+        self.refused += 1
+        log.debug("udp channel: datagram to %s:%d refused by the access rules", escape(host, 64), port)
 
     def on_disconnect(self, link: Any, message: Disconnect) -> None:
         self.close_local()
@@ -228,8 +201,8 @@ class UdpDial(asyncio.DatagramProtocol):
         self.table.remove(self.id, self)
         self.link.channels.discard(self)
         self._queued.clear()
-        if self.transport is not None:
-            self.transport.close()
+        if self.association is not None:
+            self.association.close()
 
     def close(self) -> None:
         """Local end finished: tell the requester."""
