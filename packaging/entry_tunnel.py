@@ -1,2 +1,5 @@
+import sys
+
 from hatchway.tunnel.cli import main
-main()
+
+sys.exit(main())
