@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from fake_runner import FakeRunner
-from helpers import wait_until
 from local_services import closed_port
 
 from hatchway.tunnel.args import build_parser
 from hatchway.tunnel.cli import client_log_level
 from hatchway.tunnel.protocol import MsgType
+from helpers import wait_until
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 UPGRADE_HEADERS = {"host", "upgrade", "connection", "sec-websocket-version", "sec-websocket-key"}
@@ -171,7 +171,7 @@ async def test_case34_reconnect_delay_after_a_server_side_close(runner, launch):
     tunnels = [await runner.next_tunnel(timeout=10)]
     for _ in range(2):
         tunnels.append(await runner.next_tunnel(timeout=5))
-    for before, after in zip(tunnels, tunnels[1:]):
+    for before, after in zip(tunnels, tunnels[1:], strict=False):
         await before.wait_ended()
         gap = after.accepted_at - before.ended_at
         assert 0.95 <= gap <= 1.5, gap

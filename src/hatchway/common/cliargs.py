@@ -39,9 +39,13 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+
+TYPE_CHECKING = False  # typing is not imported at run time: --help and --version start faster without it
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any, Literal, NoReturn, TypeAlias
+
+    Style: TypeAlias = Literal["cobra", "goflag", "clap"]
 
 __all__ = [
     "LOG_FORMATS",
@@ -58,8 +62,8 @@ __all__ = [
     "version_string",
 ]
 
-Style = Literal["cobra", "goflag", "clap"]
 USAGE_EXIT: dict[str, int] = {"cobra": 1, "goflag": 2, "clap": 2}
+SHELLS = ("bash", "zsh", "fish", "powershell")
 LOG_FORMATS = ("text", "json")
 
 # What lifecycle.run does with signals; every program's man page says it.
@@ -172,21 +176,19 @@ def go_version_string(prog: str, version: str) -> str:
 # --- parser --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _EnvOption:
-    dest: str
-    env: str
-    convert: Callable[[str], Any] | None
-    default: Any
-    flags: tuple[str, ...]
+    __slots__ = ("convert", "default", "dest", "env", "flags")
+
+    def __init__(self, dest: str, env: str, convert: Callable[[str], Any] | None, default: Any,
+                 flags: tuple[str, ...]) -> None:
+        self.dest, self.env, self.convert, self.default, self.flags = dest, env, convert, default, flags
 
 
-@dataclass(frozen=True)
 class _Doc:
-    env: str
-    flags: str
-    command: str
-    help: str
+    __slots__ = ("command", "env", "flags", "help")
+
+    def __init__(self, env: str, flags: str, command: str, help: str) -> None:
+        self.env, self.flags, self.command, self.help = env, flags, command, help
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -655,8 +657,6 @@ class ParserBuilder:
 
     def completion_command(self) -> None:
         """cobra's ``completion bash|zsh|fish|powershell``: print the shell's completion script."""
-        from .completion import SHELLS
-
         parser = self._subparsers_action().add_parser(
             "completion", help="print a shell completion script",
             description="Print the completion script for bash, zsh, fish or powershell, e.g. "

@@ -11,12 +11,12 @@ import argparse
 import re
 from typing import TYPE_CHECKING
 
+from .cliargs import SHELLS
+
 if TYPE_CHECKING:
     from .cliargs import CommandParser
 
 __all__ = ["SHELLS", "script"]
-
-SHELLS = ("bash", "zsh", "fish", "powershell")
 
 
 def _flags(parser: CommandParser) -> list[str]:

@@ -11,10 +11,10 @@ not load the client's modules.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client import AuthError, Client, ClientOptions
     from .server import Server, ServerOptions
 
@@ -33,6 +33,8 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 if not __package__:  # exec'd by path: make the hatchway package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hatchway import __version__
-from hatchway.common.cliargs import (
+from hatchway import __version__  # noqa: E402
+from hatchway.common.cliargs import (  # noqa: E402
     CommandParser,
     ParserBuilder,
     go_version_string,

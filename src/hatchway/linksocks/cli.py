@@ -9,16 +9,18 @@ and ``--help`` import no networking, a server no client machinery and the revers
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from .args import argv_with_mode, build_parser, version_line
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # no typing/logging imports for `version` and `--help`
+if TYPE_CHECKING:
+    import argparse
+    import logging
+    from collections.abc import Sequence
+    from typing import Any
+
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,12 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return lifecycle.run(lambda: run_client(args))
 
 
-def _level(debug: int) -> int:
-    if debug >= 2:
-        return 5  # trace
-    if debug == 1:
-        return logging.DEBUG
-    return logging.INFO
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def _level(debug: int) -> str:
+    return ("info", "debug", "trace")[min(debug, 2)]
 
 
 def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -104,7 +108,7 @@ async def run_server(args: argparse.Namespace) -> int:
 def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
     """Tokens from the command line (none with an API key, as upstream)."""
     if args.api_key:
-        log.info("API enabled at /api/ (no tokens from the command line)")
+        _log().info("API enabled at /api/ (no tokens from the command line)")
         return
     if args.access_rule:  # dial rules in forward mode, entry rules of the SOCKS port in reverse mode
         from .access import AccessRules, parse_rule_flag
@@ -116,7 +120,7 @@ def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
             server.dial_rules = rules
     if not args.reverse:
         token = server.add_forward_token(args.token)
-        log.info("forward mode (SOCKS5 on the client); token: %s", token)
+        _log().info("forward mode (SOCKS5 on the client); token: %s", token)
         return
     token, port = server.add_reverse_token(
         args.token,
@@ -125,14 +129,14 @@ def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
         password=args.socks_password,
         allow_manage_connector=args.connector_autonomy,
     )
-    log.info("reverse mode (SOCKS5 on the server); token: %s", token)
+    _log().info("reverse mode (SOCKS5 on the server); token: %s", token)
     if port and port > 0:
-        log.info("SOCKS5 for this token: %s:%d", args.socks_host, port)
+        _log().info("SOCKS5 for this token: %s:%d", args.socks_host, port)
     if not args.connector_autonomy:
         connector = server.add_connector_token(args.connector_token, token)
-        log.info("connector token: %s", connector)
+        _log().info("connector token: %s", connector)
     elif args.connector_token:
-        log.warning("--connector-token is ignored with --connector-autonomy")
+        _log().warning("--connector-token is ignored with --connector-autonomy")
 
 
 def client_options(args: argparse.Namespace) -> Any:
@@ -171,7 +175,7 @@ async def run_client(args: argparse.Namespace) -> int:
     from .client import AuthError, Client
 
     if args.direct_mode == "direct-only":
-        log.warning("--direct-mode direct-only: hatchway is relay-only and relays through the server")
+        _log().warning("--direct-mode direct-only: hatchway is relay-only and relays through the server")
     try:
         client = Client(options=client_options(args))
     except (ValueError, AccessError) as exc:

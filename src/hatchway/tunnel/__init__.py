@@ -1,10 +1,20 @@
 """KohakuRiver-compatible tunnel: the client, the runner endpoint and the forward CLI.
 
-Names are imported lazily, so ``import hatchway.tunnel`` stays cheap and each
-program only loads what it runs.
+Names are imported lazily (PEP 562), so ``import hatchway.tunnel`` stays cheap
+(``--help`` and ``--version`` load no networking) and each program only loads
+what it runs.
 """
 
-from typing import Any
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .client import TunnelClient, TunnelGaveUp
+    from .forward import Forwarder
+    from .options import ClientOptions
+    from .runner import Runner
 
 __all__ = ["ClientOptions", "Forwarder", "Runner", "TunnelClient", "TunnelGaveUp"]
 
@@ -23,4 +33,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(module, __name__), name)
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 if not __package__:  # exec'd by path: make the hatchway package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hatchway import __version__
-from hatchway.common.cliargs import CommandParser, ParserBuilder
+from hatchway import __version__  # noqa: E402
+from hatchway.common.cliargs import CommandParser, ParserBuilder  # noqa: E402
 
 PROG = "hatchway-tunnel"
 SUBCOMMANDS = ("runner", "forward")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from .args import build_parser
+
+TYPE_CHECKING = False  # no typing import for --help and --version
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
