@@ -39,13 +39,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import WSMsgType
-
-from hatchway.common.gate import InboundGate, SlowConsumerPolicy
+from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
 from hatchway.common.lifecycle import Service, announce_ready, setup_logging
 from hatchway.common.relay import Relay
 from hatchway.common.sink import Buffer, SinkClosed
-from hatchway.common.wsconn import WebSocketSink, client_session, close_politely, dial
+from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
+from hatchway.common.wsconn import WebSocketSink, client_session, dial
 
 from .channel import TunnelChannel
 from .mux import Closed, Connected, ForwardMux, ProtocolError, Received, Stream
@@ -128,6 +127,7 @@ class Forwarder(Service):
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._writer: WebSocketSink | None = None
+        self._reading: MuxSession | None = None
         self.gate = InboundGate(self.policy, stall_timeout)
         self._server: asyncio.AbstractServer | None = None
         self._udp: UdpForward | None = None
@@ -139,8 +139,6 @@ class Forwarder(Service):
     async def start(self) -> None:
         try:
             await self._open_channel()
-            assert self._ws is not None
-            self._writer = WebSocketSink(self._ws)
             await self._listen()
         except BaseException:
             await self.aclose()
@@ -160,17 +158,19 @@ class Forwarder(Service):
             raise ForwardError(f"Error: cannot connect to {self.url}: {exc}") from None
         except asyncio.TimeoutError:
             raise ForwardError(f"Error: Timeout connecting to {self.url}") from None
+        self._writer = WebSocketSink(self._ws)
+        self._reading = MuxSession(self._ws, self, sink=self._writer, gate=self.gate, name="forward channel")
         try:
-            msg = await self._ws.receive(timeout=self.handshake_timeout)
-        except asyncio.TimeoutError:
-            raise ForwardError("Error: Timeout waiting for CONNECTED") from None
-        if msg.type is WSMsgType.TEXT:
-            if msg.data == "CONNECTED":
+            first = await self._reading.receive_message(self.handshake_timeout)
+        except SessionEnded as exc:
+            if exc.ended.kind is EndKind.HANDSHAKE_TIMEOUT:
+                raise ForwardError("Error: Timeout waiting for CONNECTED") from None
+            raise ForwardError(f"Error: connection closed before CONNECTED (code {self._ws.close_code})") from None
+        if isinstance(first, str):
+            if first == "CONNECTED":
                 return
-            raise ForwardError(msg.data if msg.data.startswith("Error") else f"Error: unexpected reply {msg.data!r}")
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            raise ForwardError(f"Error: connection closed before CONNECTED (code {self._ws.close_code})")
-        raise ForwardError(f"Error: expected CONNECTED, got a {msg.type.name.lower()} message")
+            raise ForwardError(first if first.startswith("Error") else f"Error: unexpected reply {first!r}")
+        raise ForwardError("Error: expected CONNECTED, got a binary message")
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -251,22 +251,20 @@ class Forwarder(Service):
 
     # ------------------------------------------------------------------ inbound
     async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        gate = self.gate
+        assert self._reading is not None
         try:
-            while True:
-                if gate.blocked and not await gate.wait_until_open(lambda: not self.writer.closed):
-                    break
-                msg = await ws.receive()
-                if msg.type is WSMsgType.BINARY:
-                    self._dispatch(msg.data)
-                elif msg.type is WSMsgType.TEXT:
-                    log.debug("ignoring a text message: %.80r", msg.data)
-                else:
-                    break
+            await self._reading.run()
         finally:
             self._link_down()
+
+    # -- the MuxSession's handler
+    def binary_received(self, data: bytes) -> Drainable | None:
+        self._dispatch(data)
+        return None
+
+    def text_received(self, text: str) -> Drainable | None:
+        log.debug("ignoring a text message: %.80r", text)
+        return None
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -314,20 +312,16 @@ class Forwarder(Service):
     async def aclose(self) -> None:
         self._closing = True
         self._stop_listening()
-        if self._ws is not None and not self._ws.closed:
-            try:
-                await asyncio.wait_for(self._ws.close(), 2.0)
-            except (asyncio.TimeoutError, ConnectionError):
-                pass
+        if self._reading is not None:
+            await self._reading.close()  # no data frame after our Close; the peer's within 2 s, else abort
         if self._reader is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._reader.cancel()
+                await asyncio.wait({self._reader})
         else:
             self._link_down()
-        if self._writer is not None:
-            self._writer.close()
         if self._server is not None:
             await self._server.wait_closed()
         if self._session is not None:

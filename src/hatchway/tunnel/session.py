@@ -1,6 +1,8 @@
 """One tunnel connection of the client: the asyncio driver of a :class:`~hatchway.tunnel.mux.ClientMux`.
 
-The read loop hands each binary message to the mux and acts on its event
+The common :class:`~hatchway.common.muxsession.MuxSession` reads the
+WebSocket (the one read loop, with its gate and liveness checks); this class
+is its handler: it hands each binary message to the mux and acts on its event
 (the rules live in the mux, tunnel.md section 5.3 with hatchway's fixes):
 
 * ``Opened``: dial 127.0.0.1:port (a :class:`TcpStream`) or open a UDP flow;
@@ -12,7 +14,8 @@ The read loop hands each binary message to the mux and acts on its event
 
 Before reading the next message the loop passes the :class:`InboundGate`,
 which holds it while a local consumer is too slow (``block`` policy). When the
-WebSocket ends every stream is dropped and its service sees EOF.
+WebSocket ends every stream is dropped and its service is reset (nobody ended
+those connections on purpose: issue #6 item 4).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import logging
 
 import aiohttp
 
-from hatchway.common.gate import InboundGate, SlowConsumerPolicy
+from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
+from hatchway.common.muxsession import EndKind, MuxSession
 from hatchway.common.neterr import rust_io_error
 from hatchway.common.sink import SinkClosed
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import WebSocketSink, close_politely
+from hatchway.common.wsconn import WebSocketSink
 
 from .mux import ClientMux, Closed, Ignored, Opened, ProtocolError, Received, Reply, Stream
 from .options import ClientOptions
@@ -35,8 +39,6 @@ from .udp import UdpFlow, open_udp_socket
 
 log = logging.getLogger(__name__)
 
-_BINARY = aiohttp.WSMsgType.BINARY
-_TEXT = aiohttp.WSMsgType.TEXT
 
 CLOSE_TIMEOUT = 2.0  # how long a polite close waits for the runner's close frame
 
@@ -48,9 +50,13 @@ class TunnelSession:
         self.ws = ws
         self.options = options
         self.mux = ClientMux()
-        self.writer = WebSocketSink(ws)
+        self.sink = WebSocketSink(ws)
         self.gate = InboundGate(SlowConsumerPolicy(options.slow_consumer), options.stall_timeout)
         self.tasks = TaskSet("tunnel session", logger=log)
+        self.reader = MuxSession(
+            ws, self, sink=self.sink, gate=self.gate, name="tunnel", survive_handler_errors=True,
+            close_timeout=CLOSE_TIMEOUT,
+        )
         self.ended = False
 
     @property
@@ -58,31 +64,22 @@ class TunnelSession:
         """Live streams by id (the mux's table)."""
         return self.mux.streams
 
-    # -- read loop
     async def run(self) -> None:
         """Read and dispatch messages until the WebSocket ends."""
-        receive = self.ws.receive
-        dispatch = self.dispatch
-        gate = self.gate
-        while True:
-            if gate.blocked and not await gate.wait_until_open(self._alive):
-                log.warning("tunnel lost while a local consumer was blocking it")
-                return
-            msg = await receive()
-            if msg.type is _BINARY:
-                try:
-                    dispatch(msg.data)
-                except Exception:  # a bug must not take the tunnel down
-                    log.exception("error handling a tunnel message")
-            elif msg.type is _TEXT:
-                log.warning("ignoring a text message from the runner (%d chars)", len(msg.data))
-            else:
-                if msg.type is aiohttp.WSMsgType.ERROR:
-                    log.warning("tunnel error: %s", msg.data)
-                return
+        ended = await self.reader.run()
+        if ended.kind is EndKind.LOST_WHILE_BLOCKED:
+            log.warning("tunnel lost while a local consumer was blocking it")
+        elif ended.kind is EndKind.CONNECTION_LOST and ended.detail:
+            log.warning("tunnel error: %s", ended)
 
-    def _alive(self) -> bool:
-        return not (self.writer.closed or self.ws.closed)
+    # -- the MuxSession's handler
+    def binary_received(self, data: bytes) -> Drainable | None:
+        self.dispatch(data)
+        return None
+
+    def text_received(self, text: str) -> Drainable | None:
+        log.warning("ignoring a text message from the runner (%d chars)", len(text))
+        return None
 
     def dispatch(self, data: bytes) -> None:
         """Handle one binary message from the runner."""
@@ -111,7 +108,7 @@ class TunnelSession:
     def _open(self, stream: Stream) -> None:
         options = self.options
         if stream.proto is Proto.TCP:
-            tcp = TcpStream(self.writer, self.gate, stream, self.mux, options.buffer_limit)
+            tcp = TcpStream(self.sink, self.gate, stream, self.mux, options.buffer_limit)
             self.tasks.spawn(tcp.open(options.connect_timeout, options.ipv6_fallback), name=f"dial {stream.port}")
             return
         try:
@@ -124,7 +121,7 @@ class TunnelSession:
                 self._send(message)
             return
         flow = UdpFlow(
-            self.writer, stream, self.mux, sock,
+            self.sink, stream, self.mux, sock,
             buffer_limit=options.buffer_limit, idle_timeout=options.udp_idle_timeout,
         )
         message = self.mux.connected(stream)
@@ -134,7 +131,7 @@ class TunnelSession:
 
     def _send(self, message: bytes) -> None:
         try:
-            self.writer.send(message)
+            self.sink.send(message)
         except SinkClosed:
             pass
 
@@ -149,6 +146,5 @@ class TunnelSession:
                 stream.endpoint.link_lost()
         self.tasks.cancel(close=True)
         self.gate.close()
-        await close_politely(self.ws, self.writer, CLOSE_TIMEOUT)
-        self.writer.close()
+        await self.reader.close()
         await self.tasks.aclose()
