@@ -4,6 +4,8 @@ import asyncio
 import os
 import socket
 
+import pytest
+
 from common.wirepair import relay_through
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
 from helpers import wait_until
@@ -276,3 +278,13 @@ async def test_fail_ends_without_sending_close_and_start_releases_held_data():
     channel.fail(ConnectionResetError("gone"))
     assert isinstance(await proto.lost, ConnectionResetError)
     assert sent == []  # fail() sends no close
+
+
+def test_every_gate_has_a_stall_timeout_unless_it_opts_out():
+    from hatchway.common.gate import DEFAULT_STALL_TIMEOUT
+
+    assert InboundGate().stall_timeout == DEFAULT_STALL_TIMEOUT > 0
+    assert InboundGate(stall_timeout=0).stall_timeout == 0
+    assert SlowConsumerPolicy.parse(" Reset ") is SlowConsumerPolicy.RESET
+    with pytest.raises(ValueError, match="block or reset"):
+        SlowConsumerPolicy.parse("drop")

@@ -56,10 +56,14 @@ class Resettable(Protocol):
 
 
 class InboundGate:
-    """Holds a read loop while any channel it feeds is paused (block policy)."""
+    """Holds a read loop while any channel it feeds is paused (block policy).
+
+    ``stall_timeout`` defaults to :data:`DEFAULT_STALL_TIMEOUT`: no program gets
+    an unbounded hold by forgetting it; pass 0 to opt out explicitly.
+    """
 
     def __init__(
-        self, policy: SlowConsumerPolicy | str = SlowConsumerPolicy.BLOCK, stall_timeout: float = 0.0
+        self, policy: SlowConsumerPolicy | str = SlowConsumerPolicy.BLOCK, stall_timeout: float = DEFAULT_STALL_TIMEOUT
     ) -> None:
         self.policy = SlowConsumerPolicy.parse(policy)
         self.stall_timeout = stall_timeout
