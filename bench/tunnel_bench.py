@@ -42,11 +42,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import aiohttp  # noqa: E402
-import uvloop  # noqa: E402
-from aiohttp import web  # noqa: E402
-
 import benchlib as bl  # noqa: E402
 import procstat  # noqa: E402
+import uvloop  # noqa: E402
+from aiohttp import web  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -375,7 +374,7 @@ async def wait_tunnel_registered(runner_port: int, cid: str, timeout: float) -> 
                     if msg.type == aiohttp.WSMsgType.TEXT and msg.data == "CONNECTED":
                         return
                     last = str(msg.data)
-            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, aiohttp.ClientError) as e:
                 last = repr(e)
             await asyncio.sleep(0.1)
     raise TimeoutError(f"tunnel {cid!r} not registered at the runner within {timeout:.0f} s ({last})")
@@ -435,7 +434,7 @@ async def start_relay_path(svc: Services, logdir: str, hops: int = 1) -> Path:
             listen = [bl.free_port() for _ in targets]
             name = "relay" if hops == 1 else f"relay{h}"
             p = group.add(bl.Proc(f"plain-{name}", [sys.executable, os.path.join(bl.BENCH_DIR, "plain_relay.py")]
-                                  + [f"{l}:{t}" for l, t in zip(listen, targets)] + ["--max-seconds", "3600"],
+                                  + [f"{lp}:{t}" for lp, t in zip(listen, targets, strict=True)] + ["--max-seconds", "3600"],
                                   logdir))
             if not await loop.run_in_executor(None, p.wait_line, "READY", 20.0):
                 raise RuntimeError(f"plain relay not ready: {p.log_tail()}")
@@ -943,10 +942,14 @@ def report(args, R: dict) -> str:
             rows.append(["plain relay process (for scale)", bl.fnum(cpu_med(RL["up"], "relay"), 2),
                          bl.fnum(cpu_med(RL["down"], "relay"), 2), "", ""])
         if R3 and R3["up"]:
-            tot = lambda rs: bl.median([sum(v for k, v in r["cpu"].items() if k.startswith("relay")) for r in rs])
+            def tot(rs: list) -> float:
+                return bl.median([sum(v for k, v in r["cpu"].items() if k.startswith("relay")) for r in rs])
+
             rows.append(["plain relay ×3, all three (for scale)", bl.fnum(tot(R3["up"]), 2),
                          bl.fnum(tot(R3["down"]), 2), "", ""])
-            hw = lambda rs: bl.median([sum(v for k, v in r["cpu"].items() if k != "harness") for r in rs])
+            def hw(rs: list) -> float:
+                return bl.median([sum(v for k, v in r["cpu"].items() if k != "harness") for r in rs])
+
             rows.append(["hatchway, all processes", bl.fnum(hw(H["up"]), 2), bl.fnum(hw(H["down"]), 2), "", ""])
         out.append(bl.table(["(b) CPU-s per GiB, by process", "user→service", "service→user", "target", ""], rows,
                             "## CPU cost end to end (utime+stime per GiB moved)"))

@@ -30,7 +30,7 @@ class RawPeer:
         self.ws = ws
 
     @classmethod
-    async def open(cls, url: str, **kwargs: Any) -> "RawPeer":
+    async def open(cls, url: str, **kwargs: Any) -> RawPeer:
         session = aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(url, compress=0, max_msg_size=0, **kwargs)
@@ -119,7 +119,7 @@ class FakeForwardServer:
         await peer.ws.ended.wait()
         return ws
 
-    async def __aenter__(self) -> "FakeForwardServer":
+    async def __aenter__(self) -> FakeForwardServer:
         self._done = asyncio.get_running_loop().create_future()
         app = web.Application()
         app.router.add_get("/ws/forward/{cid}/{port}", self._handle)
@@ -211,7 +211,7 @@ class TcpService:
         self.writers: list[asyncio.StreamWriter] = []
         self.accepted_event = asyncio.Event()
 
-    async def __aenter__(self) -> "TcpService":
+    async def __aenter__(self) -> TcpService:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.accepted += 1
             self.writers.append(writer)
@@ -259,7 +259,7 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.sources: set[Any] = set()
         self.port = 0
 
-    async def __aenter__(self) -> "UdpEcho":
+    async def __aenter__(self) -> UdpEcho:
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
         self.port = self.transport.get_extra_info("sockname")[1]
@@ -283,7 +283,7 @@ class UdpClient(asyncio.DatagramProtocol):
         self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
 
     @classmethod
-    async def connect(cls, port: int) -> "UdpClient":
+    async def connect(cls, port: int) -> UdpClient:
         loop = asyncio.get_running_loop()
         client = cls()
         await loop.create_datagram_endpoint(lambda: client, remote_addr=("127.0.0.1", port))

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -182,7 +183,7 @@ class FakeRunner:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0, ssl_context: Any = None) -> "FakeRunner":
+    async def start(self, port: int = 0, ssl_context: Any = None) -> FakeRunner:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -261,7 +262,7 @@ class FrameTap:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    async def start(self) -> "FrameTap":
+    async def start(self) -> FrameTap:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

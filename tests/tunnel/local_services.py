@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 TIMEOUT = 5.0
 
@@ -27,7 +27,7 @@ class TcpService:
         self._accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self._server: asyncio.Server | None = None
 
-    async def start(self, port: int = 0) -> "TcpService":
+    async def start(self, port: int = 0) -> TcpService:
         self._server = await asyncio.start_server(self._handle, self.host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -81,7 +81,7 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.port = 0
         self.received: list[int] = []  # sizes, in order
 
-    async def start(self) -> "UdpEcho":
+    async def start(self) -> UdpEcho:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
         assert self.transport is not None

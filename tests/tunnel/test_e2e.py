@@ -8,8 +8,8 @@ import hashlib
 import os
 
 import pytest
-
 from fake_client import TcpService, UdpClient, UdpEcho, echo_handler, tagged_echo
+
 from hatchway.tunnel.client import TunnelClient
 from hatchway.tunnel.forward import Forwarder
 from hatchway.tunnel.runner import Runner

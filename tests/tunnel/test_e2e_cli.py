@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_client import MsgType, Proto, RawPeer, TcpService, UdpClient, echo_handler, free_port, open_tunnel
+
 from hatchway.tunnel.runner import Runner
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -27,7 +27,7 @@ class Program:
         self._drain = asyncio.ensure_future(self._collect())
 
     @classmethod
-    async def start(cls, *args: str) -> "Program":
+    async def start(cls, *args: str) -> Program:
         env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "hatchway.tunnel", *args,
@@ -90,7 +90,7 @@ async def test_runner_client_and_forward_processes_relay_end_to_end():
             programs.append(runner)
             line = await runner.ready()
             assert line.startswith("READY runner 127.0.0.1:")
-            base = "ws://127.0.0.1:%d" % address(line)[1]
+            base = f"ws://127.0.0.1:{address(line)[1]}"
             client = await Program.start("--runner-url", base + "/", "--container-id", CID, "--log-level", "warn")
             programs.append(client)
             await client.ready()

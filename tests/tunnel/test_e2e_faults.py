@@ -7,9 +7,7 @@ import asyncio
 
 import aiohttp
 import pytest
-
 from fake_client import RawPeer, TcpService
-from helpers import wait_until
 from test_e2e_cli import Program, address
 
 CID = "kohakuriver-task-77"
@@ -62,7 +60,7 @@ class Stack:
 
     async def runner(self, *extra: str) -> Program:
         runner = await self.start("runner", "--host", "127.0.0.1", "--port", "0", "--log-level", "warn", *extra)
-        self.base = "ws://127.0.0.1:%d" % address(await runner.ready())[1]
+        self.base = f"ws://127.0.0.1:{address(await runner.ready())[1]}"
         return runner
 
     async def client(self, *extra: str) -> Program:

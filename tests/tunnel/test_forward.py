@@ -8,8 +8,8 @@ import socket
 import struct
 
 import pytest
-
 from fake_client import FakeForwardServer, Proto, UdpClient, data, free_port, wait_until
+
 from hatchway.tunnel import protocol
 from hatchway.tunnel.forward import Forwarder, ForwardError, forward_url
 from hatchway.tunnel.protocol import MsgType

@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-
 from fake_client import Proto, RawPeer, data, open_forward, open_tunnel, wait_until
+
 from hatchway.tunnel import protocol
 from hatchway.tunnel.protocol import MsgType
 from hatchway.tunnel.runner import ENDPOINT_KEY, Runner, make_app

@@ -16,8 +16,9 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -146,10 +147,10 @@ class TunnelClient(Service):
         try:
             ws = await dial(
                 http,
-                self._wire_url,
+                self._wire_url,  # type: ignore[arg-type]  # aiohttp takes a URL; wsconn.dial's annotation says str
                 heartbeat=options.heartbeat or None,
                 max_msg_size=options.max_message_size,
-                timeout=options.connect_timeout or None,
+                timeout=options.connect_timeout or None,  # type: ignore[arg-type]  # None = no deadline
                 headers=headers,
             )
         except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:

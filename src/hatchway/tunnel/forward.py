@@ -39,11 +39,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
 from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
 from hatchway.common.lifecycle import Service, announce_ready, setup_logging
+from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
 from hatchway.common.sink import Buffer, SinkClosed
-from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.wsconn import WebSocketSink, client_session, dial
 
 from .channel import TunnelChannel
@@ -79,7 +80,7 @@ def _host_for_url(host: str) -> str:
 class _Acceptor(asyncio.Protocol):
     """Protocol for a freshly accepted local socket: hands it to the forwarder at once."""
 
-    def __init__(self, forwarder: "Forwarder") -> None:
+    def __init__(self, forwarder: Forwarder) -> None:
         self.forwarder = forwarder
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,7 +157,7 @@ class Forwarder(Service):
             raise ForwardError(f"Error: WebSocket handshake with {self.url} failed: {exc.status} {exc.message}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ForwardError(f"Error: cannot connect to {self.url}: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ForwardError(f"Error: Timeout connecting to {self.url}") from None
         self._writer = WebSocketSink(self._ws)
         self._reading = MuxSession(self._ws, self, sink=self._writer, gate=self.gate, name="forward channel")
@@ -272,17 +273,14 @@ class Forwarder(Service):
         except ProtocolError as exc:
             log.debug("dropping a message: %s", exc)
             return
-        if event is None:
-            return
-        endpoint = event.stream.endpoint
         if type(event) is Received:
-            if endpoint is not None:
-                endpoint.feed(event.payload)
+            if event.stream.endpoint is not None:
+                event.stream.endpoint.feed(event.payload)
         elif type(event) is Closed:
             if event.error is not None:
                 log.warning("connection %d: %s", event.stream.client_id, event.error)
-            if endpoint is not None:
-                endpoint.remote_closed(event.error)
+            if event.stream.endpoint is not None:
+                event.stream.endpoint.remote_closed(event.error)
         elif type(event) is Connected:
             log.debug("connection %d: connected", event.stream.client_id)
 

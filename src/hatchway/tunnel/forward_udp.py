@@ -44,7 +44,7 @@ class UdpSource:
 
     __slots__ = ("owner", "stream", "client_id", "addr", "last", "timer")
 
-    def __init__(self, owner: "UdpForward", stream: Stream, addr: Address) -> None:
+    def __init__(self, owner: UdpForward, stream: Stream, addr: Address) -> None:
         self.owner = owner
         self.stream = stream
         self.client_id = stream.client_id

@@ -47,7 +47,7 @@ from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError,
 
 __all__ = [
     "Phase", "Stream", "StreamEnd", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
-    "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "Failed", "ToUser", "ToTunnel",
+    "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
     "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
 ]
 
@@ -169,15 +169,15 @@ class ClientMux:
                 return Ignored(f"ignoring a duplicate CONNECT for id {client_id}")
             if self._last_unknown == client_id:
                 self._last_unknown = -1
-            stream: Stream = Stream(client_id, Proto(proto), port, Phase.DIALING)
-            self.streams[client_id] = stream
-            return Opened(stream)
+            opened = Stream(client_id, Proto(proto), port, Phase.DIALING)
+            self.streams[client_id] = opened
+            return Opened(opened)
         if mtype == _CLOSE:
-            stream_ = self.streams.pop(client_id, None)
-            if stream_ is None:
+            closed = self.streams.pop(client_id, None)
+            if closed is None:
                 return self._unknown(client_id, "CLOSE")
-            stream_.phase = Phase.CLOSED
-            return Closed(stream_)
+            closed.phase = Phase.CLOSED
+            return Closed(closed)
         if mtype == _PING:
             return Reply(protocol.pong(client_id))
         name = _NAMES.get(mtype)

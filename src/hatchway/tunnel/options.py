@@ -36,7 +36,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("timeouts must not be negative")
 
     @classmethod
-    def from_kwargs(cls, **kwargs: object) -> "ClientOptions":
+    def from_kwargs(cls, **kwargs: object) -> ClientOptions:
         """Validated construction (msgspec checks the types and Literal choices)."""
         return msgspec.convert(kwargs, cls, strict=False)
 

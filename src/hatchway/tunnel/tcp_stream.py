@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from hatchway.common.gate import InboundGate
 from hatchway.common.neterr import rust_io_error

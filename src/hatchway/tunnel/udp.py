@@ -125,7 +125,7 @@ class UdpFlow(asyncio.DatagramProtocol):
                 self._held.append(bytes(data))
                 self._held_bytes += len(data)
             return
-        if transport.get_write_buffer_size() > self.limit:
+        if cast(asyncio.WriteTransport, transport).get_write_buffer_size() > self.limit:  # typeshed lacks it on datagram transports
             return  # the service's socket is backed up: drop the datagram
         transport.sendto(data)
 
