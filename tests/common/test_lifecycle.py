@@ -153,14 +153,6 @@ def test_ready_line_as_json(restore_logging, capsys):
     assert entry["ready"] is True and entry["msg"] == "READY linksocks server ws://127.0.0.1:1" and entry["port"] == 1
 
 
-def test_text_logs_escape_control_characters(restore_logging):
-    stream = io.StringIO()
-    lifecycle.setup_logging("info", fmt="text", stream=stream)
-    logging.getLogger("hatchway.test").info("id %s", "evil\nFORGED ERROR line\x1b[31m")
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 1 and lines[0].endswith("id evil\\nFORGED ERROR line\\x1b[31m")
-
-
 @pytest.mark.parametrize(
     "name,level",
     [("warn", logging.WARNING), ("trace", 5), ("hyper=info,tunnel_client=debug", logging.DEBUG),

@@ -291,3 +291,24 @@ def test_a_busy_port_is_one_error_line_and_exit_1(procs):
     assert second.popen.wait(30) == 1
     assert second.output().strip().splitlines()[-1].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
     assert first.stop() == 0
+
+
+def test_tokens_the_user_gave_are_logged_as_fingerprints(procs):
+    port = h.free_port()
+    given = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(port), "-t", "secret-token-1", "-r", "-c",
+                           "secret-conn-2", "-p", str(h.free_port()), name="given")
+    given.wait_output("READY")
+    assert given.stop() == 0
+    log = given.output()
+    assert "secret-token-1" not in log and "secret-conn-2" not in log and log.count("token: sha256:") == 2
+    port = h.free_port()
+    generated = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(port), name="generated")
+    generated.wait_output("READY")
+    assert generated.stop() == 0
+    assert re.search(r"token: (?!sha256:)\S{16}$", generated.output(), re.MULTILINE)  # the only way to learn it
+
+
+def test_stall_timeout_option():
+    assert parse(["server"]).stall_timeout == 10.0
+    assert parse(["client", "--stall-timeout", "2s"]).stall_timeout == 2.0
+    assert parse(["client"], {"HATCHWAY_LINKSOCKS_STALL_TIMEOUT": "0"}).stall_timeout == 0.0

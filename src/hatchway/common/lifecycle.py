@@ -157,17 +157,6 @@ def _expire(signum: int) -> None:
 # --- logging -------------------------------------------------------------------------------------------------
 
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
-_CONTROL[0x0A] = "\\n"
-_CONTROL[0x0D] = "\\r"
-_CONTROL[0x09] = "\\t"
-
-
-def _escape(text: str) -> str:
-    """Control characters shown, not obeyed: no forged log lines, no terminal escapes from the wire."""
-    return text.translate(_CONTROL)
-
-
 def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -214,14 +203,11 @@ def _utc(seconds: float | None) -> time.struct_time:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-01-02 03:04:05,678 INFO name: message`` in UTC, control characters escaped."""
+    """``2026-01-02 03:04:05,678 INFO name: message`` in UTC (wire values are escaped by their callers: logsafe)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.converter = _utc
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return _escape(super().formatMessage(record))
 
 
 LEVELS = {
@@ -289,7 +275,7 @@ def announce_ready(what: str, **fields: Any) -> None:
                  "ready": True, **{key: _json_safe(value) for key, value in fields.items()}}
         print(json.dumps(entry, separators=(",", ":"), ensure_ascii=False), file=sys.stderr, flush=True)
         return
-    print(f"READY {_escape(what)}", file=sys.stderr, flush=True)
+    print(f"READY {what}", file=sys.stderr, flush=True)
 
 
 # --- embeddable services -------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ def _add_common(b: ParserBuilder) -> None:
              metavar="DURATION", help="WebSocket ping interval, e.g. 30s")
     b.option("--read-timeout", env="HATCHWAY_LINKSOCKS_READ_TIMEOUT", default=60.0, type=parse_duration,
              metavar="DURATION", help="close a WebSocket that received nothing (no message, no pong) for this long")
+    b.option("--stall-timeout", env="HATCHWAY_LINKSOCKS_STALL_TIMEOUT", default=10.0, type=parse_duration,
+             metavar="DURATION", help="reset a connection whose local reader has taken nothing for this long, so "
+             "the others on its WebSocket go on (0 = wait forever, as upstream)")
 
 
 SERVER_EXAMPLES = [

@@ -77,6 +77,7 @@ def server_options(args: argparse.Namespace) -> Any:
         wire_version=args.wire_version,
         ping_interval=args.ping_interval,
         read_timeout=args.read_timeout,
+        stall_timeout=args.stall_timeout,
     )
 
 
@@ -120,7 +121,7 @@ def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
             server.dial_rules = rules
     if not args.reverse:
         token = server.add_forward_token(args.token)
-        _log().info("forward mode (SOCKS5 on the client); token: %s", token)
+        _log().info("forward mode (SOCKS5 on the client); token: %s", _shown(token, args.token))
         return
     token, port = server.add_reverse_token(
         args.token,
@@ -129,14 +130,21 @@ def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
         password=args.socks_password,
         allow_manage_connector=args.connector_autonomy,
     )
-    _log().info("reverse mode (SOCKS5 on the server); token: %s", token)
+    _log().info("reverse mode (SOCKS5 on the server); token: %s", _shown(token, args.token))
     if port and port > 0:
         _log().info("SOCKS5 for this token: %s:%d", args.socks_host, port)
     if not args.connector_autonomy:
         connector = server.add_connector_token(args.connector_token, token)
-        _log().info("connector token: %s", connector)
+        _log().info("connector token: %s", _shown(connector, args.connector_token))
     elif args.connector_token:
         _log().warning("--connector-token is ignored with --connector-autonomy")
+
+
+def _shown(token: str, given: str | None) -> str:
+    """A token the user gave is logged as its fingerprint; a generated one in full (the only way to learn it)."""
+    from .tokens import fingerprint
+
+    return fingerprint(token) if given else token
 
 
 def client_options(args: argparse.Namespace) -> Any:
@@ -164,6 +172,7 @@ def client_options(args: argparse.Namespace) -> Any:
         wire_version=args.wire_version,
         ping_interval=args.ping_interval,
         read_timeout=args.read_timeout,
+        stall_timeout=args.stall_timeout,
     )
 
 
