@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from common.wirepair import relay_through
+from common.wirepair import TRANSPORTS, relay_through
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
 from helpers import wait_until
 
@@ -85,7 +85,8 @@ async def read_until_end(reader):
     return bytes(got), None
 
 
-async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_reply():
+@pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_reply(wire):
     """#6 item 15: send, shutdown(SHUT_WR), read the whole 1 MiB reply."""
     reply = os.urandom(REPLY)
     served = asyncio.Event()
@@ -99,7 +100,7 @@ async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_re
         served.set()
 
     target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], half_close=False)
+    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, half_close=False)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(b"hello")
@@ -113,7 +114,8 @@ async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_re
         target.close()
 
 
-async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_reply():
+@pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_reply(wire):
     """The dialing side's rule (and the old behaviour everywhere): EOF closes; shows what keep_open_on_eof fixes."""
     async def handle(reader, writer):
         try:
@@ -126,7 +128,7 @@ async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_rep
         writer.close()
 
     target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], keep_open=False)
+    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, keep_open=False)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(b"hello")
@@ -139,7 +141,8 @@ async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_rep
         target.close()
 
 
-async def test_half_close_with_wire_support_carries_the_eof():
+@pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_half_close_with_wire_support_carries_the_eof(wire):
     """A wire that has half-close passes the EOF on: an echo server that reads to EOF answers."""
     payload = os.urandom(300_000)
 
@@ -150,7 +153,7 @@ async def test_half_close_with_wire_support_carries_the_eof():
         writer.close()
 
     target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], half_close=True)
+    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, half_close=True)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(payload)
@@ -163,7 +166,8 @@ async def test_half_close_with_wire_support_carries_the_eof():
         target.close()
 
 
-async def test_a_link_lost_mid_transfer_resets_both_applications():
+@pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_a_link_lost_mid_transfer_resets_both_applications(wire):
     """#6 item 4: the wire dies; the client and the service each get ECONNRESET, never a clean EOF."""
     service_end = asyncio.get_running_loop().create_future()
 
@@ -173,13 +177,12 @@ async def test_a_link_lost_mid_transfer_resets_both_applications():
         service_end.set_result(await read_until_end(reader))
 
     target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1])
+    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         first = await asyncio.wait_for(reader.readexactly(1000), 10)
         assert first == b"x" * 1000
-        assert path.a.transport is not None
-        path.a.transport.abort()  # cut the link under both channels
+        path.a.cut()  # cut the link under both channels
         _, error = await asyncio.wait_for(read_until_end(reader), 10)
         assert isinstance(error, ConnectionResetError)
         _, service_error = await asyncio.wait_for(service_end, 10)
@@ -190,7 +193,8 @@ async def test_a_link_lost_mid_transfer_resets_both_applications():
         target.close()
 
 
-async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset():
+@pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset(wire):
     """The gate's stall timeout resets the channel; its local reader sees ECONNRESET, not EOF."""
     gate = InboundGate(SlowConsumerPolicy.BLOCK, stall_timeout=0.2)
     chunk = b"y" * 65536
@@ -205,7 +209,7 @@ async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset():
         writer.close()
 
     target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], gate_a=gate, relay_limit=64 * 1024)
+    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, gate_a=gate, relay_limit=64 * 1024)
     try:
         sock = socket.create_connection(("127.0.0.1", path.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -1,13 +1,17 @@
-"""A tiny multiplexer over a socketpair, for tests of Channel, the gate and the relay.
+"""A tiny multiplexer for tests of Channel, the gate, the relay and both session drivers.
 
-Each side is a :class:`WireEnd`: length-prefixed frames (``LengthPrefixedSink``
-and ``FrameDecoder``) carrying ``kind(1) + channel id(1) + payload``:
-O = open (the other side dials its target), D = data, E = EOF (only when the
-wire has half-close), C = close (payload: error text, empty = clean end).
-Inbound frames honour the side's InboundGate through ``add_watcher``.
+Each side is a :class:`WireMux` (a ``MessageHandler``) carrying messages of
+``kind(1) + channel id(1) + payload``: O = open (the other side dials its
+target), D = data, E = EOF (only when the wire has half-close), C = close
+(payload: error text, empty = clean end). It runs over either driver:
+
+* ``"framed"``: a :class:`FramedSession` on each end of a unix socketpair
+  (length-prefixed frames, ``LengthPrefixedSink``);
+* ``"websocket"``: a :class:`MuxSession` on each end of a real aiohttp
+  WebSocket on 127.0.0.1 (``WebSocketSink``).
 
 ``relay_through(...)`` builds the whole path:
-client -> TCP listener -> Relay -> channel (side A) == socketpair == channel
+client -> TCP listener -> Relay -> channel (side A) == wire == channel
 (side B) -> Relay -> TCP target.
 """
 
@@ -17,20 +21,28 @@ import asyncio
 import socket
 from typing import Any
 
+from aiohttp import web
+
+from hatchway.common import wsconn
 from hatchway.common.channel import Channel
+from hatchway.common.framedsession import FramedSession
 from hatchway.common.gate import InboundGate
+from hatchway.common.muxhandler import ProtocolViolation
+from hatchway.common.muxsession import MuxSession
 from hatchway.common.relay import Relay
-from hatchway.common.sink import Buffer, FrameDecoder, LengthPrefixedSink, MessageSink
+from hatchway.common.sink import Buffer, MessageSink
+
+TRANSPORTS = ("framed", "websocket")
 
 
 class WireChannel(Channel):
-    def __init__(self, end: WireEnd, cid: int, **kwargs: Any) -> None:
-        assert end.sink is not None
-        super().__init__(end.sink, end.gate, half_close=end.half_close, **kwargs)
-        self.end = end
+    def __init__(self, mux: WireMux, cid: int, **kwargs: Any) -> None:
+        assert mux.sink is not None
+        super().__init__(mux.sink, mux.gate, half_close=mux.half_close, **kwargs)
+        self.mux = mux
         self.cid = bytes([cid])
         self.name = str(cid)
-        end.channels[cid] = self
+        mux.channels[cid] = self
 
     def _send_data(self, writer: MessageSink, data: Buffer) -> None:
         writer.send(b"D" + self.cid, data)
@@ -42,69 +54,46 @@ class WireChannel(Channel):
         writer.send(b"E" + self.cid)
 
     def _forget(self) -> None:
-        self.end.channels.pop(self.cid[0], None)
+        self.mux.channels.pop(self.cid[0], None)
 
 
-class WireEnd(asyncio.Protocol):
+class WireMux:
     def __init__(self, gate: InboundGate, half_close: bool, target: tuple[str, int] | None = None,
                  relay_limit: int = 1 << 20, keep_open: bool = True) -> None:
         self.gate = gate
-        self.keep_open = keep_open
         self.half_close = half_close
         self.target = target
         self.relay_limit = relay_limit
-        self.sink: LengthPrefixedSink | None = None
-        self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder()
+        self.keep_open = keep_open
+        self.sink: MessageSink | None = None
         self.channels: dict[int, WireChannel] = {}
         self.relays: list[Relay] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        self.lost = asyncio.get_running_loop().create_future()
-        gate.add_watcher(self._gate_changed)
+        self.cut: Any = None  # drops the link under the channels (set by the driver)
 
-    def _gate_changed(self, blocked: bool) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if blocked:
-            self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
+    # -- MessageHandler
+    def binary_received(self, message: bytes) -> None:
+        kind, cid = message[0:1], message[1]
+        if kind == b"O":
+            self._open(cid)
+            return None
+        channel = self.channels.get(cid)
+        if channel is None:
+            return None
+        if kind == b"D":
+            channel.feed(memoryview(message)[2:])
+        elif kind == b"E":
+            channel.remote_eof()
+        elif kind == b"C":
+            channel.remote_closed(message[2:].decode() or None)
+        return None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.sink = LengthPrefixedSink(transport)
+    def text_received(self, text: str) -> None:
+        raise ProtocolViolation("text message")
 
-    def data_received(self, data: bytes) -> None:
-        for message in self.decoder.feed(data):
-            kind, cid = message[0:1], message[1]
-            if kind == b"O":
-                self._open(cid)
-                continue
-            channel = self.channels.get(cid)
-            if channel is None:
-                continue
-            if kind == b"D":
-                channel.feed(memoryview(message)[2:])
-            elif kind == b"E":
-                channel.remote_eof()
-            elif kind == b"C":
-                channel.remote_closed(message[2:].decode() or None)
-
-    def pause_writing(self) -> None:
-        assert self.sink is not None
-        self.sink.pause_writing()
-
-    def resume_writing(self) -> None:
-        assert self.sink is not None
-        self.sink.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        assert self.sink is not None
-        self.sink.connection_lost(exc)
+    def link_lost(self) -> None:
         for channel in list(self.channels.values()):
             channel.link_lost()
-        if not self.lost.done():
-            self.lost.set_result(None)
 
     # -- the dialing side
     def _open(self, cid: int) -> None:
@@ -132,15 +121,15 @@ class WireEnd(asyncio.Protocol):
     # -- the listening side
     def accept(self, cid: int) -> asyncio.Protocol:
         """Protocol factory body for a TCP listener: one relay and channel per connection."""
-        end = self
+        mux = self
 
         class Acceptor(asyncio.Protocol):
             def connection_made(self, transport: Any) -> None:
-                relay = Relay(high_water=end.relay_limit, low_water=end.relay_limit // 4)
-                end.relays.append(relay)
-                channel = WireChannel(end, cid, started=False, keep_open_on_eof=end.keep_open)
-                assert end.sink is not None
-                end.sink.send(b"O" + channel.cid)
+                relay = Relay(high_water=mux.relay_limit, low_water=mux.relay_limit // 4)
+                mux.relays.append(relay)
+                channel = WireChannel(mux, cid, started=False, keep_open_on_eof=mux.keep_open)
+                assert mux.sink is not None
+                mux.sink.send(b"O" + channel.cid)
                 relay.adopt(relay.front(), transport)
                 channel.set_protocol(relay.back())
                 relay.join()
@@ -148,33 +137,100 @@ class WireEnd(asyncio.Protocol):
 
         return Acceptor()
 
+    async def stop_tasks(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
 
 class WirePath:
-    def __init__(self, a: WireEnd, b: WireEnd, server: asyncio.AbstractServer) -> None:
+    def __init__(self, a: WireMux, b: WireMux, server: asyncio.AbstractServer) -> None:
         self.a, self.b, self.server = a, b, server
         self.port = server.sockets[0].getsockname()[1]
+        self.closers: list[Any] = []
 
     async def close(self) -> None:
         self.server.close()
-        for end in (self.a, self.b):
-            if end.transport is not None:
-                end.transport.close()
-        await asyncio.gather(self.a.lost, self.b.lost)
-        for end in (self.a, self.b):
-            for task in list(end.tasks):
-                task.cancel()
-            await asyncio.gather(*end.tasks, return_exceptions=True)
+        for closer in self.closers:
+            await closer()
+        for mux in (self.a, self.b):
+            await mux.stop_tasks()
         await self.server.wait_closed()
 
 
-async def relay_through(target_port: int, *, half_close: bool = False, gate_a: InboundGate | None = None,
-                        relay_limit: int = 1 << 20, keep_open: bool = True) -> WirePath:
+async def _framed(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
     loop = asyncio.get_running_loop()
     sa, sb = socket.socketpair()
-    a = WireEnd(gate_a or InboundGate(), half_close, relay_limit=relay_limit, keep_open=keep_open)
-    b = WireEnd(InboundGate(), half_close, target=("127.0.0.1", target_port), relay_limit=relay_limit)
-    await loop.create_unix_connection(lambda: a, sock=sa)
-    await loop.create_unix_connection(lambda: b, sock=sb)
+    sessions = []
+    for mux, sock in ((a, sa), (b, sb)):
+        session = FramedSession(mux, gate=mux.gate)
+        await loop.create_unix_connection(lambda s=session: s, sock=sock)
+        mux.sink = session.sink
+        session.ended.add_done_callback(lambda _, m=mux: m.link_lost())
+        sessions.append(session)
+    a.cut = sessions[0].transport.abort  # type: ignore[union-attr]
+
+    async def close() -> None:
+        for session in sessions:
+            await session.aclose()
+        await asyncio.gather(*(s.ended for s in sessions))
+
+    path_closers.append(close)
+
+
+async def _websocket(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
+    server_runs: list[asyncio.Task[Any]] = []
+    ready = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = await wsconn.accept(request)
+        session = MuxSession(ws, b, gate=b.gate)
+        b.sink = session.sink
+        ready.set()
+        try:
+            await session.run()
+        finally:
+            b.link_lost()
+            await session.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/mux", handler)
+    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    http = wsconn.client_session()
+    ws = await wsconn.dial(http, f"ws://127.0.0.1:{bound[0][1]}/mux")
+    client = MuxSession(ws, a, gate=a.gate)
+    a.sink = client.sink
+    a.cut = client.sink.abort
+    await ready.wait()
+
+    async def run_client() -> None:
+        try:
+            await client.run()
+        finally:
+            a.link_lost()
+
+    reader = asyncio.ensure_future(run_client())
+    server_runs.append(reader)
+
+    async def close() -> None:
+        await client.close()
+        await reader
+        await http.close()
+        await runner.cleanup()
+
+    path_closers.append(close)
+
+
+async def relay_through(target_port: int, *, transport: str = "framed", half_close: bool = False,
+                        gate_a: InboundGate | None = None, relay_limit: int = 1 << 20,
+                        keep_open: bool = True) -> WirePath:
+    a = WireMux(gate_a or InboundGate(), half_close, relay_limit=relay_limit, keep_open=keep_open)
+    b = WireMux(InboundGate(), half_close, target=("127.0.0.1", target_port), relay_limit=relay_limit)
+    closers: list[Any] = []
+    await (_framed if transport == "framed" else _websocket)(a, b, closers)
     ids = iter(range(1, 256))
-    server = await loop.create_server(lambda: a.accept(next(ids)), "127.0.0.1", 0)
-    return WirePath(a, b, server)
+    server = await asyncio.get_running_loop().create_server(lambda: a.accept(next(ids)), "127.0.0.1", 0)
+    path = WirePath(a, b, server)
+    path.closers = closers
+    return path
