@@ -319,3 +319,15 @@ def test_man_page_of_each_program_as_build_release_makes_it(program, tmp_path):
     flat = re.sub(r"\s+", " ", text)
     for name in sorted(long_options):
         assert "--" + name in flat, f"--{name} is hyphenated or broken across lines"
+
+
+# --- lazy package exports (common/lazy.py) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("package,name", [("hatchway.linksocks", "Server"), ("hatchway.tunnel", "Runner")])
+def test_packages_export_lazily(package, name):
+    probe = (f"import sys, {package} as p; before = 'aiohttp' in sys.modules; cls = p.{name}; "
+             f"print(before, 'aiohttp' in sys.modules, cls.__name__, '{name}' in dir(p))")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["False", "True", name, "True"]
