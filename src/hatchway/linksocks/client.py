@@ -428,6 +428,8 @@ class Client(Service):
                 password=options.socks_password,
                 http=options.http_proxy,
                 entry_allowed=self._entry_allowed,
+                realm="LinkSocks",
+                unsupported_command_reply=None,  # upstream closes the connection on BIND
             )
             await front.start()
             self._front = front

@@ -20,7 +20,7 @@ from typing import Any
 
 from hatchway.common import dialer as dialing
 from hatchway.common.neterr import go_dial_error
-from hatchway.common.proxyfront import ProxyError
+from hatchway.common.dialing import ProxyError
 from hatchway.common.relay import Relay
 
 from . import protocol

@@ -16,8 +16,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from hatchway.common import socks5
-from hatchway.common.proxyfront import ProxyError
-from hatchway.common.relay import Pump
+from hatchway.common.dialing import Connected, ProxyError
 
 from . import protocol
 from .channel import ChannelTable, TcpChannel
@@ -33,6 +32,12 @@ CONNECT_WAIT = 15.0  # the dialer's 10 s connect timeout + 5 s
 PickLink = Callable[[float], Awaitable[Any]]
 
 
+def _adopt(channel: TcpChannel, protocol_: asyncio.BaseProtocol, leftover: bytes) -> None:
+    channel.set_protocol(protocol_)
+    if leftover:
+        channel.feed(leftover)
+
+
 def reply_for_refusal(error: str | None) -> int:
     """SOCKS reply for a failed ConnectResponse: 0x02 when the dialer's access rules refused it, else 0x04."""
     if error and error.startswith(ACCESS_DENIED):
@@ -41,7 +46,7 @@ def reply_for_refusal(error: str | None) -> int:
 
 
 class Requester:
-    """Implements ``hatchway.common.proxyfront.Dialer`` by opening LinkSocks channels."""
+    """Implements ``hatchway.common.dialing.Dialer`` by opening LinkSocks channels (a channel dialer)."""
 
     def __init__(
         self,
@@ -66,7 +71,12 @@ class Requester:
             raise ProxyError(socks5.Rep.NETWORK_UNREACHABLE, self.no_link_error, http_status=503)
         return link
 
-    async def connect(self, host: str, port: int, pump: Pump, client: tuple[str, int]) -> None:
+    async def open(self, host: str, port: int, client: tuple[str, int]) -> Connected:
+        """A channel to ``host:port`` through the peer (common.dialing.Dialer); ProxyError when refused."""
+        channel = await self._channel(host, port)
+        return Connected(channel, adopt=lambda protocol, leftover: _adopt(channel, protocol, leftover))
+
+    async def _channel(self, host: str, port: int) -> TcpChannel:
         link = await self._link()
         channel = TcpChannel(self.table, protocol.new_channel_id(), link, host, port)
         try:
@@ -76,8 +86,7 @@ class Requester:
             raise ProxyError(socks5.Rep.NETWORK_UNREACHABLE, "WebSocket closed", http_status=503) from None
         if self.fast_open:
             channel.expect_connect_response(self.connect_wait)
-            channel.set_protocol(pump)
-            return
+            return channel
         channel.connect_waiter = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self.connect_wait):
@@ -94,7 +103,7 @@ class Requester:
             channel.fail()
             raise ProxyError(reply_for_refusal(response.error), response.error or "connect failed")
         channel.established = True
-        channel.set_protocol(pump)
+        return channel
 
     async def associate(self, client: tuple[str, int]) -> UdpRequest:
         link = await self._link()

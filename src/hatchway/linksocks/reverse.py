@@ -112,6 +112,8 @@ class ReverseListener:
             password=password,
             http=http,
             entry_allowed=self._entry_allowed,
+            realm="LinkSocks",
+            unsupported_command_reply=None,  # upstream closes the connection on BIND
         )
         self.refs = 0
         self.started = False
