@@ -296,6 +296,7 @@ def test_man_page_has_the_extra_sections():
     environment = page.split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
     assert ".B PORT" in environment and "(server)" in environment and ".B TOKEN" in environment
     assert page.index(".nh") < page.index(r"\-\-port")  # no hyphenation from the synopsis on
+    assert "Exit status:" not in page and "Examples:" not in page.split(".SH COMMAND")[0]  # sections, not epilog text
 
 
 @pytest.mark.parametrize("program", ["linksocks", "tunnel"])

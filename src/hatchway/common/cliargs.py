@@ -214,6 +214,7 @@ class CommandParser(argparse.ArgumentParser):
         self.style: Style = style
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.examples: list[tuple[str, str]] = []
+        self.base_epilog = str(kwargs.get("epilog") or "")
         self.exit_status: list[tuple[str, str]] = []
         self.notes: list[tuple[str, str]] = []
         self.env_docs: list[_Doc] = []
@@ -415,12 +416,18 @@ class CommandParser(argparse.ArgumentParser):
         usage = self.format_usage().split(":", 1)[-1].split()
         sections = [{"heading": "synopsis",
                      "content": ".nh\n.ad l\n.B " + _roff(usage[0]) + "\n" + _roff(" ".join(usage[1:]))}]
+        # COMMENTS: the epilog as written, not the examples/exit status appended for --help (they get sections).
+        hint = (f"Run '{self.prog} COMMAND --help' for the options of one command." if self._commands
+                else f"Run '{self.prog} --help' for a summary.")
+        sections.append({"heading": "comments", "content": _roff(f"{self.base_epilog}\n\n{hint}".strip())})
         docs = self.all_env_docs()
         if docs:
             items = []
             for doc in docs:
                 where = f" ({doc.command})" if doc.command else ""
-                items.append(f".TP\n.B {_roff(doc.env)}\n{_roff(f'{doc.help} Same as {doc.flags}{where}.')}")
+                text = doc.help.rstrip(". ")
+                text = f"{text[:1].upper()}{text[1:]}. " if text else ""
+                items.append(f".TP\n.B {_roff(doc.env)}\n{_roff(f'{text}Same as {doc.flags}{where}.')}")
             intro = ("Each variable supplies the default of one option; the command line wins. Only the "
                      "variables of the sub-command that runs are read; an empty variable counts as unset.")
             sections.append({"heading": "environment", "content": _roff(intro) + "\n" + "\n".join(items)})
