@@ -72,7 +72,7 @@ async def run_client(args: Any) -> int:
             stall_timeout=args.stall_timeout,
             buffer_limit=args.buffer_limit,
             ipv6_fallback=args.ipv6_fallback == "on",
-            **({"token": args.token} if args.token else {}),
+            token=args.token,
         )
     except ValueError as exc:
         raise Fatal(str(exc), EXIT_USAGE) from None
