@@ -281,3 +281,12 @@ async def test_client_run_logs_json_and_imports_no_runner(runner, tmp_path):
     assert any(entry.get("ready") for entry in entries)
     assert not [entry for entry in entries if entry["level"] == "info" and not entry.get("ready")]  # WARNING applied
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in entries)
+
+
+async def test_token_flag_and_env_send_a_bearer_header(runner, launch):
+    await launch("-r", runner.url, "-c", "bench", "--token", "flagtok")
+    peer = await runner.next_tunnel(timeout=10)
+    assert peer.headers.get("Authorization") == "Bearer flagtok"
+    await launch("-r", runner.url, "-c", "bench2", HATCHWAY_TUNNEL_TOKEN="envtok")
+    peer = await runner.next_tunnel(timeout=10)
+    assert peer.headers.get("Authorization") == "Bearer envtok"
