@@ -3,7 +3,10 @@
 * Every async test runs on both loops: asyncio's and uvloop's (packaging.md 7.4).
 * ``tests/`` is on ``sys.path``, so test modules can ``from helpers import wait_until``.
 * Leak check: a test fails (as an error at teardown) when it leaves a thread or
-  an asyncio task running after its own fixtures have been torn down. Threads
+  an asyncio task running after its own fixtures have been torn down, or when
+  asyncio reports an object it dropped without closing or awaiting it
+  ("Unclosed client session", "Task was destroyed but it is pending",
+  "Task exception was never retrieved"; a gc pass runs at teardown). Threads
   started by session/module/class-scoped fixtures belong to those fixtures and
   are not counted. A thread or task gets a short grace (``LEAK_GRACE``) to
   finish on its own, awaited on its end (join / asyncio.wait), not slept.
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
@@ -105,20 +109,40 @@ def _no_leaks(request: pytest.FixtureRequest) -> None:
 # ------------------------------------------------------------------ leak check: asyncio tasks
 
 
+# What asyncio reports through the loop's exception handler when something was dropped unowned.
+_ORPHAN_MESSAGES = ("Unclosed", "Task was destroyed but it is pending", "Task exception was never retrieved")
+
+
 @pytest_asyncio.fixture
 async def _no_leaked_tasks() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
     before = asyncio.all_tasks()
+    orphans: list[str] = []
+
+    def capture(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        message = str(context.get("message", ""))
+        if message.startswith(_ORPHAN_MESSAGES):
+            orphans.append(message.splitlines()[0])
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(capture)
     yield
     # The default executor's threads belong to this test's loop (function scope), not to the test.
-    await asyncio.get_running_loop().shutdown_default_executor()
+    await loop.shutdown_default_executor()
     me = asyncio.current_task()
     pending = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
-    if not pending:
-        return
-    _, still = await asyncio.wait(pending, timeout=LEAK_GRACE)
+    still: set[asyncio.Task] = set()
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=LEAK_GRACE)
+    names = ", ".join(f"{t.get_name()} ({t.get_coro()!r})" for t in still)
+    for task in still:
+        task.cancel()
     if still:
-        names = ", ".join(f"{t.get_name()} ({t.get_coro()!r})" for t in still)
-        for task in still:
-            task.cancel()
         await asyncio.wait(still, timeout=LEAK_GRACE)
+    gc.collect()  # unreachable sessions/tasks the test dropped report themselves now, on this loop
+    if loop.get_exception_handler() is capture:
+        loop.set_exception_handler(None)
+    if still:
         pytest.fail(f"test left {len(still)} asyncio task(s) running: {names}", pytrace=False)
+    if orphans:
+        pytest.fail(f"test dropped {len(orphans)} unowned object(s): {'; '.join(orphans)}", pytrace=False)
