@@ -179,3 +179,25 @@ async def test_one_way_pump_into_a_message_sink_frames_each_read_and_reports_the
     frames = await read_frames(frames_fd, 3)
     assert b"".join(frames) == b"x" * 2500 and max(len(f) for f in frames) <= 1000
     sink.close()
+
+
+async def test_one_way_pump_from_a_pty_ends_cleanly_when_the_child_exits():
+    import subprocess
+
+    loop = asyncio.get_running_loop()
+    master, slave = os.openpty()
+    child = subprocess.Popen(["sh", "-c", "printf 'out of the pty'"], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    protocol, frames_fd = await open_pipe_sink()
+    sink = protocol.sink
+    assert sink is not None
+    ended: list[Exception | None] = []
+    pump = OneWayPump(SinkWriter(sink, ended.append), pty=True)
+    source, _ = await loop.connect_read_pipe(lambda: pump, os.fdopen(master, "rb", buffering=0))
+    assert await asyncio.wait_for(pump.done, 10) is None  # EIO at the end of a PTY is not an error
+    assert ended == [None]
+    frames = await read_frames(frames_fd, 1)
+    assert b"".join(frames).startswith(b"out of the pty")
+    source.close()
+    await asyncio.get_running_loop().run_in_executor(None, child.wait)
+    sink.close()

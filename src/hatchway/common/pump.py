@@ -17,11 +17,18 @@ bridge come as separate one-way transports, so they get this instead:
 * The end: EOF on the source becomes ``write_eof`` on the target (or a close
   when it cannot); a failed source resets the target; a lost target closes
   the source. :attr:`OneWayPump.done` resolves with the source's error or None.
+* PTYs (``pty=True``): reading a PTY master ends with EIO once no process
+  holds the slave side, on asyncio and uvloop alike; that is the PTY's end of
+  stream, not a failure. (Writing to a PTY master: asyncio's
+  ``connect_write_pipe`` works; uvloop's write-pipe transport also reads the
+  fd to notice a close and fails on a PTY's echo, so write with
+  ``os.write``/``loop.add_writer`` there.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -113,7 +120,8 @@ class _TargetProtocol(asyncio.BaseProtocol):
 class OneWayPump(asyncio.Protocol):
     """Protocol of the read side; see the module docstring."""
 
-    def __init__(self, target: WriteEnd | None = None) -> None:
+    def __init__(self, target: WriteEnd | None = None, *, pty: bool = False) -> None:
+        self.pty = pty  # a PTY master reports the end of its slave side as EIO, not EOF
         self.target: WriteEnd | None = None
         self.source: asyncio.ReadTransport | None = None
         self.received = 0
@@ -167,6 +175,9 @@ class OneWayPump(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         target = self.target
+        if self.pty and isinstance(exc, OSError) and exc.errno == errno.EIO:
+            exc = None  # every process holding the PTY's slave side is gone: a clean end of stream
+            self.eof_received()
         if exc is not None and target is not None:
             reset_transport(target)
         if isinstance(target, SinkWriter):
