@@ -42,6 +42,7 @@ from .dialing import (
     UdpAssociation,
     lookup_error_text,
 )
+from .logsafe import escape
 from .neterr import go_dial_error
 from .tasks import TaskSet
 
@@ -321,14 +322,14 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(data, (address, port))
         except (OSError, ValueError, OverflowError) as exc:
-            log.debug("UDP send to %s:%s failed: %s", address, port, exc)
+            log.debug("UDP send to %s:%s failed: %s", escape(address), port, exc)
 
     async def _resolve_and_send(self, host: str, port: int, data: bytes) -> None:
         family = 0 if self.dual_stack else socket.AF_INET
         try:
             addresses = await self.resolver.resolve(host, port, kind=socket.SOCK_DGRAM, family=family)
         except ProxyError as exc:
-            log.debug("UDP target %r unresolved: %s", host, exc.message)
+            log.debug("UDP target %s unresolved: %s", escape(host), escape(exc.message))
             return
         if addresses:
             self._send_to(addresses[0][1], port, data)

@@ -28,6 +28,7 @@ from typing import Any, cast
 from . import httpproxy, socks5
 from .dialing import Dialer, ProxyError, PumpDialer, UdpAssociation
 from .lifecycle import Service
+from .logsafe import escape
 from .relay import READ_MAX, Pump, Relay
 from .tasks import TaskSet
 
@@ -214,7 +215,7 @@ class FrontConnection(asyncio.Protocol):
         if out:
             self.transport.write(out)
         if negotiation.phase is socks5.Phase.FAILED:
-            log.debug("%s: SOCKS5 handshake failed: %s", self._who(), negotiation.error)
+            log.debug("%s: SOCKS5 handshake failed: %s", self._who(), escape(negotiation.error))
             self._close()
         elif negotiation.phase is socks5.Phase.DONE:
             assert negotiation.request is not None
@@ -243,7 +244,7 @@ class FrontConnection(asyncio.Protocol):
         negotiation.receive_data(data)
         if negotiation.phase is httpproxy.Phase.FAILED:
             assert negotiation.error is not None
-            log.debug("%s: HTTP proxy request refused: %s %s", self._who(), negotiation.error.status, negotiation.error.message)
+            log.debug("%s: HTTP proxy request refused: %s %s", self._who(), negotiation.error.status, escape(negotiation.error.message))
             self._send_and_close(negotiation.data_to_send())
         elif negotiation.phase is httpproxy.Phase.DONE:
             self._stop_timer()
@@ -290,7 +291,7 @@ class FrontConnection(asyncio.Protocol):
             raise
         except Exception as exc:
             _close_end(back)
-            log.warning("%s: dialer failed for %s: %r", self._who(), httpproxy.join_host_port(host, port), exc)
+            log.warning("%s: dialer failed for %s: %s", self._who(), escape(httpproxy.join_host_port(host, port)), escape(repr(exc)))
             raise ProxyError(socks5.Rep.GENERAL_FAILURE, str(exc) or type(exc).__name__) from exc
         if back.transport is None:
             raise ProxyError(socks5.Rep.GENERAL_FAILURE, "dialer returned without a connection")
@@ -351,7 +352,7 @@ class FrontConnection(asyncio.Protocol):
             self._refuse_socks(exc)
             return
         except Exception as exc:
-            log.warning("%s: UDP association failed: %r", self._who(), exc)
+            log.warning("%s: UDP association failed: %s", self._who(), escape(repr(exc)))
             self._refuse_socks(ProxyError(socks5.Rep.GENERAL_FAILURE, str(exc)))
             return
         try:
@@ -379,7 +380,7 @@ class FrontConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ endings
     def _refuse_socks(self, exc: ProxyError) -> None:
-        log.debug("%s: SOCKS5 reply 0x%02x: %s", self._who(), exc.reply, exc.message)
+        log.debug("%s: SOCKS5 reply 0x%02x: %s", self._who(), exc.reply, escape(exc.message))
         self._send_and_close(socks5.build_reply(exc.reply))
 
     def _send_and_close(self, data: bytes) -> None:
@@ -437,7 +438,7 @@ def _allowed(check: Callable[[str, int], bool] | None, host: str, port: int) -> 
     try:
         return bool(check(host, port))
     except Exception:
-        log.exception("entry rule failed for %s", httpproxy.join_host_port(host, port))
+        log.exception("entry rule failed for %s", escape(httpproxy.join_host_port(host, port)))
         return False
 
 
@@ -464,7 +465,7 @@ class _UdpRelay(asyncio.DatagramProtocol):
         try:
             datagram = socks5.parse_udp_datagram(data)
         except socks5.Socks5Error as exc:
-            log.debug("UDP datagram from %s dropped: %s", addr, exc)
+            log.debug("UDP datagram from %s dropped: %s", addr, escape(exc))
             return
         self.client_address = addr  # replies go to the last address the client used
         if not _allowed(self.entry_allowed, datagram.host, datagram.port):
@@ -478,7 +479,7 @@ class _UdpRelay(asyncio.DatagramProtocol):
         try:
             packet = socks5.build_udp_datagram(host, port, data)
         except socks5.Socks5Error as exc:
-            log.debug("UDP reply from %s:%s dropped: %s", host, port, exc)
+            log.debug("UDP reply from %s:%s dropped: %s", escape(host), port, escape(exc))
             return
         self.transport.sendto(packet, self.client_address)
 
