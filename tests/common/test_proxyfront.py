@@ -7,6 +7,7 @@ port, UDP ASSOCIATE, and one bad connection never disturbing the others.
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import struct
@@ -675,3 +676,16 @@ async def test_former_pump_dialer_contract_still_works(echo):
         assert await asyncio.wait_for(reader.readexactly(6), TIMEOUT) == b"legacy"
         writer.close()
     assert dialer.calls == 1
+
+
+async def test_wire_values_are_escaped_in_logs(caplog):
+    """#6 item 11: a target name with a terminal escape and a newline cannot forge or colour a log line."""
+    evil = "x\x1b[31m\nFORGED"
+    async with ProxyFront(FailingDialer(ProxyError(0x04, f"dial tcp: lookup {evil}: no such host")), "127.0.0.1", 0) as front:
+        with caplog.at_level(logging.DEBUG, logger="hatchway.common.proxyfront"):
+            _, writer, reply = await socks_connect(front, evil, 80)
+            assert reply == 0x04
+            writer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "hatchway.common.proxyfront"]
+    assert any("x\\x1b[31m\\nFORGED" in line for line in lines), lines
+    assert not any("\x1b" in line or "\n" in line for line in lines)
