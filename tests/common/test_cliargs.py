@@ -214,6 +214,16 @@ def test_go_flag_unknown_flag_exits_2(capsys):
     assert code == 2 and out.err.startswith("flag provided but not defined: -bogus\nUsage of agent:")
 
 
+@pytest.mark.parametrize("argv,first", [
+    (["-addr"], "flag needs an argument: -addr"),
+    (["--bogus=1"], "flag provided but not defined: -bogus"),
+    (["-keep-alive=maybe"], 'invalid value "maybe" for flag -keep-alive: parse error'),
+])
+def test_go_flag_error_wording(argv, first, capsys):
+    code, out = usage_error(goflag(), argv, capsys)
+    assert code == 2 and out.err.splitlines()[0] == first and out.err.splitlines()[1] == "Usage of agent:"
+
+
 def test_go_flag_environment_is_read_after_parsing():
     assert goflag({"AGENT_LOG": "debug"}).parse_args([]).log_level == "debug"
     assert goflag({"AGENT_LOG": "debug"}).parse_args(["-log-level", "warn"]).log_level == "warn"

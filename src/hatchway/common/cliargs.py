@@ -311,8 +311,8 @@ class CommandParser(argparse.ArgumentParser):
                 continue
             try:
                 explicit[dest] = convert(value)
-            except argparse.ArgumentTypeError as exc:
-                self.error(f'invalid argument "{value}" for "{name}" flag: {exc}')
+            except argparse.ArgumentTypeError:
+                self.error(f"argument {name}: invalid bool value: '{value}'")
             if explicit[dest]:
                 out.append(name)
         return out, explicit
@@ -346,13 +346,13 @@ class CommandParser(argparse.ArgumentParser):
 
     def _go_message(self, message: str) -> str:
         """argparse's wording in the shape pflag / Go flag print."""
+        if self.style == "goflag":
+            return self._goflag_message(message)
         match = re.fullmatch(r"unrecognized arguments: (\S+).*", message, re.DOTALL)
         if match:
             word = match.group(1)
             if not word.startswith("-") or word == "-":
                 return f'unknown command "{word}" for "{self.prog}"'
-            if self.style == "goflag":
-                return f"flag provided but not defined: {word.split('=', 1)[0]}"
             if word.startswith("--"):
                 return f"unknown flag: {word.split('=', 1)[0]}"
             return f"unknown shorthand flag: '{word[1:2]}' in {word}"
@@ -375,6 +375,21 @@ class CommandParser(argparse.ArgumentParser):
             value = f' "{quoted.group(1)}"' if quoted else ""
             return f'invalid argument{value} for "{name.replace("/", ", ")}" flag: {rest}'
         return message
+
+    def _goflag_message(self, message: str) -> str:
+        """Go flag's wording: ``flag provided but not defined: -x``, ``invalid value "v" for flag -x: ...``."""
+        match = re.fullmatch(r"unrecognized arguments: (\S+).*", message, re.DOTALL)
+        if match:
+            return f"flag provided but not defined: -{match.group(1).lstrip('-').split('=', 1)[0]}"
+        match = re.fullmatch(r"argument (\S+): (.*)", message, re.DOTALL)
+        if not match:
+            return message
+        name, rest = "-" + match.group(1).split("/")[0].lstrip("-"), match.group(2)
+        if rest.startswith("expected one argument"):
+            return f"flag needs an argument: {name}"
+        value = re.search(r"value: '(.*)'|\"(.*?)\"", rest)
+        shown = next((group for group in value.groups() if group is not None), "") if value else ""
+        return f'invalid value "{shown}" for flag {name}: parse error'
 
     def format_help(self) -> str:
         if self.style == "goflag":
