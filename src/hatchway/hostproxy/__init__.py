@@ -1,0 +1,43 @@
+"""clawker-compatible host proxy: the daemon, its manager and watcher, the socket bridge, the container helpers.
+
+Names are imported lazily, so each role loads only what it runs.
+"""
+
+from typing import Any
+
+__all__ = [
+    "CallbackChannel",
+    "Daemon",
+    "DaemonConfig",
+    "EngineClient",
+    "HostProxyServer",
+    "Manager",
+    "ServerConfig",
+    "SessionStore",
+    "TokenRegistry",
+    "Watcher",
+    "mint_token",
+]
+
+_WHERE = {
+    "CallbackChannel": ".session",
+    "SessionStore": ".session",
+    "HostProxyServer": ".server",
+    "ServerConfig": ".server",
+    "TokenRegistry": ".tokens",
+    "mint_token": ".tokens",
+    "Daemon": ".daemon",
+    "DaemonConfig": ".daemon",
+    "EngineClient": ".engine",
+    "Manager": ".manager",
+    "Watcher": ".watcher",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module, __name__), name)
