@@ -21,6 +21,8 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from hatchway.common.tasks import TaskSet
+
 from . import protocol
 from .channel import ChannelTable
 from .outbound import ACCESS_DENIED, CHANNEL_EXPIRED, allowed_by
@@ -282,7 +284,7 @@ class AgentRelay:
         self.table = table
         self.orphans = orphans
         self.wait = wait
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("connector bindings", logger=log)
 
     def on_connect(
         self,
@@ -308,9 +310,7 @@ class AgentRelay:
                 binding.on_data(link, early)
             elif isinstance(early, Disconnect):
                 binding.on_disconnect(link, early)
-        task = asyncio.ensure_future(self._bind(binding, pick_provider, rules))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._bind(binding, pick_provider, rules), name=f"bind {binding.name}")
 
     async def _bind(self, binding: AgentBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:
         connect = binding.connect
@@ -338,7 +338,4 @@ class AgentRelay:
         binding._forget()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()

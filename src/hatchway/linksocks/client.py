@@ -36,6 +36,7 @@ import aiohttp
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.neterr import go_dial_error
+from hatchway.common.tasks import TaskSet
 from hatchway.common import wsconn
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
@@ -141,13 +142,13 @@ class Client(Service):
         self._ready = asyncio.Event()
         self._done = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._threads: list[asyncio.Task[None]] = []
+        self._threads = TaskSet("WebSocket connections", logger=log)  # one task per -T connection
         self._front: ProxyFront | None = None
         self._front_lock = asyncio.Lock()
         self.grace = GraceKeeper(options.transport_grace)
         self._connector_tokens: list[str] = []
         self._connector_waiters: dict[bytes, asyncio.Future[ConnectorResponse]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("client", logger=log)
         self._closing = False
         rules = self._rules()
         self.outbound = Outbound(self.table, self.orphans, upstream=options.upstream_proxy)
@@ -171,13 +172,12 @@ class Client(Service):
         if not options.reverse and not options.socks_wait_server:
             await self._ensure_front()
         for index in range(thread_count(options.threads)):
-            self._threads.append(asyncio.ensure_future(self._run_thread(index)))
-        watcher = asyncio.ensure_future(self._watch_threads())
-        self._tasks.add(watcher)
+            self._threads.spawn(self._run_thread(index), name=f"connection #{index}")
+        self._tasks.spawn(self._watch_threads(), name="connections watcher")
         return self
 
     async def _watch_threads(self) -> None:
-        await asyncio.gather(*self._threads, return_exceptions=True)
+        await self._threads.join()
         self._done.set()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -206,14 +206,11 @@ class Client(Service):
         if self._closing:
             return
         self._closing = True
-        for task in self._threads:
-            task.cancel()
+        self._threads.cancel()
         for link in list(self.links):
             link.close()
-        await asyncio.gather(*self._threads, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._threads.aclose()
+        await self._tasks.aclose()
         for endpoint in list(self.table.endpoints.values()):
             closer = getattr(endpoint, "link_lost", None)
             if closer is not None:
@@ -254,7 +251,7 @@ class Client(Service):
             self.error = exc
             for task in self._threads:
                 if task is not asyncio.current_task():
-                    task.cancel()
+                    task.cancel()  # the other connections: the token is refused for all of them
 
     async def _connect_once(self, index: int) -> bool:
         try:
@@ -268,14 +265,14 @@ class Client(Service):
         try:
             await self._authenticate(link)
         except AuthError as exc:
-            await link._close_ws()
+            await link.aclose()
             if self.options.retry_auth:
                 log.error("%s; retrying", exc)
                 return False
             raise
         except (ConnectionError, asyncio.TimeoutError, protocol.ProtocolError) as exc:
             log.warning("authentication with %s failed: %s", self.url, exc or type(exc).__name__)
-            await link._close_ws()
+            await link.aclose()
             return False
         await self._on_link_up(link)
         try:
@@ -370,9 +367,7 @@ class Client(Service):
         self._link_up.set()
         self._ready.set()
         if self.options.reverse and first_link and self._connector_tokens:
-            task = asyncio.ensure_future(self._readd_connectors())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._readd_connectors(), name="re-add connector tokens")
 
     def _on_link_down(self, link: Link) -> None:
         if link in self.links:

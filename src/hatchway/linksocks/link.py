@@ -24,7 +24,8 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, InboundGate
-from hatchway.common.wsconn import ConnectionGone, MessageWriter
+from hatchway.common.tasks import TaskSet
+from hatchway.common.wsconn import ConnectionGone, MessageWriter, close_politely
 
 from . import protocol
 from .protocol import ProtocolError
@@ -101,6 +102,7 @@ class Link:
         self.closed = False
         self.close_reason = ""
         self.peer_version: int | None = None
+        self._tasks = TaskSet(f"link {name}", logger=log)
 
     @classmethod
     def with_options(cls, ws: Any, options: Any, name: str) -> "Link":
@@ -182,15 +184,16 @@ class Link:
         """Read and dispatch until the WebSocket ends; then close it."""
         if log.isEnabledFor(TRACE):  # -dd: every received message (checked once, not per message)
             dispatch = _traced(dispatch)
-        keepalive = asyncio.ensure_future(self._keepalive()) if self.ping_interval > 0 else None
+        keepalive = self._tasks.spawn(self._keepalive(), name="keepalive") if self.ping_interval > 0 else None
         try:
             await self._read_loop(dispatch)
         finally:
             self.closed = True
             if keepalive is not None:
                 keepalive.cancel()
+            await self.aclose()
             self.writer.close()
-            await self._close_ws()
+            await self._tasks.aclose()
 
     async def _read_loop(self, dispatch: Dispatch) -> None:
         ws = self.ws
@@ -260,18 +263,10 @@ class Link:
         if self.closed:
             return
         self.closed = True
-        transport = self.writer._transport
-        if not transport.is_closing():
-            asyncio.ensure_future(self._close_ws())
+        if not self.writer.transport_lost:
+            self._tasks.spawn(self.aclose(), name="close")
 
-    async def _close_ws(self) -> None:
-        ws = self.ws
-        if ws.closed:
-            return
-        try:
-            async with asyncio.timeout(2.0):
-                await ws.close()
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            transport = self.writer._transport
-            if not transport.is_closing():
-                transport.abort()
+    async def aclose(self) -> None:
+        """Close the WebSocket politely (no data frame after our Close; 2 s for the peer's, then abort)."""
+        self.closed = True
+        await close_politely(self.ws, self.writer)

@@ -22,6 +22,7 @@ from hatchway.common import dialer as dialing
 from hatchway.common.neterr import go_dial_error
 from hatchway.common.dialing import ProxyError
 from hatchway.common.relay import Relay
+from hatchway.common.tasks import TaskSet
 
 from . import protocol
 from .channel import CHANNEL_EXPIRED, ChannelTable, TcpChannel
@@ -55,7 +56,7 @@ class Outbound:
         self.orphans = orphans
         self.upstream = upstream
         self.dial_timeout = dial_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("dials", logger=log)
         self.dials = 0  # Connect messages answered by dialing (statistics, tests)
 
     def on_connect(self, link: Any, message: Connect, rules: Any = None) -> None:
@@ -77,9 +78,7 @@ class Outbound:
             work = self._dial(endpoint, rules)
         for early in self.orphans.take(channel_id):
             dispatch_early(endpoint, link, early)
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(work)
 
     def _resume(self, link: Any, message: Connect) -> None:
         endpoint = self.table.get(message.channel_id)
@@ -147,10 +146,7 @@ class Outbound:
         endpoint.link.try_send(ConnectResponse(True, endpoint.id))
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
 
 def dispatch_early(endpoint: Any, link: Any, message: Any) -> None:

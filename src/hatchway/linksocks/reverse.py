@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from hatchway.common.proxyfront import ProxyFront
+from hatchway.common.tasks import TaskSet
 
 from .requester import Requester
 from .urls import addresses_text
@@ -118,6 +119,7 @@ class ReverseListener:
         self.refs = 0
         self.started = False
         self._linger_task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("reverse listener", logger=log)
         self._lock = asyncio.Lock()
 
     def _entry_allowed(self, host: str, port: int) -> bool:
@@ -144,7 +146,7 @@ class ReverseListener:
         """A provider left; close the port ``linger`` s after the last one."""
         self.refs = max(0, self.refs - 1)
         if self.refs == 0 and self.started and self._linger_task is None:
-            self._linger_task = asyncio.ensure_future(self._close_later())
+            self._linger_task = self._tasks.spawn(self._close_later(), name=f"linger {self.host}:{self.port}")
 
     async def _close_later(self) -> None:
         await asyncio.sleep(self.linger)

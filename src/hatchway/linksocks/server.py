@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
+from hatchway.common.tasks import TaskSet
 from hatchway.common import wsconn
 
 from . import protocol
@@ -139,7 +140,7 @@ class Server(Service):
         self.ws_address: tuple[str, int] | None = None
         self.ws_addresses: list[tuple[str, int]] = []
         self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("server", logger=log)
         self._closed = asyncio.Event()
         self._closing = False
 
@@ -170,9 +171,7 @@ class Server(Service):
             link.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self.agent.close()
         await self.outbound.close()
         for endpoint in list(self.table.endpoints.values()):
@@ -187,12 +186,6 @@ class Server(Service):
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # ------------------------------------------------------------ tokens (library API)
     def add_forward_token(self, token: str | None = None, rules: AccessRules | None = None) -> str:
@@ -242,7 +235,7 @@ class Server(Service):
             )
             self.listeners[entry.token] = listener
             if not self.options.socks_wait_client:
-                self._spawn(self._bind_now(listener))
+                self._tasks.spawn(self._bind_now(listener))
 
     async def _bind_now(self, listener: ReverseListener) -> None:
         try:
@@ -257,7 +250,7 @@ class Server(Service):
         if isinstance(entry, ReverseToken):
             listener = self.listeners.pop(token, None)
             if listener is not None:
-                self._spawn(listener.close())
+                self._tasks.spawn(listener.close())
             self.pools.pop(token, None)
 
     def _pool(self, key: str) -> ProviderPool:
@@ -284,7 +277,7 @@ class Server(Service):
             link.close()
             raise
         finally:
-            await link._close_ws()
+            await link.aclose()
         return ws
 
     async def _serve_link(self, request: web.Request, link: Link) -> None:
