@@ -19,7 +19,6 @@ import ssl
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import aiohttp
 import yarl
@@ -30,42 +29,14 @@ from hatchway.common.wsconn import dial
 
 from .options import ClientOptions
 from .session import TunnelSession
+from .urls import dialable_url, tunnel_url
 
 log = logging.getLogger(__name__)
 
 TunnelGaveUp = GaveUp
-TUNNEL_PATH = "/ws/tunnel/"
 # The upgrade request carries only Host, Connection, Upgrade, Sec-WebSocket-Version
 # and Sec-WebSocket-Key, like upstream's (tunnel.md section 4.2).
 SKIPPED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")
-
-
-# What may stay raw in a request path: printable ASCII but space " # < > ` { } (the WHATWG path
-# percent-encode set upstream's URL parser applies; '%' and '?' stay as given).
-_PATH_SAFE = "!$%&'()*+,-./:;=?@[\\]^_|~"
-
-
-def tunnel_url(runner_url: str, container_id: str) -> str:
-    """Upstream's rule: strip trailing '/', append /ws/tunnel/{id} verbatim (section 4.1)."""
-    return runner_url.rstrip("/") + TUNNEL_PATH + container_id
-
-
-def wire_url(runner_url: str, container_id: str) -> str:
-    """The URL as it goes out: the id percent-encoded where a request line needs it
-    (spaces, control and non-ASCII characters), as upstream's URL parser does."""
-    return tunnel_url(runner_url, quote(container_id, safe=_PATH_SAFE))
-
-
-def check_runner_url(runner_url: str) -> None:
-    """Reject schemes other than ws/wss; warn when the URL has a path or query (D12)."""
-    parts = urlsplit(runner_url.rstrip("/"))
-    if parts.scheme.lower() not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"runner URL must be ws://host[:port] or wss://host[:port], got {runner_url!r}")
-    if parts.path or parts.query:
-        log.warning(
-            "runner URL %r has a path or query; /ws/tunnel/{id} is appended after it (upstream's rule)",
-            runner_url,
-        )
 
 
 def default_ssl_context() -> ssl.SSLContext:
@@ -97,9 +68,7 @@ class TunnelClient(Service):
         self._url_problem: str | None = None
         self._wire_url: yarl.URL | None = None
         try:
-            check_runner_url(runner_url)
-            self._wire_url = yarl.URL(wire_url(runner_url, container_id), encoded=True)
-            _ = self._wire_url.port  # yarl checks the port range lazily
+            self._wire_url = dialable_url(runner_url, container_id)
         except ValueError as exc:
             self._url_problem = str(exc)
         self._dials = 0  # TCP connections opened for the current attempt

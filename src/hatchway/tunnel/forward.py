@@ -50,6 +50,7 @@ from hatchway.common.wsconn import WebSocketSink, client_session, dial
 from .channel import TunnelChannel
 from .mux import Closed, Connected, ForwardMux, ProtocolError, Received, Stream
 from .protocol import Proto
+from .urls import forward_url, host_for_url
 
 if TYPE_CHECKING:
     from .forward_udp import UdpForward
@@ -65,16 +66,6 @@ DEFAULT_STALL_TIMEOUT = 10.0  # block policy: a local reader that drains nothing
 
 class ForwardError(Exception):
     """The forward channel could not be set up; ``str()`` is the text to show the user."""
-
-
-def forward_url(server: str, task_id: str, remote_port: int, proto: str = "tcp") -> str:
-    """``{base}/ws/forward/{task_id}/{port}?proto=...``; ``server`` is a ws(s):// base URL or host[:port]."""
-    base = server if "://" in server else f"ws://{server}"
-    return f"{base.rstrip('/')}/ws/forward/{task_id}/{remote_port}?proto={proto}"
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class _Acceptor(asyncio.Protocol):
@@ -330,7 +321,7 @@ class Forwarder(Service):
 async def run_from_args(args: Any) -> int:
     """``hatchway-tunnel forward``: forward until the channel ends or SIGTERM/SIGINT."""
     setup_logging(args.log_level)
-    server = args.url or f"ws://{_host_for_url(args.server_host)}:{args.server_port}"
+    server = args.url or f"ws://{host_for_url(args.server_host)}:{args.server_port}"
     forwarder = Forwarder(
         server,
         args.task_id,

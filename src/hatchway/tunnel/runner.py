@@ -65,9 +65,10 @@ from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
 from hatchway.common.wsconn import WebSocketSink, accept
 
+from .links import ForwardLink, TunnelLink
 from .mux import Output, ProtocolError, Router, ToTunnel, ToUser, not_connected_text
 from .protocol import Proto
-from .registry import ForwardLink, TunnelLink, TunnelRegistry
+from .registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,36 @@ class TunnelEndpoint:
         self.allow_tokenless_tunnels = allow_tokenless_tunnels
         self.buffer_limit = max(int(buffer_limit), 64 * 1024)
         self.router = Router(reset_slow=policy is SlowConsumerPolicy.RESET)
-        self.registry = TunnelRegistry(guarded=self.token is not None)
+        self.registry: TunnelRegistry[TunnelLink] = TunnelRegistry(
+            guarded=self.token is not None, on_register=self._registered
+        )
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.forwards: set[ForwardLink] = set()
         self._sessions: set[MuxSession] = set()
         if self.token is not None and allow_tokenless_tunnels:
             log.warning("tunnel clients without the token are admitted (compatibility switch): "
                         "anyone who reaches this runner can register a container id nobody holds")
+
+    # ------------------------------------------------------------------ registration waits
+    def _registered(self, container_id: str) -> None:
+        for waiter in self._waiters.pop(container_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_registered(self, container_id: str, *, other_than: TunnelLink | None = None) -> TunnelLink:
+        """Until a live link (other than ``other_than``) is current for ``container_id``."""
+        while True:
+            link = self.registry.get(container_id)
+            if link is not None and link is not other_than:
+                return link
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(container_id, []).append(waiter)
+            try:
+                await waiter
+            finally:
+                waiters = self._waiters.get(container_id)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
 
     def install(self, app: web.Application, prefix: str = "") -> None:
         app.router.add_get(prefix + "/ws/tunnel/{container_id}", self.handle_tunnel)
@@ -377,8 +402,11 @@ class Runner(Service):
         self.server: HttpServer | None = None
 
     @property
-    def registry(self) -> TunnelRegistry:
+    def registry(self) -> TunnelRegistry[TunnelLink]:
         return self.endpoint.registry
+
+    async def wait_registered(self, container_id: str, *, other_than: TunnelLink | None = None) -> TunnelLink:
+        return await self.endpoint.wait_registered(container_id, other_than=other_than)
 
     @property
     def url(self) -> str:
