@@ -5,7 +5,7 @@ import logging
 import pytest
 from fake_runner import tunnel_client
 
-from hatchway.tunnel.client import check_runner_url, tunnel_url
+from hatchway.tunnel.urls import check_runner_url, tunnel_url
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ async def tunnel_client(runner, container_id=CID, replacing=None):
     """A real TunnelClient, yielded once the runner has registered its tunnel."""
     async with TunnelClient(runner.url, container_id, reconnect_delay=0.1, heartbeat=0) as client:
         await client.connected(10)
-        link = await asyncio.wait_for(runner.registry.wait_registered(container_id, other_than=replacing), 10)
+        link = await asyncio.wait_for(runner.wait_registered(container_id, other_than=replacing), 10)
         yield client, link
 
 
@@ -127,7 +127,7 @@ async def test_second_tunnel_stays_registered_when_the_first_ends(runner):
         await first.start()
         try:
             await first.connected(10)
-            first_link = await asyncio.wait_for(runner.registry.wait_registered(CID), 10)
+            first_link = await asyncio.wait_for(runner.wait_registered(CID), 10)
             async with tunnel_client(runner, replacing=first_link) as (_, second_link):
                 await first.close()
                 await asyncio.wait_for(first_link.ended.wait(), 10)

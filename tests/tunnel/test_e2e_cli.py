@@ -126,7 +126,7 @@ async def test_forward_flags_local_port_host_and_udp():
         tunnel = await open_tunnel(runner.url, CID)
         programs: list[Program] = []
         try:
-            await asyncio.wait_for(runner.registry.wait_registered(CID), 10)
+            await asyncio.wait_for(runner.wait_registered(CID), 10)
             remote_port = free_port()
             tcp = await Program.start("forward", CID, str(remote_port), "--url", runner.url)  # defaults
             programs.append(tcp)

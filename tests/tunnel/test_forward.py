@@ -11,8 +11,9 @@ import pytest
 from fake_client import FakeForwardServer, Proto, UdpClient, data, free_port, wait_until
 
 from hatchway.tunnel import protocol
-from hatchway.tunnel.forward import Forwarder, ForwardError, forward_url
+from hatchway.tunnel.forward import Forwarder, ForwardError
 from hatchway.tunnel.protocol import MsgType
+from hatchway.tunnel.urls import forward_url
 
 TASK = "42"
 

@@ -26,7 +26,7 @@ async def runner():
 async def tunnel(runner):
     """A raw tunnel client registered under CID."""
     peer = await open_tunnel(runner.url, CID)
-    await asyncio.wait_for(runner.registry.wait_registered(CID), 5)
+    await asyncio.wait_for(runner.wait_registered(CID), 5)
     yield peer
     await peer.close()
 
@@ -119,9 +119,9 @@ async def test_tunnel_ids_are_monotonic_and_never_reused(runner, tunnel, peers):
 
 async def test_second_registration_survives_the_first_ending(runner, peers):
     first = await open_tunnel(runner.url, CID)
-    first_link = await asyncio.wait_for(runner.registry.wait_registered(CID), 5)
+    first_link = await asyncio.wait_for(runner.wait_registered(CID), 5)
     second = await open_tunnel(runner.url, CID)
-    second_link = await asyncio.wait_for(runner.registry.wait_registered(CID, other_than=first_link), 5)
+    second_link = await asyncio.wait_for(runner.wait_registered(CID, other_than=first_link), 5)
     try:
         await first.close()
         await asyncio.wait_for(first_link.ended.wait(), 5)
@@ -136,7 +136,7 @@ async def test_second_registration_survives_the_first_ending(runner, peers):
 
 async def test_forward_channel_rebinds_after_tunnel_reconnect_and_lost_ids_get_error(runner, peers):
     first = await open_tunnel(runner.url, CID)
-    first_link = await asyncio.wait_for(runner.registry.wait_registered(CID), 5)
+    first_link = await asyncio.wait_for(runner.wait_registered(CID), 5)
     cli = await forward(runner, peers)
     await cli.send(protocol.connect(Proto.TCP, 1, 8080))
     tid = (await first.recv()).client_id
@@ -155,7 +155,7 @@ async def test_forward_channel_rebinds_after_tunnel_reconnect_and_lost_ids_get_e
 
     second = await open_tunnel(runner.url, CID)
     try:
-        await asyncio.wait_for(runner.registry.wait_registered(CID), 5)
+        await asyncio.wait_for(runner.wait_registered(CID), 5)
         await cli.send(protocol.connect(Proto.TCP, 3, 8080))
         connect = await second.recv()
         assert connect.type is MsgType.CONNECT and connect.client_id > tid
@@ -264,7 +264,7 @@ async def test_token_guards_forward_channels():
     async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
         tunnel = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
         try:
-            await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            await asyncio.wait_for(r.wait_registered(CID), 5)
             for extra in ({}, {"headers": {"Authorization": "Bearer wrong"}}):
                 peer = await RawPeer.open(f"{r.url}/ws/forward/{CID}/80", **extra)
                 assert await peer.text() == "Error: unauthorized"
@@ -302,7 +302,7 @@ async def test_token_guards_tunnel_registrations():
         assert r.registry.get(CID) is None
         real = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
         try:
-            link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            link = await asyncio.wait_for(r.wait_registered(CID), 5)
             assert link.credential == "s3cret"
         finally:
             await real.close()
@@ -312,7 +312,7 @@ async def test_tokenless_tunnels_only_under_the_compatibility_switch_and_never_a
     async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None, allow_tokenless_tunnels=True) as r:
         real = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
         try:
-            real_link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            real_link = await asyncio.wait_for(r.wait_registered(CID), 5)
             intruder = await RawPeer.open(f"{r.url}/ws/tunnel/{CID}")  # no token: admitted, but the id is held
             assert await intruder.text() == "Error: container id already registered by another tunnel"
             assert await intruder.wait_closed() == 1008
@@ -324,7 +324,7 @@ async def test_tokenless_tunnels_only_under_the_compatibility_switch_and_never_a
         # with the id free, an upstream client (no token) may register, with a warning
         upstream = await open_tunnel(r.url, CID)
         try:
-            await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            await asyncio.wait_for(r.wait_registered(CID), 5)
             assert any("without a token admitted" in rec.getMessage() for rec in caplog.records)
         finally:
             await upstream.close()
@@ -336,9 +336,9 @@ async def test_a_live_registration_is_never_replaced_and_the_id_falls_back_to_a_
     async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
         auth = {"headers": {"Authorization": "Bearer s3cret"}}
         first = await open_tunnel(r.url, CID, **auth)
-        first_link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+        first_link = await asyncio.wait_for(r.wait_registered(CID), 5)
         second = await open_tunnel(r.url, CID, **auth)  # the same credential may replace (a reconnect)
-        second_link = await asyncio.wait_for(r.registry.wait_registered(CID, other_than=first_link), 5)
+        second_link = await asyncio.wait_for(r.wait_registered(CID, other_than=first_link), 5)
         try:
             await second.close()
             await asyncio.wait_for(second_link.ended.wait(), 5)
@@ -357,7 +357,7 @@ async def test_dead_tunnel_is_unregistered_by_the_heartbeat():
         async with aiohttp.ClientSession() as session:
             # autoping off and nobody reading: pings from the runner are never answered
             ws = await session.ws_connect(f"{r.url}/ws/tunnel/{CID}", autoping=False)
-            link = await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            link = await asyncio.wait_for(r.wait_registered(CID), 5)
             await asyncio.wait_for(link.ended.wait(), 5)
             assert r.registry.get(CID) is None
             peer = await RawPeer.open(f"{r.url}/ws/forward/{CID}/80")
@@ -370,7 +370,7 @@ async def test_reset_policy_resets_only_the_route_of_a_stalled_forward_channel(p
     async with Runner("127.0.0.1", 0, heartbeat=None, slow_consumer="reset", buffer_limit=64 * 1024) as r:
         tunnel = await open_tunnel(r.url, CID)
         try:
-            await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            await asyncio.wait_for(r.wait_registered(CID), 5)
             stalled = await forward(r, peers)  # never reads after this
             healthy = await forward(r, peers)
             await stalled.send(protocol.connect(Proto.TCP, 1, 8080))
@@ -398,7 +398,7 @@ async def test_block_policy_delivers_everything_to_a_slow_forward_channel(peers)
     async with Runner("127.0.0.1", 0, heartbeat=None, slow_consumer="block", buffer_limit=64 * 1024) as r:
         tunnel = await open_tunnel(r.url, CID)
         try:
-            await asyncio.wait_for(r.registry.wait_registered(CID), 5)
+            await asyncio.wait_for(r.wait_registered(CID), 5)
             slow = await forward(r, peers)
             other = await forward(r, peers)
             await slow.send(protocol.connect(Proto.TCP, 1, 8080))
@@ -444,7 +444,7 @@ async def test_make_app_embeds_the_routes_in_a_user_app(unused_tcp_port):
     base = f"ws://127.0.0.1:{unused_tcp_port}"
     try:
         tunnel = await open_tunnel(base, CID)
-        await asyncio.wait_for(endpoint.registry.wait_registered(CID), 5)
+        await asyncio.wait_for(endpoint.wait_registered(CID), 5)
         cli = await open_forward(base, CID, 80)
         await cli.send(protocol.connect(Proto.TCP, 1, 80))
         assert (await tunnel.recv()).type is MsgType.CONNECT
@@ -462,7 +462,7 @@ async def test_container_id_from_the_url_is_escaped_in_logs(caplog):
         with caplog.at_level(logging.INFO, logger="hatchway.tunnel.runner"):
             evil = "%1B%5B31mred%0Aforged line%0D"
             peer = await RawPeer.open(f"{r.url}/ws/tunnel/{evil}")
-            await asyncio.wait_for(r.registry.wait_registered("\x1b[31mred\nforged line\r"), 5)
+            await asyncio.wait_for(r.wait_registered("\x1b[31mred\nforged line\r"), 5)
             await peer.close()
             refused = await RawPeer.open(f"{r.url}/ws/forward/{evil}/80")
             await refused.text()
@@ -481,7 +481,7 @@ async def test_slow_request_heads_are_closed_and_do_not_lock_clients_out():
         tunnels = [await open_tunnel(r.url, f"c{i}") for i in range(3)]  # more than the cap: all stay
         try:
             for i in range(3):
-                await asyncio.wait_for(r.registry.wait_registered(f"c{i}"), 5)
+                await asyncio.wait_for(r.wait_registered(f"c{i}"), 5)
             slow = []
             for _ in range(3):
                 reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
