@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from hatchway.common import socks5
-from hatchway.common.dialer import DirectDialer, open_tcp
+from hatchway.common.dialer import DirectDialer
 from hatchway.common.httpproxy import HEAD_LIMIT, parse_response_head
 from hatchway.common.proxyfront import ProxyError, ProxyFront
 from helpers import wait_until
@@ -238,14 +238,14 @@ async def test_unsupported_address_type_gets_0x08():
         writer.close()
 
 
-async def test_bind_closes_without_reply_by_default_or_answers_when_configured():
+async def test_bind_answers_0x07_by_default_or_closes_without_reply_when_configured():
     request = b"\x05\x01\x00" + socks5.build_request(socks5.CMD_BIND, "127.0.0.1", 80)
-    async with ProxyFront(DirectDialer(), "127.0.0.1", 0) as front:
+    async with ProxyFront(DirectDialer(), "127.0.0.1", 0, unsupported_command_reply=None) as front:  # LinkSocks' way
         reader, writer = await connect(front)
         writer.write(request)
         assert await read_all(reader) == b"\x05\x00"
         writer.close()
-    async with ProxyFront(DirectDialer(), "127.0.0.1", 0, unsupported_command_reply=0x07) as front:
+    async with ProxyFront(DirectDialer(), "127.0.0.1", 0) as front:
         reader, writer = await connect(front)
         writer.write(request)
         assert await read_all(reader) == b"\x05\x00" + socks5.build_reply(0x07)
@@ -548,7 +548,7 @@ async def test_connect_with_early_bytes(echo):
 
 
 async def test_proxy_auth_required_gets_407(target):
-    async with ProxyFront(DirectDialer(), "127.0.0.1", 0, username="user", password="pw") as front:
+    async with ProxyFront(DirectDialer(), "127.0.0.1", 0, username="user", password="pw", realm="LinkSocks") as front:
         port = front.bound[0][1]
         for proxy in (f"http://127.0.0.1:{port}", f"http://user:bad@127.0.0.1:{port}"):
             code, out, _ = await curl("-i", "-x", proxy, f"http://127.0.0.1:{target.port}/")
@@ -652,30 +652,6 @@ async def test_udp_associate_round_trip_and_close():
     echo4.close()
     echo6.close()
 
-
-class PumpDialer:
-    """A dialer of the former contract (connect a relay Pump): still served until its users move."""
-
-    def __init__(self):
-        self.calls = 0
-
-    async def connect(self, host, port, pump, client):
-        self.calls += 1
-        await open_tcp(host, port, lambda: pump)
-
-    async def associate(self, client):
-        raise ProxyError(0x07)
-
-
-async def test_former_pump_dialer_contract_still_works(echo):
-    dialer = PumpDialer()
-    async with ProxyFront(dialer, "127.0.0.1", 0) as front:
-        reader, writer, reply = await socks_connect(front, "127.0.0.1", echo)
-        assert reply == 0
-        writer.write(b"legacy")
-        assert await asyncio.wait_for(reader.readexactly(6), TIMEOUT) == b"legacy"
-        writer.close()
-    assert dialer.calls == 1
 
 
 async def test_wire_values_are_escaped_in_logs(caplog):

@@ -373,10 +373,6 @@ class DirectDialer:
     async def open(self, host: str, port: int, client: tuple[str, int]) -> Connected:
         return await dial(host, port, upstream=self.upstream, timeout=self.timeout, resolver=self.resolver)
 
-    async def connect(self, host: str, port: int, pump: asyncio.Protocol, client: tuple[str, int]) -> None:
-        """Deprecated (the former contract): connect ``pump`` to ``host:port``."""
-        await open_tcp(host, port, lambda: pump, upstream=self.upstream, timeout=self.timeout, resolver=self.resolver)
-
     async def associate(self, client: tuple[str, int]) -> UdpAssociation:
         return await open_udp_association(self.resolver)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from . import socks5
 from .relay import RelayEnd as Transport  # what a dialer hands over: a TCP transport or a multiplexed channel
@@ -37,7 +37,6 @@ __all__ = [
     "Dialer",
     "HandoffProtocol",
     "ProxyError",
-    "PumpDialer",
     "Resolver",
     "SystemResolver",
     "UdpAssociation",
@@ -200,18 +199,6 @@ class Dialer(Protocol):
     async def associate(self, client: tuple[str, int]) -> UdpAssociation:
         """Open a UDP association for a SOCKS5 UDP ASSOCIATE, or raise ProxyError(0x07)."""
         ...
-
-
-class PumpDialer(Protocol):
-    """The former dialer contract (deprecated): connect something to the given protocol.
-
-    Still accepted by :class:`~.proxyfront.ProxyFront` until its last user
-    (linksocks' Requester) implements :class:`Dialer`.
-    """
-
-    async def connect(self, host: str, port: int, pump: Any, client: tuple[str, int]) -> None: ...
-
-    async def associate(self, client: tuple[str, int]) -> UdpAssociation: ...
 
 
 class Resolver(Protocol):

@@ -26,15 +26,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from . import httpproxy, socks5
-from .dialing import Dialer, ProxyError, PumpDialer, UdpAssociation
+from .dialing import Dialer, ProxyError, UdpAssociation
 from .lifecycle import Service
 from .logsafe import escape
-from .relay import READ_MAX, Pump, Relay
+from .relay import READ_MAX, Relay
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REALM = "LinkSocks"  # deprecated default: pass realm= explicitly (it will become "proxy")
+DEFAULT_REALM = "proxy"
 UDP_BIND_HOST = "127.0.0.1"  # only local SOCKS clients may use UDP (linksocks.md section 10)
 
 EntryRule = Callable[[str, int], bool]
@@ -65,16 +65,14 @@ class ProxyFront(Service):
       such UDP datagrams).
     * ``handshake_timeout``: seconds from accept until the request is read.
     * ``realm``: the ``Proxy-Authenticate`` realm of a 407 answer.
-    * ``unsupported_command_reply``: the reply for BIND and unknown commands;
-      None closes the connection without a reply (as LinkSocks does).
-
-    ``dialer`` implements :class:`~.dialing.Dialer`; a dialer of the former
-    contract (``connect(host, port, pump, client)``) is still accepted.
+    * ``unsupported_command_reply``: the reply for BIND and unknown commands
+      (default 0x07, RFC 1928); None closes the connection without a reply
+      (as upstream LinkSocks does).
     """
 
     def __init__(
         self,
-        dialer: Dialer | PumpDialer,
+        dialer: Dialer,
         host: str | Sequence[str] | None,
         port: int,
         *,
@@ -84,13 +82,9 @@ class ProxyFront(Service):
         entry_allowed: EntryRule | None = None,
         handshake_timeout: float = 30.0,
         realm: str = DEFAULT_REALM,
-        unsupported_command_reply: int | None = None,
+        unsupported_command_reply: int | None = socks5.Rep.COMMAND_NOT_SUPPORTED,
     ) -> None:
-        # The former dialer contract (connect a relay Pump) is still served as it was, until its
-        # last user (linksocks' Requester) implements Dialer.
-        self.dialer: Dialer | None = dialer if isinstance(dialer, Dialer) else None
-        self.pump_dialer: PumpDialer | None = None if isinstance(dialer, Dialer) else dialer
-        self.associator: Dialer | PumpDialer = dialer
+        self.dialer = dialer
         self.host = host
         self.port = port
         self.credentials = (username, password) if username and password else None
@@ -274,30 +268,18 @@ class FrontConnection(asyncio.Protocol):
 
     async def _dial(self, host: str, port: int) -> Relay | None:
         """Ask the dialer; on success return a relay whose back end holds the target's transport."""
-        relay = Relay()
-        back = relay.back()
         try:
-            if self.front.dialer is not None:
-                connected = await self.front.dialer.open(host, port, self.client)
-                if self.stage is _Stage.CLOSED:  # the client left while we dialed
-                    connected.close()
-                    return None
-                connected.attach(back)
-            else:
-                assert self.front.pump_dialer is not None
-                await self.front.pump_dialer.connect(host, port, back, self.client)
+            connected = await self.front.dialer.open(host, port, self.client)
         except (ProxyError, asyncio.CancelledError):
-            _close_end(back)
             raise
         except Exception as exc:
-            _close_end(back)
             log.warning("%s: dialer failed for %s: %s", self._who(), escape(httpproxy.join_host_port(host, port)), escape(repr(exc)))
             raise ProxyError(socks5.Rep.GENERAL_FAILURE, str(exc) or type(exc).__name__) from exc
-        if back.transport is None:
-            raise ProxyError(socks5.Rep.GENERAL_FAILURE, "dialer returned without a connection")
         if self.stage is _Stage.CLOSED:  # the client left while we dialed
-            _close_end(back)
+            connected.close()
             return None
+        relay = Relay()
+        connected.attach(relay.back())  # the front end adopts the target's transport into its relay
         return relay
 
     async def _dial_socks(self, host: str, port: int) -> None:
@@ -347,7 +329,7 @@ class FrontConnection(asyncio.Protocol):
     async def _associate(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            association = await self.front.associator.associate(self.client)
+            association = await self.front.dialer.associate(self.client)
         except ProxyError as exc:
             self._refuse_socks(exc)
             return
@@ -440,11 +422,6 @@ def _allowed(check: Callable[[str, int], bool] | None, host: str, port: int) -> 
     except Exception:
         log.exception("entry rule failed for %s", escape(httpproxy.join_host_port(host, port)))
         return False
-
-
-def _close_end(pump: Pump) -> None:
-    if pump.transport is not None and not pump.transport.is_closing():
-        pump.transport.close()
 
 
 class _UdpRelay(asyncio.DatagramProtocol):
