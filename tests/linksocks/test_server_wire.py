@@ -475,3 +475,26 @@ async def test_removing_a_token_closes_its_links_and_channels(server, target):
         while channel_id in server.table:
             await asyncio.sleep(0.02)
     await peer.close()
+
+
+async def test_unauthenticated_connections_are_capped_and_never_lock_out_a_client():
+    """#6 item 7: at most max_unauthenticated pre-auth connections; the oldest makes room for a new one."""
+    async with Server(ws_host="127.0.0.1", ws_port=0, max_unauthenticated=4) as srv:
+        srv.add_forward_token("ftok")
+        idle = [await RawPeer.connect(url(srv, "/socket/")) for _ in range(10)]  # binary auth, never sends Auth
+        assert srv.unauthenticated <= 4
+        peer = await RawPeer.connect(url(srv, "/socket/"), token="ftok", query=False)
+        assert await peer.recv() == AuthResponse(True)
+        assert srv.unauthenticated <= 4
+        await peer.close()
+        for one in idle:
+            await one.close()
+
+
+async def test_binary_auth_must_arrive_within_the_auth_timeout():
+    async with Server(ws_host="127.0.0.1", ws_port=0, auth_timeout=0.3) as srv:
+        peer = await RawPeer.connect(url(srv, "/socket/"))
+        async with asyncio.timeout(10):
+            closed = await peer.ws.receive()
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        await peer.close()

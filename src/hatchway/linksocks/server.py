@@ -27,6 +27,7 @@ Embedding::
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import uuid
@@ -35,6 +36,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from hatchway.common.httpapi import ConnectionGuard, HttpServer, TcpAddress
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.tasks import TaskSet
@@ -57,7 +59,8 @@ from .tokens import ReverseToken, Role, TokenError, TokenRegistry
 log = logging.getLogger("hatchway.linksocks.server")
 
 COMPAT_VERSION = "v1.10.3"
-AUTH_TIMEOUT = 30.0
+AUTH_TIMEOUT = 10.0
+PRE_AUTH_BYTES = 64 * 1024  # an honest client sends its upgrade head and (binary auth) one Auth message before it is authenticated
 INVALID_AUTH_MESSAGE = "invalid auth message"
 
 
@@ -78,6 +81,9 @@ class ServerOptions:
     ping_interval: float = 30.0
     read_timeout: float = 60.0
     stall_timeout: float = 10.0  # a local reader that takes nothing for this long is reset (0 = never)
+    max_unauthenticated: int = 64  # connections not yet authenticated; the oldest is closed to admit a new one
+    header_timeout: float = 10.0  # the upgrade request's head must arrive within this (slowloris)
+    auth_timeout: float = AUTH_TIMEOUT  # binary auth: the Auth message must arrive within this
     http_proxy: bool = True
     listener_linger: float = 30.0
     provider_wait: float = 10.0
@@ -139,7 +145,7 @@ class Server(Service):
         self.links: set[Link] = set()
         self.ws_address: tuple[str, int] | None = None
         self.ws_addresses: list[tuple[str, int]] = []
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self._tasks = TaskSet("server", logger=log)
         self._closed = asyncio.Event()
         self._closing = False
@@ -158,7 +164,22 @@ class Server(Service):
 
     async def start(self) -> "Server":
         app = self.build_app()
-        self._runner, self.ws_addresses = await wsconn.serve_app(app, self.options.ws_host, self.options.ws_port)
+        options = self.options
+        guard_options: dict[str, Any] = {}
+        if "max_unauthenticated_bytes" in inspect.signature(ConnectionGuard).parameters:
+            guard_options["max_unauthenticated_bytes"] = PRE_AUTH_BYTES
+        http = HttpServer(
+            app,
+            [TcpAddress(options.ws_host, options.ws_port)],
+            require="all",
+            header_timeout=options.header_timeout,
+            max_unauthenticated=options.max_unauthenticated,
+            backlog=4096,
+            **guard_options,
+        )
+        await http.start()
+        self._http = http
+        self.ws_addresses = [address for address in http.addresses if isinstance(address, tuple)]
         self.ws_address = self.ws_addresses[0] if self.ws_addresses else None
         log.info("LinkSocks server listening on %s", addresses_text(self.ws_addresses))
         return self
@@ -169,8 +190,8 @@ class Server(Service):
         self._closing = True
         for link in list(self.links):
             link.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.aclose()
         await self._tasks.aclose()
         await self.agent.close()
         await self.outbound.close()
@@ -183,6 +204,11 @@ class Server(Service):
             await listener.close()
         self.orphans.close()
         self._closed.set()
+
+    @property
+    def unauthenticated(self) -> int:
+        """Connections open that have not authenticated yet (capped by ``max_unauthenticated``)."""
+        return self._http.guard.unauthenticated if self._http is not None else 0
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -293,11 +319,11 @@ class Server(Service):
         link.token = auth.token  # type: ignore[attr-defined]
         link.role = auth.role.value  # type: ignore[attr-defined]
         if auth.role is Role.FORWARD:
-            await self._serve_forward(link, auth, instance)
+            await self._serve_forward(link, auth, instance, request)
         elif auth.role is Role.REVERSE:
-            await self._serve_provider(link, auth, instance, query_auth)
+            await self._serve_provider(link, auth, instance, query_auth, request)
         else:
-            await self._serve_connector(link, auth, instance)
+            await self._serve_connector(link, auth, instance, request)
 
     async def _authenticate(self, request: web.Request, link: Link) -> tuple[Any, str, bool]:
         """Returns (Authenticated, instance text, URL-query auth?) or raises AuthFailed."""
@@ -318,7 +344,7 @@ class Server(Service):
         return auth, protocol.uuid_text(message.instance), False
 
     async def _first_message(self, link: Link) -> Any:
-        async with asyncio.timeout(AUTH_TIMEOUT):
+        async with asyncio.timeout(self.options.auth_timeout):
             while True:
                 msg = await link.ws.receive()
                 if msg.type is WSMsgType.BINARY:
@@ -333,9 +359,11 @@ class Server(Service):
                 elif msg.type is not WSMsgType.PONG:
                     raise ConnectionError("closed before authenticating")
 
-    def _accepted(self, link: Link, what: str) -> bool:
+    def _accepted(self, link: Link, what: str, request: web.Request) -> bool:
         if not link.try_send(AuthResponse(True)):
             return False
+        if self._http is not None and request.transport is not None:
+            self._http.guard.authenticated(request.transport)  # leaves the pre-auth cap
         self.links.add(link)
         log.info("%s authenticated from %s", what, link.name)
         return True
@@ -346,9 +374,9 @@ class Server(Service):
         return rules if rules else None
 
     # ------------------------------------------------------------ forward clients
-    async def _serve_forward(self, link: Link, auth: Any, instance: str) -> None:
+    async def _serve_forward(self, link: Link, auth: Any, instance: str, request: web.Request) -> None:
         key = (auth.token, instance)
-        if not self._accepted(link, "forward client"):
+        if not self._accepted(link, "forward client", request):
             return
         token = auth.token
         table, orphans, outbound = self.table, self.orphans, self.outbound
@@ -367,7 +395,9 @@ class Server(Service):
             self._link_gone(link, key)
 
     # ------------------------------------------------------------ providers
-    async def _serve_provider(self, link: Link, auth: Any, instance: str, query_auth: bool) -> None:
+    async def _serve_provider(
+        self, link: Link, auth: Any, instance: str, query_auth: bool, request: web.Request
+    ) -> None:
         try:
             pool_key = self.tokens.provider_pool(auth.token, None if query_auth else instance)
         except TokenError as exc:
@@ -383,7 +413,7 @@ class Server(Service):
                 link.try_send(AuthResponse(False, f"cannot listen on SOCKS port: {exc}"))
                 return
         try:
-            if not self._accepted(link, "reverse client"):
+            if not self._accepted(link, "reverse client", request):
                 return
             pool = self._pool(pool_key)
             pool.add(link)
@@ -428,10 +458,10 @@ class Server(Service):
         log.info("connector token %s by provider %s", verb, link.name)
 
     # ------------------------------------------------------------ connectors
-    async def _serve_connector(self, link: Link, auth: Any, instance: str) -> None:
+    async def _serve_connector(self, link: Link, auth: Any, instance: str, request: web.Request) -> None:
         key = (auth.token, instance)
         pool_key = auth.reverse_token
-        if not self._accepted(link, "connector"):
+        if not self._accepted(link, "connector", request):
             return
         connectors = self.connectors.setdefault(pool_key, [])
         connectors.append(link)
