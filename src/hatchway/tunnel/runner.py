@@ -51,7 +51,6 @@ read loop waits while the tunnel's writer is over its high-water mark.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Any, cast
 
@@ -65,9 +64,9 @@ from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
 from hatchway.common.wsconn import WebSocketSink, accept
 
+from .access import CLOSE_POLICY, PROTO_NAMES, TEXT_CONNECTED, TEXT_TAKEN, forward_refusal, presented_token
 from .links import ForwardLink, TunnelLink
 from .mux import Output, ProtocolError, Router, ToTunnel, ToUser, not_connected_text
-from .protocol import Proto
 from .registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
@@ -76,15 +75,8 @@ DEFAULT_PORT = 8001
 DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 4 * 1024 * 1024
 CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
 REFUSAL_MAX_MESSAGE = 4096  # a refused WebSocket never needs to read more than a Close frame
 
-_PROTO_NAMES = {"tcp": Proto.TCP, "udp": Proto.UDP}
-
-TEXT_CONNECTED = "CONNECTED"
-TEXT_UNAUTHORIZED = "Error: unauthorized"
-TEXT_TAKEN = "Error: container id already registered by another tunnel"
 
 __all__ = ["DEFAULT_PORT", "ENDPOINT_KEY", "Runner", "TunnelEndpoint", "make_app", "not_connected_text"]
 
@@ -172,16 +164,7 @@ class TunnelEndpoint:
     # ------------------------------------------------------------------ auth
     def _presented(self, request: web.Request) -> str | None:
         """The token the request carries, if it is the right one."""
-        if self.token is None:
-            return None
-        expected = self.token.encode()
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip().encode(), expected):
-            return self.token
-        query = request.query.get("token")
-        if query is not None and hmac.compare_digest(query.encode(), expected):
-            return self.token
-        return None
+        return presented_token(self.token, request.headers.get("Authorization", ""), request.query.get("token"))
 
     @staticmethod
     def _authenticated(request: web.Request) -> None:
@@ -242,7 +225,7 @@ class TunnelEndpoint:
         ws = await accept(request, heartbeat=self.heartbeat)
         self._authenticated(request)
         port = int(request.match_info["port"])
-        proto = _PROTO_NAMES[request.query.get("proto", "tcp").lower()]
+        proto = PROTO_NAMES[request.query.get("proto", "tcp").lower()]
         sink = WebSocketSink(ws, high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
         link = ForwardLink(container_id, port, proto, ws, sink, str(request.remote))
         session = MuxSession(ws, _ForwardHandler(self, link), sink=sink, name=repr(link), survive_handler_errors=True)
@@ -264,17 +247,11 @@ class TunnelEndpoint:
         return ws
 
     def _check_forward(self, request: web.Request, container_id: str) -> tuple[str, int] | None:
-        if self.token is not None and self._presented(request) is None:
-            return TEXT_UNAUTHORIZED, CLOSE_POLICY
-        port_text = request.match_info["port"]
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            return f"Error: invalid port {port_text!r}", CLOSE_POLICY
-        proto = request.query.get("proto", "tcp").lower()
-        if proto not in _PROTO_NAMES:
-            return f"Error: invalid proto {proto!r} (expected tcp or udp)", CLOSE_POLICY
-        if self.registry.get(container_id) is None:
-            return "Error: " + not_connected_text(container_id), CLOSE_INTERNAL
-        return None
+        return forward_refusal(
+            container_id, request.match_info["port"], request.query.get("proto", "tcp"),
+            authorized=self.token is None or self._presented(request) is not None,
+            tunnel_live=self.registry.get(container_id) is not None,
+        )
 
     # ------------------------------------------------------------------ shutdown
     async def close(self, timeout: float = 1.0) -> None:
