@@ -29,11 +29,12 @@ newline, empty fields omitted.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Callable, Iterable
 
 import msgspec
 from aiohttp import web
+
+from hatchway.common.httpapi import ApiError, TokenAuth, json_errors, json_response, read_json
 
 from .access import AccessError, AccessRules, rule_from_builtins
 from .tokens import Role, TokenError, TokenRegistry
@@ -116,29 +117,13 @@ class StatusResponse(msgspec.Struct):
     direct: DirectStatus
 
 
-class BadRequest(Exception):
-    """A body that is not the JSON the endpoint expects (HTTP 400)."""
+def _error(status: int, message: str) -> TokenResponse:
+    """Every API error body has Go's shape: ``{"success":false,"error":"..."}``."""
+    return TokenResponse(False, error=message)
 
 
-def _json_response(body: msgspec.Struct | dict, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(body) + b"\n", status=status, content_type="application/json", charset=None
-    )
-
-
-def _fold_keys(value: Any) -> Any:
-    """Go's encoding/json matches object keys case-insensitively and ignores nulls: lower-case keys, drop nulls."""
-    if not isinstance(value, dict):
-        return value
-    return {key.lower(): item for key, item in value.items() if item is not None}
-
-
-async def _decode_body(request: web.Request, kind: type[msgspec.Struct]) -> Any:
-    try:
-        raw = msgspec.json.decode(await request.read())
-        return msgspec.convert(_fold_keys(raw), kind)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(str(exc)) from None
+def _invalid_key(request: web.Request) -> web.StreamResponse:
+    return json_response(TokenResponse(False, error=INVALID_API_KEY), 401)
 
 
 def _rules(items: Iterable[Any]) -> list:
@@ -146,7 +131,7 @@ def _rules(items: Iterable[Any]) -> list:
     try:
         return [rule_from_builtins(item) for item in items]
     except AccessError as exc:
-        raise BadRequest(str(exc)) from None
+        raise ApiError(400, f"{INVALID_BODY}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the application
@@ -165,9 +150,11 @@ class ManagementApi:
         access: AccessConfig | ServerAccess | None = None,
     ) -> None:
         self.registry = registry
-        self._keys = [key.encode("utf-8", "surrogateescape") for key in api_keys if key]
-        if not self._keys:
+        keys = [key for key in api_keys if key]
+        if not keys:
             raise ValueError("the management API needs at least one non-empty API key")
+        # X-API-Key only (no bearer, no ?token=: upstream has neither), constant-time against every key
+        self.auth = TokenAuth(keys, bearer=False, header="X-API-Key", query=None, exempt=(), deny=_invalid_key)
         self.version = version
         self.clients_count = clients_count
         self.access = access if access is not None else AccessConfig()
@@ -176,28 +163,22 @@ class ManagementApi:
 
     def key_is_valid(self, provided: str | None) -> bool:
         """Constant-time comparison against every configured key."""
-        candidate = (provided or "").encode("utf-8", "surrogateescape")
-        valid = False
-        for key in self._keys:
-            valid |= hmac.compare_digest(candidate, key)
-        return valid
+        return self.auth.valid(provided or "")
 
-    def _endpoint(self, methods: dict[str, Callable]) -> Callable:
+    @staticmethod
+    def _endpoint(methods: dict[str, Callable[[web.Request], Any]]) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            if not self.key_is_valid(request.headers.get("X-API-Key")):
-                return _json_response(TokenResponse(False, error=INVALID_API_KEY), 401)
             handler = methods.get(request.method)
             if handler is None:
                 return web.Response(status=405, headers={"Allow": ", ".join(methods)})
-            try:
-                return await handler(request)
-            except BadRequest as exc:
-                return _json_response(TokenResponse(False, error=f"{INVALID_BODY}: {exc}"), 400)
+            response: web.StreamResponse = await handler(request)
+            return response
 
         return handle
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # the key is checked before anything else (401 even for a wrong method), then bodies (400), as in Go
+        app = web.Application(middlewares=[self.auth.middleware, json_errors(_error)])
         token = self._endpoint({"POST": self.post_token, "DELETE": self.delete_token})
         app.router.add_route("*", "/token", token)
         app.router.add_route("*", "/token/{token:.*}", token)
@@ -208,17 +189,17 @@ class ManagementApi:
     # ------------------------------------------------------------------ /api/token
 
     async def post_token(self, request: web.Request) -> web.Response:
-        body: TokenRequest = await _decode_body(request, TokenRequest)
+        body = await read_json(request, TokenRequest)
         if body.type not in (Role.FORWARD, Role.REVERSE, Role.CONNECTOR):
-            return _json_response(TokenResponse(False, error=INVALID_TYPE), 400)
+            return json_response(TokenResponse(False, error=INVALID_TYPE), 400)
         rules = _rules(body.rules) if body.rules else None
         if body.type == Role.CONNECTOR and not body.reverse_token:
-            return _json_response(TokenResponse(False, error=REVERSE_TOKEN_REQUIRED))
+            return json_response(TokenResponse(False, error=REVERSE_TOKEN_REQUIRED))
         try:
             compiled = AccessRules(rules) if rules is not None else None
-            return _json_response(self._add_token(body, compiled))
+            return json_response(self._add_token(body, compiled))
         except (TokenError, AccessError) as exc:
-            return _json_response(TokenResponse(False, error=str(exc)))
+            return json_response(TokenResponse(False, error=str(exc)))
 
     def _add_token(self, body: TokenRequest, rules: AccessRules | None) -> TokenResponse:
         if body.type == Role.FORWARD:
@@ -239,18 +220,18 @@ class ManagementApi:
         token = request.match_info.get("token", "")
         if not token:
             try:
-                token = (await _decode_body(request, DeleteRequest)).token
-            except BadRequest:
+                token = (await read_json(request, DeleteRequest)).token
+            except ApiError:
                 token = ""
             if not token:
-                return _json_response(TokenResponse(False, error=TOKEN_NOT_SPECIFIED))
+                return json_response(TokenResponse(False, error=TOKEN_NOT_SPECIFIED))
         self.registry.remove(token)  # removing an unknown token succeeds, as in Go
-        return _json_response(TokenResponse(True, token))
+        return json_response(TokenResponse(True, token))
 
     # ------------------------------------------------------------------ /api/status
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return _json_response(self.status())
+        return json_response(self.status())
 
     def status(self) -> StatusResponse:
         tokens: list[ReverseStatus | ForwardStatus] = []
@@ -265,20 +246,20 @@ class ManagementApi:
     # ------------------------------------------------------------------ /api/config/access
 
     async def get_access(self, request: web.Request) -> web.Response:
-        return _json_response({"entry": self.access.entry.to_builtins(), "dial": self.access.dial.to_builtins()})
+        return json_response({"entry": self.access.entry.to_builtins(), "dial": self.access.dial.to_builtins()})
 
     async def put_access(self, request: web.Request) -> web.Response:
-        body: AccessConfigRequest = await _decode_body(request, AccessConfigRequest)
+        body = await read_json(request, AccessConfigRequest)
         try:
             entry = AccessRules(_rules(body.entry)) if body.entry is not None else None
             dial = AccessRules(_rules(body.dial)) if body.dial is not None else None
         except AccessError as exc:
-            raise BadRequest(str(exc)) from None
+            raise ApiError(400, f"{INVALID_BODY}: {exc}") from None
         if entry is not None:
             self.access.entry = entry
         if dial is not None:
             self.access.dial = dial
-        return _json_response(SuccessResponse())
+        return json_response(SuccessResponse())
 
 
 class ServerAccess:
