@@ -127,7 +127,7 @@ class FakeForwardServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -307,11 +307,7 @@ class UdpClient(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def wait_until(predicate: Any, timeout: float = TIMEOUT, interval: float = 0.005) -> None:
-    """Poll a condition until it holds (bounded by ``timeout``)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(interval)
+from helpers import wait_until  # noqa: E402,F401  (the one wait helper; re-exported for the tunnel tests)
 
 
 def free_port() -> int:

@@ -40,6 +40,7 @@ class TunnelPeer:
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self._barriers = 0
         self.transport = request.transport
         self.path = request.raw_path.split("?", 1)[0]
         self.raw_path = request.raw_path  # path and query exactly as requested
@@ -103,12 +104,28 @@ class TunnelPeer:
         """Assert that nothing (for ``client_id``, or at all) arrives within ``seconds``."""
         before = len(self.log)
         queue = None if client_id is None else self.queue(client_id)
-        assert queue is None or queue.empty(), f"unexpected pending message: {queue._queue[0]}"  # type: ignore[union-attr]
-        await asyncio.sleep(seconds)
+        assert queue is None or queue.empty(), f"unexpected pending message: {queue.get_nowait()}"
+        await asyncio.sleep(seconds)  # the spec states these cases as "nothing within N s"
         if client_id is None:
             assert len(self.log) == before, f"unexpected messages: {self.log[before:]}"
         else:
-            assert queue.empty(), f"unexpected message for id {client_id}: {queue._queue[0]}"  # type: ignore[union-attr]
+            assert queue.empty(), f"unexpected message for id {client_id}: {queue.get_nowait()}"
+
+    async def barrier(self) -> None:
+        """A PING/PONG round trip: everything the client sent before answering it has arrived."""
+        self._barriers += 1
+        barrier_id = 0xFFFFFF00 + self._barriers % 256
+        await self.ping(barrier_id)
+        await self.expect(MsgType.PONG, barrier_id)
+
+    async def settled(self, client_id: int, tasks: Any = None) -> None:
+        """Nothing more is pending for ``client_id`` once the client's own tasks (its dials) have
+        finished (``tasks``: the session's TaskSet) and a barrier has come back: event-based, no window."""
+        if tasks is not None:
+            await tasks.join()
+        await self.barrier()
+        queue = self.queue(client_id)
+        assert queue.empty(), f"unexpected message for id {client_id}: {queue.get_nowait()}"
 
     async def collect_data(self, client_id: int, nbytes: int, sink: Any, timeout: float = 30.0) -> int:
         """Receive DATA for ``client_id`` into ``sink(payload)`` until ``nbytes``; returns max payload size."""
@@ -191,7 +208,7 @@ class FakeRunner:
         site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         self.scheme = "wss" if ssl_context is not None else "ws"
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def next_tunnel(self, timeout: float = TIMEOUT) -> TunnelPeer:
@@ -223,11 +240,7 @@ class FakeRunner:
             await self._runner.cleanup()
 
 
-async def wait_until(predicate: Any, timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate()`` every 5 ms until it is true; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
+from helpers import wait_until  # noqa: E402,F401  (the one wait helper; re-exported for the tunnel tests)
 
 
 @contextlib.asynccontextmanager

@@ -139,7 +139,7 @@ async def test_early_data_beyond_the_limit_applies_the_policy_before_the_dial_en
             await peer.expect(MsgType.CLOSE, 1)
             assert 1 not in client.session.streams
             dial_may_finish.set()
-            await peer.quiet(0.3, 1)  # no CONNECTED for the reset connection
+            await peer.settled(1, client.session.tasks)  # the dial ended: no CONNECTED for the reset connection
     finally:
         await sink.stop()
 

@@ -54,18 +54,18 @@ async def test_case12_13_refused_dial_gives_error_then_the_id_is_reusable(runner
         await peer.connect(3, port)
         error = await peer.recv(3, timeout=2)
         assert error == Message(MsgType.ERROR, Proto.TCP, 3, 0, b"Connection refused (os error 111)")
-        await peer.quiet(0.5, 3)  # no CLOSE follows
+        await peer.settled(3, client.session.tasks)  # no CLOSE follows
         assert 3 not in client.session.streams  # D2: the entry is dropped
         await peer.connect(3, echo_service.port)
         assert await peer.recv(3, timeout=2) == Message(MsgType.CONNECTED, Proto.TCP, 3, 0, b"")
 
 
 async def test_case14_duplicate_connect_gets_one_connected(runner, echo_service):
-    async with tunnel_client(runner) as (_, peer):
+    async with tunnel_client(runner) as (client, peer):
         await peer.connect(4, echo_service.port)
         await peer.connect(4, echo_service.port)
         await peer.expect(MsgType.CONNECTED, 4)
-        await peer.quiet(1.0, 4)
+        await peer.settled(4, client.session.tasks)  # every dial has ended: one CONNECTED only
 
 
 async def test_case15_16_service_that_writes_and_closes(runner):
@@ -105,7 +105,8 @@ async def test_case18_runner_close_delivers_queued_bytes_gives_eof_then_silence(
         assert await read_until_eof(reader) == b"last words"  # queued bytes, then EOF
         writer.write(b"too late")
         writer.close()
-        await peer.quiet(0.5, 8)  # D3: no late DATA, no unsolicited CLOSE
+        await writer.wait_closed()
+        await peer.settled(8, client.session.tasks)  # D3: no late DATA, no unsolicited CLOSE
         assert 8 not in client.session.streams
 
 
