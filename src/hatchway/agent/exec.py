@@ -1,0 +1,140 @@
+"""One exec session: a started child, its output pumps, its stdin, its exit.
+
+The order on the wire is upstream's guarantee: every output reader reaches
+EOF (all holders of the write ends closed them), the child is reaped by the
+one reaper, and only then :meth:`ExecSession.run` returns the exit code for
+the ``exit`` message. Output goes through :class:`~.output.OutputWriter`
+(32 KiB messages, backpressure from the WebSocket), stdin through
+:class:`~.stdin.InputPipe` (never blocks the read loop).
+
+TTY sessions read the PTY master; ``close_stdin`` closes only the agent's
+write handle on it, so output produced afterwards still arrives (upstream
+closed the master and lost it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+
+from hatchway.common.pump import OneWayPump
+from hatchway.common.reaper import Reaper
+
+from .output import OutputWriter, TextSink
+from .signals import docker_exit_code
+from .spawn import Child, set_window_size
+from .stdin import InputPipe
+
+__all__ = ["ExecSession", "read_into"]
+
+
+async def read_into(fd: int, writer: OutputWriter) -> asyncio.Future[Exception | None]:
+    """Pump the read end ``fd`` (taken over) into ``writer``; returns the pump's ``done`` future."""
+    loop = asyncio.get_running_loop()
+    pump = OneWayPump(writer)
+    writer_flow = pump  # the pump follows the sink's flow control
+    writer.sink.add_listener(writer_flow)
+    if writer.sink.paused:
+        pump.pause_writing()
+    done = pump.done
+
+    def release(_: asyncio.Future[Exception | None]) -> None:
+        writer.sink.remove_listener(writer_flow)
+
+    done.add_done_callback(release)
+    file = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - the transport owns it
+    try:
+        await loop.connect_read_pipe(lambda: pump, file)
+    except BaseException:
+        file.close()
+        raise
+    return done
+
+
+class ExecSession:
+    """A running exec; :meth:`run` returns its Docker exit code after its last output was sent."""
+
+    def __init__(self, ident: str, child: Child, sink: TextSink, reaper: Reaper, *, tty: bool) -> None:
+        self.id = ident
+        self.child = child
+        self.pid = child.pid
+        self.sink = sink
+        self.reaper = reaper
+        self.tty = tty
+        self.detached = False
+        self.code: int | None = None
+        self._tty_fd: int | None = None
+        if tty:
+            assert child.master_fd is not None
+            input_fd = os.dup(child.master_fd)
+            self._tty_fd = os.dup(child.master_fd)
+        else:
+            input_fd = child.stdin_fd if child.stdin_fd is not None else -1
+            child.stdin_fd = None
+        self.stdin = InputPipe(input_fd) if input_fd >= 0 else None
+
+    async def run(self) -> int:
+        child = self.child
+        exited = asyncio.ensure_future(self.reaper.wait(self.pid))
+        try:
+            pumps: list[asyncio.Future[Exception | None]] = []
+            sources = [("stdout", child.master_fd)] if self.tty else [("stdout", child.stdout_fd),
+                                                                         ("stderr", child.stderr_fd)]
+            child.master_fd = child.stdout_fd = child.stderr_fd = None
+            for stream, fd in sources:
+                if fd is not None:
+                    pumps.append(await read_into(fd, OutputWriter(self.sink, stream, self.id)))
+            if self.stdin is not None:
+                await self.stdin.open()
+            for done in pumps:
+                await asyncio.shield(done)
+            returncode = await asyncio.shield(exited)
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            if self.stdin is not None:
+                self.stdin.abort()
+            if self._tty_fd is not None:
+                os.close(self._tty_fd)
+                self._tty_fd = None
+            child.close_fds()
+        child.reaped(returncode)
+        self.code = docker_exit_code(returncode)
+        return self.code
+
+    # -- control
+
+    def write_stdin(self, data: bytes) -> bool:
+        return self.stdin is not None and self.stdin.write(data)
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            self.stdin.close()
+
+    def signal(self, signum: int) -> None:
+        if self.code is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def resize(self, width: int, height: int) -> None:
+        if self._tty_fd is not None:
+            try:
+                set_window_size(self._tty_fd, width, height)
+            except OSError as exc:
+                if exc.errno not in (errno.EBADF, errno.EIO, errno.ENOTTY):
+                    raise
+
+    def kill(self) -> None:
+        """SIGKILL the child and its process group (grandchildren would hold the output pipes open)."""
+        if self.code is not None:
+            return
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -1,0 +1,241 @@
+"""The agent's JSON message protocol: one message per WebSocket message, sans-I/O.
+
+Every message is a msgspec Struct of the tagged union :data:`AnyMessage`
+(tag field ``type``). Encoding omits zero values as Go's ``omitempty`` does;
+``code`` is nullable, so ``0`` is still written. Decoding ignores unknown
+fields; a message whose known field has the wrong JSON type is skipped (the
+connection stays up), as upstream. An unknown ``type`` is told apart from a
+malformed message by :func:`decode`, so the router can answer it.
+
+Byte streams travel as standard padded base64 in ``data``. Outgoing output
+chunks take the hot path :func:`encode_output` (no Struct, no str round
+trip); it produces exactly what msgspec encodes for :class:`Stdout`/:class:`Stderr`.
+Incoming ``stdin`` data is decoded strictly, as Go's ``base64.StdEncoding``:
+missing padding or a character outside the alphabet is an error, CR and LF
+are ignored (:func:`decode_data`).
+
+Extensions (upstream peers never send them, so their absence is upstream
+behaviour): ``exec`` gains ``stdin``, ``width``, ``height``, ``user``;
+``attach`` gains ``replay`` and ``stdin_once``; the ``detach`` message; the
+``health`` push message.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AgentMessage",
+    "AnyMessage",
+    "Attach",
+    "BadMessage",
+    "ClientMessage",
+    "CloseStdin",
+    "Detach",
+    "Error",
+    "Exec",
+    "Exit",
+    "HealthLogEntry",
+    "HealthPush",
+    "HealthState",
+    "LifetimeExpired",
+    "Resize",
+    "Signal",
+    "Stderr",
+    "Stdin",
+    "Stdout",
+    "UnknownType",
+    "decode",
+    "decode_data",
+    "encode",
+    "encode_data",
+    "encode_output",
+]
+
+CHUNK = 32 * 1024  # upstream's read size: one stdout/stderr message carries at most this many bytes
+
+
+class Message(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    id: str = ""
+
+
+# -- client -> agent
+
+
+class Exec(Message, tag="exec"):
+    cmd: list[str] = []
+    env: list[str] = []
+    workdir: str = ""
+    tty: bool = False
+    # extensions
+    stdin: bool | None = None  # False: /dev/null; absent: a pipe (upstream)
+    width: int = 0  # initial terminal size (Docker's ConsoleSize)
+    height: int = 0
+    user: str = ""  # uid[:gid] or name[:group]
+
+
+class Attach(Message, tag="attach"):
+    replay: bool | None = None  # extension: False skips the replay (Docker logs=0)
+    stdin_once: bool = False  # extension: close the main process's stdin when this attacher closes stdin
+
+
+class Stdin(Message, tag="stdin"):
+    data: str = ""
+
+
+class CloseStdin(Message, tag="close_stdin"):
+    pass
+
+
+class Signal(Message, tag="signal"):
+    signal: str = ""
+
+
+class Resize(Message, tag="resize"):
+    width: int = 0
+    height: int = 0
+
+
+class Detach(Message, tag="detach"):
+    """Extension: the exec survives its connection closing."""
+
+
+# -- agent -> client
+
+
+class Stdout(Message, tag="stdout"):
+    data: str = ""
+
+
+class Stderr(Message, tag="stderr"):
+    data: str = ""
+
+
+class Exit(Message, tag="exit"):
+    code: int | None = None
+
+
+class Error(Message, tag="error"):
+    message: str = ""
+
+
+class LifetimeExpired(Message, tag="lifetime_expired"):
+    pass
+
+
+class HealthLogEntry(msgspec.Struct):
+    Start: str
+    End: str
+    ExitCode: int
+    Output: str
+
+
+class HealthState(msgspec.Struct, rename="camel"):
+    status: str
+    failing_streak: int
+    log: list[HealthLogEntry]
+
+
+class HealthPush(Message, tag="health"):
+    """Extension: the health state, pushed when it changes."""
+
+    health: HealthState | None = None
+
+
+ClientMessage = Exec | Attach | Stdin | CloseStdin | Signal | Resize | Detach
+AgentMessage = Stdout | Stderr | Exit | Error | LifetimeExpired | HealthPush
+AnyMessage = Exec | Attach | Stdin | CloseStdin | Signal | Resize | Detach | Stdout | Stderr | Exit | Error | LifetimeExpired | HealthPush
+
+
+class _Envelope(msgspec.Struct):
+    type: Any = None
+    id: Any = None
+
+
+class UnknownType(msgspec.Struct, frozen=True):
+    """A well-formed message of a type this side does not know (answered with an error)."""
+
+    type: str
+    id: str
+
+
+class BadMessage(msgspec.Struct, frozen=True):
+    """Not a message: invalid JSON, or a field of the wrong type (skipped, logged)."""
+
+    reason: str
+
+
+_decoder = msgspec.json.Decoder(AnyMessage)
+_envelope = msgspec.json.Decoder(_Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(raw: bytes | str) -> AnyMessage | UnknownType | BadMessage:
+    """One received WebSocket message (text or binary) as a message, an unknown type, or a bad message."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+    try:
+        envelope = _envelope.decode(raw)
+    except msgspec.DecodeError:
+        return BadMessage(reason)
+    kind, ident = envelope.type, envelope.id
+    if isinstance(kind, str) and kind not in _TAGS and (ident is None or isinstance(ident, str)):
+        return UnknownType(kind, ident or "")
+    return BadMessage(reason)
+
+
+_TAGS = frozenset(
+    cls.__struct_config__.tag
+    for cls in (Exec, Attach, Stdin, CloseStdin, Signal, Resize, Detach, Stdout, Stderr, Exit, Error,
+                LifetimeExpired, HealthPush)
+)
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def encode_data(data: bytes | bytearray | memoryview) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+_STRIP = bytes.maketrans(b"", b"")
+
+
+def decode_data(text: str) -> bytes:
+    """Strict standard base64 (Go's StdEncoding): CR/LF ignored, anything else malformed raises ValueError."""
+    if not text:
+        return b""
+    raw = text.encode("ascii", "strict") if text.isascii() else None
+    if raw is None:
+        raise ValueError("non-ASCII character in base64 data")
+    if b"\r" in raw or b"\n" in raw:
+        raw = raw.translate(_STRIP, b"\r\n")
+    try:
+        return binascii.a2b_base64(raw, strict_mode=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+_OUT_PREFIX = {"stdout": b'{"type":"stdout"', "stderr": b'{"type":"stderr"'}
+
+
+def output_prefix(stream: str, ident: str) -> bytes:
+    """The bytes before the base64 payload of a stdout/stderr message for session ``ident``."""
+    head = _OUT_PREFIX[stream]
+    if ident:
+        head += b',"id":' + _encoder.encode(ident)
+    return head + b',"data":"'
+
+
+def encode_output(prefix: bytes, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes, bytes]:
+    """The parts of one stdout/stderr message (join them, or hand them to ``send_text``)."""
+    if not data:
+        # omitempty: an empty chunk carries no data field (never produced by a reader; kept exact)
+        return prefix[: -len(b',"data":"')], b"", b"}"
+    return prefix, binascii.b2a_base64(data, newline=False), b'"}'

@@ -1,0 +1,198 @@
+"""The agent as one embeddable service: server or reverse mode, main process, health checks.
+
+``async with Agent(AgentConfig(...)) as agent: code = await agent.wait()``.
+
+When the main process exits (both modes, Docker's semantics): its output is
+drained, every attacher gets its ``exit``, every connection is closed
+politely after it, and :meth:`Agent.wait` returns the main process's code
+(128+N for signal N), which the CLI exits with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from hatchway.common.httpapi import HttpServer
+from hatchway.common.lifecycle import Fatal, Service
+from hatchway.common.reaper import Reaper
+from hatchway.common.reconnect import Backoff, GaveUp
+
+from .health import HealthChecker, HealthConfig
+from .mainproc import MainProcess
+from .runtime import AgentRuntime
+from .server import build_app, parse_addr
+from .spawn import ChildSpec, SpawnError, child_environment
+
+if TYPE_CHECKING:
+    from .reverse import ReverseDialer
+
+__all__ = ["Agent", "AgentConfig"]
+
+log = logging.getLogger("hatchway.agent")
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGWINCH)
+
+
+class AgentConfig(msgspec.Struct, kw_only=True):
+    addr: str = ":9111"
+    callback: str = ""
+    keep_alive: bool = False
+    argv: list[str] = []
+    tty: bool = False
+    token: str = ""
+    health: HealthConfig | None = None
+    reverse_retries: int = 0  # 0: unlimited
+    retry_initial: float = 1.0
+    retry_max: float = 30.0
+    heartbeat: float = 20.0
+    copy_output: bool = True  # main process output also to the agent's own stdout/stderr
+    environ: dict[str, str] | None = None  # the children's base environment (default: the agent's)
+
+
+class Agent(Service):
+    def __init__(self, config: AgentConfig, *, reaper: Reaper | None = None) -> None:
+        self.config = config
+        self._own_reaper = reaper is None
+        self.reaper = reaper if reaper is not None else Reaper()
+        environ = dict(os.environ) if config.environ is None else dict(config.environ)
+        self.main: MainProcess | None = None
+        if config.keep_alive:
+            argv = config.argv or ["/bin/sh"]
+            self.main = MainProcess(ChildSpec(argv=argv, env=child_environment(environ, tty=config.tty),
+                                              tty=config.tty, new_group=False),
+                                    self.reaper, copy_output=config.copy_output)
+        self.health: HealthChecker | None = None
+        if config.health is not None and config.health.enabled:
+            self.health = HealthChecker(config.health, self.reaper, environ)
+        self.runtime = AgentRuntime(self.reaper, environ, main=self.main, health=self.health)
+        self.server: HttpServer | None = None
+        self.dialer: ReverseDialer | None = None
+        self._tasks: list[asyncio.Task[object]] = []
+        self._main_task: asyncio.Task[int] | None = None
+        self._done: asyncio.Future[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port) in server mode."""
+        assert self.server is not None
+        first = self.server.addresses[0]
+        assert isinstance(first, tuple)
+        return first
+
+    async def start(self) -> Agent:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._done = loop.create_future()
+        if self._own_reaper:
+            self.reaper.install(loop)
+        config = self.config
+        if self.main is not None:
+            try:
+                self.main.start()
+            except SpawnError as exc:
+                await self._uninstall()
+                raise Fatal(f"main process failed to start: {exc.text}") from None
+            log.info("main process started", extra={"pid": self.main.pid})
+            self._main_task = loop.create_task(self.main.run(), name="main process")
+            self._main_task.add_done_callback(self._main_exited)
+        if self.health is not None:
+            self._tasks.append(loop.create_task(self.health.run(), name="health checks"))
+        if config.callback:
+            from .reverse import ReverseDialer
+
+            self.dialer = ReverseDialer(config.callback, self.runtime, token=config.token,
+                                        limit=config.reverse_retries, heartbeat=config.heartbeat,
+                                        backoff=Backoff(initial=config.retry_initial, factor=2.0,
+                                                        maximum=config.retry_max, jitter=0.2))
+            task = loop.create_task(self.dialer.run(), name="reverse dialer")
+            task.add_done_callback(self._dialer_ended)
+            self._tasks.append(task)
+        else:
+            try:
+                address = parse_addr(config.addr)
+            except ValueError as exc:
+                await self.aclose()
+                raise Fatal(str(exc)) from None
+            self.server = HttpServer(build_app(self.runtime, config.token), [address], require="all")
+            try:
+                await self.server.start()
+            except OSError as exc:
+                await self.aclose()
+                raise Fatal(f"listen tcp {config.addr}: {exc.strerror or exc}") from None
+        return self
+
+    def _main_exited(self, task: asyncio.Task[int]) -> None:
+        if task.cancelled() or self._done is None or self._done.done():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._done.set_exception(exc)
+            return
+        assert self._loop is not None
+        finishing = self._loop.create_task(self._finish(task.result()), name="agent finish")
+        self._tasks.append(finishing)
+
+    async def _finish(self, code: int) -> None:
+        """Attachers got their exit (main.run told them); close every connection after it; report."""
+        await asyncio.gather(*(c.attachers_done(5.0) for c in list(self.runtime.connections)))
+        if self.dialer is not None:
+            for task in self._tasks:
+                if task.get_name() == "reverse dialer":
+                    task.cancel()
+        await asyncio.gather(*(c.close() for c in list(self.runtime.connections)), return_exceptions=True)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(code)
+
+    def _dialer_ended(self, task: asyncio.Task[object]) -> None:
+        if task.cancelled() or self._done is None or self._done.done():
+            return
+        exc = task.exception()
+        if isinstance(exc, GaveUp):
+            self._done.set_exception(Fatal(f"reverse connect failed: {exc}"))
+        elif exc is not None:
+            self._done.set_exception(exc)
+
+    async def wait(self) -> int:
+        """The main process's exit code once it exited and everything was delivered (never without one)."""
+        assert self._done is not None, "start() first"
+        return await asyncio.shield(self._done)
+
+    def forward_signal(self, signum: int) -> bool:
+        """A signal to the agent: forwarded to the main process (True) or a request to stop (False)."""
+        main = self.main
+        if main is not None and not main.exited:
+            log.info("forwarding %s to the main process", signal.Signals(signum).name)
+            main.signal(signum)
+            return True
+        return signum not in (signal.SIGTERM, signal.SIGINT)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.aclose()
+        await asyncio.gather(*(c.close() for c in list(self.runtime.connections)), return_exceptions=True)
+        if self.main is not None and self._main_task is not None:
+            if not self._main_task.done():
+                self.main.kill()
+                await asyncio.gather(self._main_task, return_exceptions=True)
+        await self.runtime.tasks.aclose()
+        await self._uninstall()
+
+    async def _uninstall(self) -> None:
+        if self._own_reaper and self._loop is not None:
+            self.reaper.uninstall(self._loop)
+
