@@ -198,3 +198,25 @@ async def test_keepalive_pings_the_peer():
         await session.close()
         ended = await asyncio.wait_for(run, 10)
     assert ended.kind is EndKind.LOCAL_CLOSE
+
+
+async def test_close_soon_from_a_callback_ends_the_session_and_close_awaits_the_same_close():
+    async def script(ws):
+        await ws.send_bytes(b"stop")
+        async for _ in ws:
+            pass
+
+    async with peer(script) as ws:
+        session: MuxSession
+
+        class Stopper(Recorder):
+            def binary_received(self, data: bytes):
+                session.close_soon()  # synchronous, from inside dispatch
+                with pytest.raises(SinkClosed):
+                    session.sink.send(b"too late")
+                return None
+
+        session = MuxSession(ws, Stopper())
+        ended = await asyncio.wait_for(session.run(), 10)
+        await asyncio.wait_for(session.close(), 10)
+    assert ended.kind is EndKind.LOCAL_CLOSE

@@ -77,6 +77,7 @@ class MuxSession:
         self.ended: Ended | None = None
         self._closing = False
         self._keepalive: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -211,7 +212,19 @@ class MuxSession:
     # -- the end
     async def close(self) -> None:
         """Polite close: no data frame after our Close; wait ``close_timeout`` s for the peer's, then abort."""
+        self.close_soon()
+        assert self._closer is not None
+        await asyncio.shield(self._closer)
+
+    def close_soon(self) -> None:
+        """Start the polite close from synchronous code (a callback); :meth:`close` awaits the same one."""
+        if self._closer is not None:
+            return
         self._closing = True
+        self.sink.mark_closing()  # from this moment nothing more is sent
+        self._closer = asyncio.ensure_future(self._close())
+
+    async def _close(self) -> None:
         await close_politely(self.ws, self.sink, self.close_timeout)
         self.sink.close()
         await self._stop_keepalive()
