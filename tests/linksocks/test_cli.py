@@ -205,7 +205,7 @@ def test_a_client_that_gives_up_ends_with_one_error_line_and_imports_no_server(p
     log = client.output()
     modules = imported(log)
     assert "hatchway.linksocks.client" in modules
-    assert not {"hatchway.linksocks.server", "hatchway.linksocks.api", "hatchway.linksocks.tokens"} & modules
+    assert not {"hatchway.linksocks.server", "hatchway.linksocks.api"} & modules
     last = [line for line in log.splitlines() if not line.startswith("import time:")][-1]
     assert "ERROR" in last and f"cannot connect to ws://127.0.0.1:{port}" in last
     assert "ssl:default" not in last
