@@ -220,6 +220,7 @@ def test_json_logs_and_ready_line(procs):
     entries = [json.loads(line) for line in server.output().splitlines() if line.strip()]
     ready = next(entry for entry in entries if entry.get("ready"))
     assert ready["msg"] == f"READY linksocks server ws://127.0.0.1:{port}"
+    assert (ready["role"], ready["url"]) == ("server", f"ws://127.0.0.1:{port}")
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in entries)
 
 

@@ -99,7 +99,8 @@ async def run_server(args: argparse.Namespace) -> int:
             _configure_tokens(server, args)
         except (ValueError, AccessError) as exc:
             raise Fatal(str(exc)) from None
-        lifecycle.announce_ready(f"linksocks server ws://{_host_port(server.ws_address)}")
+        url = f"ws://{_host_port(server.ws_address)}"
+        lifecycle.announce_ready(f"linksocks server {url}", program="linksocks", role="server", url=url)
         await server.wait_closed()
     finally:
         await server.close()
@@ -200,7 +201,9 @@ async def run_client(args: argparse.Namespace) -> int:
         what = "provider" if client.options.reverse else "client"
         if client.socks_address is not None:
             what += f" socks5://{_host_port(client.socks_address)}"
-        lifecycle.announce_ready(f"linksocks {what} {client.url}")
+        socks = f"socks5://{_host_port(client.socks_address)}" if client.socks_address is not None else None
+        lifecycle.announce_ready(f"linksocks {what} {client.url}", program="linksocks",
+                                 role="provider" if client.options.reverse else "client", url=client.url, socks=socks)
         try:
             await client.wait_closed()
         except AuthError as exc:

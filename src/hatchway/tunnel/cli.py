@@ -55,7 +55,8 @@ async def run_client(args: Any) -> int:
         nonlocal announced
         if not announced:
             announced = True
-            lifecycle.announce_ready(f"tunnel client {client.url}")
+            lifecycle.announce_ready(f"tunnel client {client.url}", program="tunnel", role="client",
+                                     url=str(client.url))
 
     try:
         client = TunnelClient(
