@@ -16,21 +16,12 @@ and a pause means "local consumer too slow" to the InboundGate).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from hatchway.common.channel import Channel
 from hatchway.common.gate import InboundGate
 from hatchway.common.sink import Buffer, MessageSink
 
-from .mux import Stream
+from .mux import Stream, StreamTable
 from .protocol import MAX_DATA_PAYLOAD
-
-
-class StreamTable(Protocol):
-    """The multiplexer verbs a stream's local end uses (ClientMux and ForwardMux implement them)."""
-
-    def finished(self, stream: Stream) -> bytes | None: ...
-    def release(self, stream: Stream) -> None: ...
 
 
 class TunnelChannel(Channel):

@@ -233,7 +233,7 @@ class Forwarder(Service):
             return
         # keep_open_on_eof: a user that sends, shuts down its write side and waits for the
         # reply still gets it; the stream ends when the far side closes (issue #6 item 15)
-        channel = TunnelChannel(self._writer, self.gate, stream, self, keep_open_on_eof=True)
+        channel = TunnelChannel(self._writer, self.gate, stream, self.mux, keep_open_on_eof=True)
         relay = Relay(high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
         relay.adopt(relay.front(), transport)
         channel.set_protocol(relay.back())

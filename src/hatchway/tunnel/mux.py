@@ -46,7 +46,7 @@ from . import protocol
 from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError, pack_header, parse_header
 
 __all__ = [
-    "Phase", "Stream", "StreamEnd", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
+    "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
     "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
     "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
 ]
@@ -146,12 +146,47 @@ class Ignored(msgspec.Struct):
 Event = Opened | Received | Closed | Connected | Reply | Ignored
 
 
-# ---------------------------------------------------------------- client
-class ClientMux:
-    """The tunnel client's side of one tunnel connection."""
+# ---------------------------------------------------------------- the stream table both ends keep
+class StreamTable:
+    """Live streams by id, and the end of a stream told once (shared by ClientMux and ForwardMux)."""
 
     def __init__(self) -> None:
         self.streams: dict[int, Stream] = {}
+
+    def finished(self, stream: Stream) -> bytes | None:
+        """The local end closed (or a UDP flow expired): CLOSE, once, and the id is forgotten (D2);
+        None when the stream had already ended (nothing is sent after the far side's CLOSE: D3)."""
+        if not self._forget(stream):
+            return None
+        return protocol.close(stream.proto, stream.client_id)
+
+    def release(self, stream: Stream) -> None:
+        """Forget a stream without a message (the far side ended it, a reset sent its own CLOSE, ...)."""
+        self._forget(stream)
+
+    def lost(self) -> list[Stream]:
+        """The WebSocket ended: every stream is closed; returns them."""
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.phase = Phase.CLOSED
+        return streams
+
+    def _forget(self, stream: Stream) -> bool:
+        if stream.phase is Phase.CLOSED:
+            return False
+        stream.phase = Phase.CLOSED
+        if self.streams.get(stream.client_id) is stream:
+            del self.streams[stream.client_id]
+        return True
+
+
+# ---------------------------------------------------------------- client
+class ClientMux(StreamTable):
+    """The tunnel client's side of one tunnel connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._last_unknown = -1
 
     def receive(self, message: bytes | bytearray | memoryview) -> Event | None:
@@ -205,40 +240,15 @@ class ClientMux:
             return None
         return protocol.error(stream.client_id, text)
 
-    def finished(self, stream: Stream) -> bytes | None:
-        """The local end closed (or a UDP flow expired): CLOSE, and forget the id (D2)."""
-        if not self._forget(stream):
-            return None
-        return protocol.close(stream.proto, stream.client_id)
-
-    def release(self, stream: Stream) -> None:
-        """Forget a stream without telling the runner (e.g. after a slow-consumer reset sent its CLOSE)."""
-        self._forget(stream)
-
-    def lost(self) -> list[Stream]:
-        """The WebSocket ended: every stream is closed; returns them."""
-        streams = list(self.streams.values())
-        self.streams.clear()
-        for stream in streams:
-            stream.phase = Phase.CLOSED
-        return streams
-
-    def _forget(self, stream: Stream) -> bool:
-        if stream.phase is Phase.CLOSED:
-            return False
-        stream.phase = Phase.CLOSED
-        if self.streams.get(stream.client_id) is stream:
-            del self.streams[stream.client_id]
-        return True
 
 
 # ---------------------------------------------------------------- forward CLI
-class ForwardMux:
+class ForwardMux(StreamTable):
     """The forward CLI's side of one forward channel."""
 
     def __init__(self, remote_port: int) -> None:
+        super().__init__()
         self.remote_port = remote_port
-        self.streams: dict[int, Stream] = {}
         self.opened = 0  # ids allocated so far
         self._next_id = 1
 
@@ -278,30 +288,6 @@ class ForwardMux:
             return None  # CONNECT, PING, PONG toward a user mean nothing
         raise ProtocolError(f"unknown message type 0x{mtype:02x}")
 
-    def finished(self, stream: Stream) -> bytes | None:
-        """The local end closed (or a UDP flow expired): CLOSE, once."""
-        if not self._forget(stream):
-            return None
-        return protocol.close(stream.proto, stream.client_id)
-
-    def release(self, stream: Stream) -> None:
-        """Forget a stream without a message (the far side already ended it, or the link is gone)."""
-        self._forget(stream)
-
-    def lost(self) -> list[Stream]:
-        streams = list(self.streams.values())
-        self.streams.clear()
-        for stream in streams:
-            stream.phase = Phase.CLOSED
-        return streams
-
-    def _forget(self, stream: Stream) -> bool:
-        if stream.phase is Phase.CLOSED:
-            return False
-        stream.phase = Phase.CLOSED
-        if self.streams.get(stream.client_id) is stream:
-            del self.streams[stream.client_id]
-        return True
 
 
 # ---------------------------------------------------------------- runner
