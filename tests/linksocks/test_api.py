@@ -396,8 +396,8 @@ def test_link_counter_counts_providers_by_pool_and_others_by_token():
         SimpleNamespace(token="auto", pool_key="instance-1"),
         SimpleNamespace(token="auto", pool_key="instance-1"),
         SimpleNamespace(token="rev", pool_key="rev"),
-        SimpleNamespace(token="fwd"),
-        SimpleNamespace(),
+        SimpleNamespace(token="fwd", pool_key=None),
+        SimpleNamespace(token=None, pool_key=None),  # not authenticated (yet)
     ]
     count = link_counter(lambda: links)
     assert [count(t) for t in ("instance-1", "auto", "rev", "fwd", "none")] == [2, 0, 1, 1, 0]

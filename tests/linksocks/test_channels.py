@@ -171,7 +171,7 @@ def test_agent_channel_survives_a_provider_reconnect(eng, target):
                          "the provider to reconnect")
             sock.sendall(b"after")
             assert h._recv_exact(sock, 5) == b"after"
-        assert provider.outbound.dials == 1
+        assert provider.target_dialer.dials == 1
     finally:
         proxy.close()
 
@@ -191,7 +191,7 @@ def test_agent_channel_survives_a_connector_reconnect(eng, target):
             assert h._recv_exact(sock, 6) == b"during"
             sock.sendall(b"after")
             assert h._recv_exact(sock, 5) == b"after"
-        assert provider.outbound.dials == 1
+        assert provider.target_dialer.dials == 1
     finally:
         proxy.close()
 

@@ -157,7 +157,7 @@ def test_dial_rules_on_the_forward_server(eng, procs, peer110, target):
     assert h.echo_roundtrip(socks, target.port, b"allowed") == b"allowed"
     with pytest.raises(h.SocksError):
         h.socks_connect(socks, "127.0.0.1", target.udp_port)  # another port: refused by the server
-    assert eng.sync(lambda: server.outbound.dials) == 1
+    assert eng.sync(lambda: server.target_dialer.dials) == 1
 
 
 def test_entry_rules_on_the_reverse_socks_port(eng, procs, peer110, target):
@@ -187,7 +187,7 @@ def test_dial_rules_on_a_hatchway_provider(eng, procs, peer110, target):
     assert h.echo_roundtrip(socks, target.port, b"ok") == b"ok"
     with pytest.raises(h.SocksError):
         h.socks_connect(socks, "127.0.0.1", target.udp_port)
-    assert provider.outbound.dials == 1
+    assert provider.target_dialer.dials == 1
 
 
 def test_udp_in_reverse_mode_both_ways(eng, procs, peer110, target):

@@ -84,16 +84,16 @@ def test_round_robin_hatchway_and_go_providers(eng, procs, peer110, target):
     h.wait_port(socks, 30)
     go = go_provider(procs, peer110, url, "rtok")
     h.wait_until(lambda: _providers(eng) == 2, 30, "two providers")
-    before = ours.outbound.dials
+    before = ours.target_dialer.dials
     for _ in range(6):
         assert h.echo_roundtrip(socks, target.port, b"rr") == b"rr"
-    assert ours.outbound.dials - before == 3
+    assert ours.target_dialer.dials - before == 3
     go.stop()
     h.wait_until(lambda: _providers(eng) == 1, 30, "the Go provider to leave")
-    before = ours.outbound.dials
+    before = ours.target_dialer.dials
     for _ in range(3):
         assert h.echo_roundtrip(socks, target.port, b"rr") == b"rr"
-    assert ours.outbound.dials - before == 3
+    assert ours.target_dialer.dials - before == 3
     eng.stop_object(ours)
     h.wait_until(lambda: _providers(eng) == 0, 30, "no provider")
     with pytest.raises(h.SocksError) as refused:

@@ -174,7 +174,7 @@ async def test_resume_unknown_channel_is_refused_without_dialing(server, target)
     answer = await peer.recv_type(Disconnect)
     assert answer.channel_id == channel_id
     await asyncio.sleep(0.2)  # a dial, had there been one, would have reached the target by now
-    assert target.connections == before and server.outbound.dials == 0
+    assert target.connections == before and server.target_dialer.dials == 0
     await peer.close()
 
 
@@ -191,7 +191,7 @@ async def test_resume_live_channel_reattaches_without_a_second_dial(server, targ
     got = b""
     while len(got) < 3:
         got += bytes((await second.recv_type(Data)).data)
-    assert got == b"two" and server.outbound.dials == 1
+    assert got == b"two" and server.target_dialer.dials == 1
     await second.close()
 
 

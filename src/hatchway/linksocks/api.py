@@ -29,7 +29,7 @@ newline, empty fields omitted.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import msgspec
 from aiohttp import web
@@ -287,11 +287,18 @@ class ServerAccess:
         self.server.dial_rules = rules
 
 
-def link_counter(links: Callable[[], Iterable[Any]]) -> Callable[[str], int]:
+class CountedLink(Protocol):
+    """What the client count needs of an authenticated link."""
+
+    token: str | None
+    pool_key: str | None
+
+
+def link_counter(links: Callable[[], Iterable[CountedLink]]) -> Callable[[str], int]:
     """``clients_count`` over live links tagged with ``pool_key`` (providers) or ``token`` (everyone else)."""
 
     def clients_count(token: str) -> int:
-        return sum(1 for link in links() if (getattr(link, "pool_key", None) or getattr(link, "token", None)) == token)
+        return sum(1 for link in links() if (link.pool_key or link.token) == token)
 
     return clients_count
 

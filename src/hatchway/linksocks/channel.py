@@ -36,7 +36,7 @@ from . import protocol
 from .mux import ChannelEvent, ChannelState, Ledger, StreamGap, transition
 from .protocol import Connect, ConnectResponse, Disconnect
 
-log = logging.getLogger("hatchway.linksocks.channel")
+log = logging.getLogger(__name__)
 
 HOLD_LIMIT = 1024 * 1024  # bytes held for a channel whose local end is not connected yet
 RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from an upstream dialer

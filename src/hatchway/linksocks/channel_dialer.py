@@ -20,11 +20,11 @@ from hatchway.common.dialing import Connected, ProxyError
 
 from . import protocol
 from .channel import ChannelTable, TcpChannel
-from .outbound import ACCESS_DENIED
+from .target_dialer import ACCESS_DENIED
 from .protocol import ConnectResponse
 from .udp import UdpRequest
 
-log = logging.getLogger("hatchway.linksocks.requester")
+log = logging.getLogger(__name__)
 
 LINK_WAIT = 10.0
 CONNECT_WAIT = 15.0  # the dialer's 10 s connect timeout + 5 s
@@ -45,7 +45,7 @@ def reply_for_refusal(error: str | None) -> int:
     return int(socks5.Rep.HOST_UNREACHABLE)
 
 
-class Requester:
+class ChannelDialer:
     """Implements ``hatchway.common.dialing.Dialer`` by opening LinkSocks channels (a channel dialer)."""
 
     def __init__(

@@ -46,13 +46,13 @@ from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
 from .orphans import OrphanBuffer
-from .outbound import Outbound
+from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
-from .requester import Requester
+from .channel_dialer import ChannelDialer
 from .routing import route
 from .urls import MAX_REDIRECTS, addresses_text, normalize_url, redirect_target, same_host, uses_query_auth, with_query
 
-log = logging.getLogger("hatchway.linksocks.client")
+log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 30.0
 CONNECTOR_WAIT = 10.0
@@ -151,10 +151,10 @@ class Client(Service):
         self._tasks = TaskSet("client", logger=log)
         self._closing = False
         rules = self._rules()
-        self.outbound = Outbound(self.table, self.orphans, upstream=options.upstream_proxy)
+        self.target_dialer = TargetDialer(self.table, self.orphans, upstream=options.upstream_proxy)
         self._dial_rules = rules if options.reverse else None
         self._entry_allowed = rules.allows if (rules is not None and not options.reverse) else None
-        self.requester = Requester(self.table, self.pick_link, fast_open=options.fast_open, link_wait=options.link_wait)
+        self.channel_dialer = ChannelDialer(self.table, self.pick_link, fast_open=options.fast_open, link_wait=options.link_wait)
         if options.reverse and options.connector_token:
             self._connector_tokens.append(options.connector_token)
 
@@ -216,7 +216,7 @@ class Client(Service):
             if closer is not None:
                 closer()
         self.grace.close()
-        await self.outbound.close()
+        await self.target_dialer.close()
         if self._front is not None:
             await self._front.close()
         if self._session is not None:
@@ -416,7 +416,7 @@ class Client(Service):
                 return
             options = self.options
             front = ProxyFront(
-                self.requester,
+                self.channel_dialer,
                 options.socks_host,
                 options.socks_port,
                 username=options.socks_username,
@@ -437,7 +437,7 @@ class Client(Service):
         kind = type(message)
         if kind is Connect:
             if self.options.reverse:
-                self.outbound.on_connect(link, message, self._dial_rules)
+                self.target_dialer.on_connect(link, message, self._dial_rules)
             else:
                 log.debug("Connect ignored: not a provider")
         elif kind is ConnectorResponse:

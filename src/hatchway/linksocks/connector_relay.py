@@ -25,10 +25,11 @@ from hatchway.common.tasks import TaskSet
 
 from . import protocol
 from .channel import ChannelTable
-from .outbound import ACCESS_DENIED, CHANNEL_EXPIRED, allowed_by
+from .target_dialer import ACCESS_DENIED, CHANNEL_EXPIRED, allowed_by
 from .protocol import Connect, ConnectResponse, Data, Disconnect
+from .tokens import Role
 
-log = logging.getLogger("hatchway.linksocks.agent")
+log = logging.getLogger(__name__)
 
 CONNECTOR_WAIT = 5.0
 HOLD_BYTES = 4 * 1024 * 1024  # kept for a side that is not bound (yet); beyond it the sender is held
@@ -40,7 +41,7 @@ class _Hold:
 
     __slots__ = ("binding", "toward_provider", "gate")
 
-    def __init__(self, binding: "AgentBinding", toward_provider: bool) -> None:
+    def __init__(self, binding: "ConnectorBinding", toward_provider: bool) -> None:
         self.binding = binding
         self.toward_provider = toward_provider
         self.gate: Any = None
@@ -64,7 +65,7 @@ class _Hold:
             gate.resume(self)
 
 
-class AgentBinding:
+class ConnectorBinding:
     """One connector channel relayed to one provider."""
 
     resumable = True
@@ -125,7 +126,7 @@ class AgentBinding:
         """Resume: ``link`` replaces the side it belongs to."""
         if self.closed:
             return
-        if getattr(link, "role", "") == "reverse":
+        if link.role is Role.REVERSE:
             # the keeper already sent Connect(Resume = 1) on ``link``
             self.resumed = True
             self.provider = link
@@ -189,7 +190,7 @@ class AgentBinding:
             gate.resume(self)
 
     def _from_provider(self, link: Any) -> bool:
-        return getattr(link, "role", "") == "reverse"
+        return link.role is Role.REVERSE
 
     def on_data(self, link: Any, message: Data) -> None:
         from_provider = self._from_provider(link)
@@ -277,7 +278,7 @@ def _udp_allowed(rules: Any, message: Data) -> bool:
     return bool(rules.allows(host, port))
 
 
-class AgentRelay:
+class ConnectorRelay:
     """Handles the Connect messages of connectors."""
 
     def __init__(self, table: ChannelTable, orphans: Any, *, wait: float = CONNECTOR_WAIT) -> None:
@@ -296,14 +297,14 @@ class AgentRelay:
         """``pick_provider(timeout)`` returns a provider link, or None when there is none."""
         existing = self.table.get(message.channel_id)
         if message.resume:
-            if isinstance(existing, AgentBinding) and not existing.closed:
+            if isinstance(existing, ConnectorBinding) and not existing.closed:
                 existing.connector_resumed(link, message)
             else:
                 link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
             return
         if existing is not None:
             return
-        binding = AgentBinding(self.table, message, link)
+        binding = ConnectorBinding(self.table, message, link)
         binding.rules = rules
         for early in self.orphans.take(message.channel_id):
             if isinstance(early, Data):
@@ -312,7 +313,7 @@ class AgentRelay:
                 binding.on_disconnect(link, early)
         self._tasks.spawn(self._bind(binding, pick_provider, rules), name=f"bind {binding.name}")
 
-    async def _bind(self, binding: AgentBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:
+    async def _bind(self, binding: ConnectorBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:
         connect = binding.connect
         if rules and connect.protocol == protocol.TCP and not await allowed_by(rules, connect.address, connect.port):
             self._refuse(binding, f"{ACCESS_DENIED}: {connect.address}:{connect.port} is not allowed")
@@ -330,7 +331,7 @@ class AgentRelay:
                 self._refuse(binding, NO_PROVIDER)
                 return
 
-    def _refuse(self, binding: AgentBinding, error: str) -> None:
+    def _refuse(self, binding: ConnectorBinding, error: str) -> None:
         if binding.closed:
             return
         if binding.connector is not None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any, Hashable
 
-log = logging.getLogger("hatchway.linksocks.grace")
+log = logging.getLogger(__name__)
 
 
 class GraceKeeper:

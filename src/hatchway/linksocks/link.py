@@ -29,8 +29,9 @@ from hatchway.common.wsconn import ConnectionGone, MessageWriter, close_politely
 
 from . import protocol
 from .protocol import ProtocolError
+from .tokens import Role
 
-log = logging.getLogger("hatchway.linksocks.link")
+log = logging.getLogger(__name__)
 
 MAX_MSG_SIZE = protocol.MAX_MESSAGE + 64 * 1024  # a 32 MiB payload plus its header and trailers
 PING_INTERVAL = 30.0
@@ -102,6 +103,10 @@ class Link:
         self.closed = False
         self.close_reason = ""
         self.peer_version: int | None = None
+        # set by the server once the peer authenticated (a client's own links keep None)
+        self.token: str | None = None
+        self.role: Role | None = None
+        self.pool_key: str | None = None  # providers: the pool they serve (the reverse or internal token)
         self._tasks = TaskSet(f"link {name}", logger=log)
 
     @classmethod

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-log = logging.getLogger("hatchway.linksocks.orphans")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 1000
 TTL = 30.0

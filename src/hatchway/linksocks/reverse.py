@@ -17,10 +17,10 @@ from typing import Any
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.tasks import TaskSet
 
-from .requester import Requester
+from .channel_dialer import ChannelDialer
 from .urls import addresses_text
 
-log = logging.getLogger("hatchway.linksocks.reverse")
+log = logging.getLogger(__name__)
 
 LINGER = 30.0
 PROVIDER_WAIT = 10.0
@@ -102,11 +102,11 @@ class ReverseListener:
         self.host = host
         self.port = port
         self.linger = linger
-        self.requester = Requester(table, pool.pick, fast_open=fast_open, link_wait=provider_wait,
+        self.channel_dialer = ChannelDialer(table, pool.pick, fast_open=fast_open, link_wait=provider_wait,
                                    no_link_error=NO_PROVIDER)
         self.entry_rules = entry_rules
         self.front = ProxyFront(
-            self.requester,
+            self.channel_dialer,
             host,
             port,
             username=username,

@@ -7,11 +7,11 @@ when an API key is configured, everything else 404.
 After authentication (URL-query SHA-256 token, or a binary Auth message) a
 link gets one of three roles, from its token:
 
-* **forward** client: the server dials its Connects (``Outbound``);
+* **forward** client: the server dials its Connects (``TargetDialer``);
 * **reverse** provider: joins the provider pool of its token (round-robin for
   the token's SOCKS port and for connectors); the server is the requester;
 * **connector**: its Connects are relayed to a provider of the pool its token
-  maps to (``AgentRelay``).
+  maps to (``ConnectorRelay``).
 
 Channels are routed by id across every link. Links of one peer, keyed by
 (token, instance), share transport grace: channels of a dropped link wait for
@@ -45,18 +45,18 @@ from hatchway.common import wsconn
 from . import protocol
 from .urls import addresses_text
 from .access import AccessRules
-from .agent import AgentRelay
+from .connector_relay import ConnectorRelay
 from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
 from .orphans import OrphanBuffer
-from .outbound import Outbound
+from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .reverse import ProviderPool, ReverseListener
 from .routing import route
 from .tokens import ReverseToken, Role, TokenError, TokenRegistry
 
-log = logging.getLogger("hatchway.linksocks.server")
+log = logging.getLogger(__name__)
 
 COMPAT_VERSION = "v1.10.3"
 AUTH_TIMEOUT = 10.0
@@ -136,8 +136,8 @@ class Server(Service):
         self.tokens.add_listener(self)
         self.table = ChannelTable()
         self.orphans = OrphanBuffer()
-        self.outbound = Outbound(self.table, self.orphans, upstream=options.upstream_proxy)
-        self.agent = AgentRelay(self.table, self.orphans, wait=options.connector_wait)
+        self.target_dialer = TargetDialer(self.table, self.orphans, upstream=options.upstream_proxy)
+        self.connector_relay = ConnectorRelay(self.table, self.orphans, wait=options.connector_wait)
         self.grace = GraceKeeper(options.transport_grace)
         self.pools: dict[str, ProviderPool] = {}
         self.listeners: dict[str, ReverseListener] = {}
@@ -193,8 +193,8 @@ class Server(Service):
         if self._http is not None:
             await self._http.aclose()
         await self._tasks.aclose()
-        await self.agent.close()
-        await self.outbound.close()
+        await self.connector_relay.close()
+        await self.target_dialer.close()
         for endpoint in list(self.table.endpoints.values()):
             closer = getattr(endpoint, "link_lost", None)
             if closer is not None:
@@ -271,7 +271,7 @@ class Server(Service):
 
     def token_removed(self, entry: Any) -> None:
         token = entry.token
-        for link in [link for link in self.links if getattr(link, "token", None) == token]:
+        for link in [link for link in self.links if link.token == token]:
             link.close()
         if isinstance(entry, ReverseToken):
             listener = self.listeners.pop(token, None)
@@ -316,8 +316,8 @@ class Server(Service):
         except (asyncio.TimeoutError, ConnectionError, protocol.ProtocolError) as exc:
             log.info("no authentication from %s: %s", link.name, exc or type(exc).__name__)
             return
-        link.token = auth.token  # type: ignore[attr-defined]
-        link.role = auth.role.value  # type: ignore[attr-defined]
+        link.token = auth.token
+        link.role = auth.role
         if auth.role is Role.FORWARD:
             await self._serve_forward(link, auth, instance, request)
         elif auth.role is Role.REVERSE:
@@ -379,13 +379,13 @@ class Server(Service):
         if not self._accepted(link, "forward client", request):
             return
         token = auth.token
-        table, orphans, outbound = self.table, self.orphans, self.outbound
+        table, orphans, target_dialer = self.table, self.orphans, self.target_dialer
 
         def dispatch(link: Link, message: Any) -> None:
             if route(table, link, message, orphans):
                 return
             if type(message) is Connect:
-                outbound.on_connect(link, message, self._rules(token, self.dial_rules))
+                target_dialer.on_connect(link, message, self._rules(token, self.dial_rules))
             elif type(message) is Log:
                 _log_peer(link, message)
 
@@ -417,7 +417,7 @@ class Server(Service):
                 return
             pool = self._pool(pool_key)
             pool.add(link)
-            link.pool_key = pool_key  # type: ignore[attr-defined]
+            link.pool_key = pool_key
             self._partners_changed(pool_key)
             resumed = self.grace.resume_requests(key, link, RESUME_PROBE)
             if resumed:
@@ -468,7 +468,7 @@ class Server(Service):
         link.try_send(Partners(len(self._pool(pool_key))))
         self._partners_changed(pool_key, providers_only=True)
         token = auth.token
-        table, orphans, agent = self.table, self.orphans, self.agent
+        table, orphans, connector_relay = self.table, self.orphans, self.connector_relay
 
         async def pick_provider(timeout: float) -> Link | None:
             return await self._pool(pool_key).pick(timeout)
@@ -477,7 +477,7 @@ class Server(Service):
             if route(table, link, message, orphans):
                 return
             if type(message) is Connect:
-                agent.on_connect(link, message, pick_provider, self._rules(token, self.dial_rules))
+                connector_relay.on_connect(link, message, pick_provider, self._rules(token, self.dial_rules))
             elif type(message) is Log:
                 _log_peer(link, message)
 
@@ -506,7 +506,7 @@ class Server(Service):
     # ------------------------------------------------------------ link loss
     def _link_gone(self, link: Link, key: Any) -> None:
         self.links.discard(link)
-        token_gone = self.tokens.get(getattr(link, "token", "")) is None
+        token_gone = link.token is None or self.tokens.get(link.token) is None
         if self._closing or token_gone:  # nothing can resume: close its channels now
             for endpoint in list(link.channels):
                 endpoint.link_lost()
@@ -514,7 +514,7 @@ class Server(Service):
         else:
             self.grace.link_lost(key, link)
         reason = f": {link.close_reason}" if link.close_reason else ""
-        log.info("%s %s disconnected%s", getattr(link, "role", "client"), link.name, reason)
+        log.info("%s %s disconnected%s", link.role.value if link.role else "client", link.name, reason)
 
 
 class _Late:

@@ -30,7 +30,7 @@ from .orphans import OrphanBuffer
 from .protocol import Connect, ConnectResponse, Disconnect
 from .udp import UdpDial
 
-log = logging.getLogger("hatchway.linksocks.outbound")
+log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 10.0
 ACCESS_DENIED = "access denied"  # a ConnectResponse error starting with this is a dial-rule refusal (SOCKS 0x02)
@@ -41,7 +41,7 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Outbound:
+class TargetDialer:
     """Dials targets for Connect messages arriving on links."""
 
     def __init__(

@@ -35,7 +35,7 @@ import msgspec
 from .access import AccessRules
 from .protocol import ADD, REMOVE, token_hash
 
-log = logging.getLogger("hatchway.linksocks.tokens")
+log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 PORT_POOL = range(1024, 10241)  # 1024-10240 inclusive, as Go's NewPortPoolFromRange

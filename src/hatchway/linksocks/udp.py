@@ -28,7 +28,7 @@ from .access import AccessRules
 from .channel import EOF_TEXT, ChannelTable
 from .protocol import Disconnect
 
-log = logging.getLogger("hatchway.linksocks.udp")
+log = logging.getLogger(__name__)
 
 class UdpRequest:
     """Requester side of one UDP association."""
