@@ -137,6 +137,12 @@ def test_pflag_value_forms():
     assert parser.parse_args(["server", "--grace", "1m30s"]).grace == 90.0
 
 
+def test_no_abbreviated_long_options(capsys):
+    code, out = usage_error(cobra(), ["server", "--po", "1"], capsys)
+    assert code == 1 and out.err.startswith("Error: unknown flag: --po")
+    assert cobra().parse_args(["server", "-fdd"]).debug == 2  # short flags still group
+
+
 def test_no_arguments_print_the_help_and_exit_0(capsys):
     code, out = usage_error(cobra(), [], capsys)
     assert code == 0 and out.out.startswith("usage: prog") and "server" in out.out

@@ -208,6 +208,7 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, style: Style = "clap", environ: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
+        kwargs.setdefault("allow_abbrev", False)  # pflag, Go flag and clap take no abbreviated long options
         if style == "goflag":
             kwargs["add_help"] = False
         self.actions: list[argparse.Action] = []  # before argparse's __init__, which adds -h
