@@ -430,7 +430,8 @@ class HostProxyServer(Service):
 
     async def _capture(self, session_id: str, request: web.Request) -> web.Response:
         body = await read_capped(request, MAX_BODY) if request.can_read_body else b""  # whole, up to the cap
-        captured = CapturedRequest(request.method, request.path, request.query_string,
+        raw_query = request.raw_path.partition("?")[2]  # as sent (query_string is decoded)
+        captured = CapturedRequest(request.method, request.path, raw_query,
                                    list(request.headers.items()), body)
         try:
             self.channel.capture(session_id, captured)
