@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from common.wirepair import TRANSPORTS, relay_through
+from common.wirepair import TRANSPORTS, read_until_end, relay_through
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
 from helpers import wait_until
 
@@ -72,17 +72,6 @@ async def test_resuming_in_time_cancels_the_stall_timer():
 
 
 REPLY = 1024 * 1024
-
-
-async def read_until_end(reader):
-    """All bytes until EOF; returns (bytes, the error that ended it or None)."""
-    got = bytearray()
-    try:
-        while data := await reader.read(65536):
-            got += data
-    except ConnectionError as exc:
-        return bytes(got), exc
-    return bytes(got), None
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)

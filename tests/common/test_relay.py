@@ -2,6 +2,7 @@ import asyncio
 import hashlib
 import os
 
+from common.wirepair import read_until_end
 from hatchway.common.relay import Relay
 
 
@@ -70,16 +71,6 @@ async def test_relay_propagates_close_when_target_closes():
     await asyncio.wait_for(relays[0].done, 5)
     relay_server.close()
     target.close()
-
-
-async def read_until_end(reader):
-    got = bytearray()
-    try:
-        while data := await reader.read(65536):
-            got += data
-    except ConnectionError as exc:
-        return bytes(got), exc
-    return bytes(got), None
 
 
 async def test_a_target_reset_reaches_the_client_as_a_reset_not_a_fin():

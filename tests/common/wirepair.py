@@ -35,6 +35,17 @@ from hatchway.common.sink import Buffer, MessageSink
 TRANSPORTS = ("framed", "websocket")
 
 
+async def read_until_end(reader: asyncio.StreamReader) -> tuple[bytes, Exception | None]:
+    """All bytes until EOF; returns (bytes, the error that ended the stream or None for a clean EOF)."""
+    got = bytearray()
+    try:
+        while data := await reader.read(65536):
+            got += data
+    except ConnectionError as exc:
+        return bytes(got), exc
+    return bytes(got), None
+
+
 class WireChannel(Channel):
     def __init__(self, mux: WireMux, cid: int, **kwargs: Any) -> None:
         assert mux.sink is not None

@@ -114,7 +114,63 @@ class FlowControl:
 PREFIX_U32 = struct.Struct("!I")
 
 
-class LengthPrefixedSink:
+class TransportSink:
+    """What every sink on one write transport shares: state, flow control, the closing mark.
+
+    Subclasses write the framing (:meth:`send`) and say how pause/resume reach
+    the :class:`FlowControl` in ``self._flow``.
+    """
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self._flow = FlowControl()
+        self._closing = False
+        self.sent_messages = 0
+
+    @property
+    def paused(self) -> bool:
+        return self._flow.paused
+
+    @property
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    @property
+    def transport_lost(self) -> bool:
+        """The connection itself is closed (not merely our sending side)."""
+        return self._transport.is_closing()
+
+    def add_listener(self, listener: FlowListener) -> None:
+        self._flow.add_listener(listener)
+
+    def remove_listener(self, listener: FlowListener) -> None:
+        self._flow.remove_listener(listener)
+
+    async def drained(self) -> None:
+        """Wait until the transport's buffer is below the low-water mark."""
+        await self._flow.drained()
+
+    def mark_closing(self) -> None:
+        """From now on :meth:`send` raises (we are about to send our own close)."""
+        self._closing = True
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        self._closing = True
+        if not self._transport.is_closing():
+            self._transport.abort()
+
+    def close(self) -> None:
+        """Forget the listeners (the owner closes the transport)."""
+        self._closing = True
+        self._flow.clear()
+
+
+class LengthPrefixedSink(TransportSink):
     """Messages as ``length + payload`` frames on a write transport (pipe, unix socket, PTY).
 
     The transport's flow-control callbacks reach its protocol, not this sink:
@@ -130,12 +186,9 @@ class LengthPrefixedSink:
         prefix: struct.Struct = PREFIX_U32,
         max_message: int | None = None,
     ) -> None:
-        self._transport = transport
+        super().__init__(transport)
         self._pack = prefix.pack
         self._max = max_message if max_message is not None else (1 << (8 * prefix.size)) - 1
-        self._flow = FlowControl()
-        self._closing = False
-        self.sent_messages = 0
 
     def send(self, *parts: Buffer) -> None:
         transport = self._transport
@@ -148,34 +201,6 @@ class LengthPrefixedSink:
             raise ValueError(f"a {length}-byte message exceeds the frame limit {self._max}")
         transport.writelines((self._pack(length), *parts))
         self.sent_messages += 1
-
-    @property
-    def paused(self) -> bool:
-        return self._flow.paused
-
-    @property
-    def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    @property
-    def closed(self) -> bool:
-        return self._closing or self._transport.is_closing()
-
-    def add_listener(self, listener: FlowListener) -> None:
-        self._flow.add_listener(listener)
-
-    def remove_listener(self, listener: FlowListener) -> None:
-        self._flow.remove_listener(listener)
-
-    async def drained(self) -> None:
-        await self._flow.drained()
-
-    def mark_closing(self) -> None:
-        self._closing = True
-
-    def close(self) -> None:
-        self._closing = True
-        self._flow.clear()
 
     # -- from the transport's protocol
     def pause_writing(self) -> None:

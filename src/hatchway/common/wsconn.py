@@ -42,7 +42,7 @@ from aiohttp import web
 from aiohttp._websocket.helpers import websocket_mask as _mask
 
 from .relay import HIGH_WATER, LOW_WATER
-from .sink import Buffer, FlowControl, FlowListener, SinkClosed
+from .sink import Buffer, FlowListener, SinkClosed, TransportSink
 
 __all__ = [
     "ConnectionGone",
@@ -80,7 +80,7 @@ def frame_header(length: int, masked: bool, opcode: int = _OP_BINARY) -> bytes:
     return _PACK_8(first, 127 | mask_bit, length)
 
 
-class WebSocketSink:
+class WebSocketSink(TransportSink):
     """Send binary (or text) messages on an established aiohttp WebSocket without awaiting."""
 
     def __init__(
@@ -93,19 +93,16 @@ class WebSocketSink:
         writer = ws._writer
         if writer is None:
             raise RuntimeError("WebSocket is not prepared")
+        super().__init__(writer.transport)
         self._ws = ws
-        self._transport: asyncio.Transport = writer.transport
         self._protocol: Any = writer.protocol
         self._masked: bool = writer.use_mask
         self._transport.set_write_buffer_limits(high_water, low_water)
-        self._flow = FlowControl()
-        self._closing = False
         self._watcher: asyncio.Task[None] | None = None
-        self.sent_messages = 0
 
     # -- sending
-    def send(self, *parts: Buffer) -> None:
-        """Send ``parts`` joined as one binary message. Raises ConnectionGone when closed or closing."""
+    def send(self, *parts: Buffer, opcode: int = _OP_BINARY) -> None:
+        """Send ``parts`` joined as one (binary) message. Raises ConnectionGone when closed or closing."""
         # the hot path: kept inline (no helper call, no per-message allocation beyond the frame header)
         transport = self._transport
         if self._closing or transport.is_closing():
@@ -117,70 +114,19 @@ class WebSocketSink:
             mask = _rand32(32).to_bytes(4, "big")
             payload = bytearray().join(parts)
             _mask(mask, payload)
-            transport.writelines((frame_header(length, True) + mask, payload))
+            transport.writelines((frame_header(length, True, opcode) + mask, payload))
         else:
-            transport.writelines((frame_header(length, False), *parts))
+            transport.writelines((frame_header(length, False, opcode), *parts))
         self.sent_messages += 1
         if self._protocol.writing_paused and not self._flow.paused:
             self._pause()
 
     def send_text(self, *parts: Buffer | str) -> None:
         """Send ``parts`` (UTF-8 text, or bytes already encoded) joined as one text message."""
-        data = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
-        transport = self._transport
-        if self._closing or transport.is_closing():
-            raise ConnectionGone("WebSocket is closed or closing")
-        if self._masked:
-            mask = _rand32(32).to_bytes(4, "big")
-            payload = bytearray(data)
-            _mask(mask, payload)
-            transport.writelines((frame_header(len(data), True, _OP_TEXT) + mask, payload))
-        else:
-            transport.writelines((frame_header(len(data), False, _OP_TEXT), data))
-        self.sent_messages += 1
-        if not self._flow.paused and self._protocol.writing_paused:
-            self._pause()
+        self.send(*(p.encode() if isinstance(p, str) else p for p in parts), opcode=_OP_TEXT)
 
     def send_message(self, message: Buffer) -> None:
         self.send(message)
-
-    @property
-    def paused(self) -> bool:
-        return self._flow.paused
-
-    @property
-    def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    @property
-    def closed(self) -> bool:
-        return self._closing or self._transport.is_closing()
-
-    @property
-    def transport_lost(self) -> bool:
-        """The connection itself is closed (not merely our sending side)."""
-        return self._transport.is_closing()
-
-    def mark_closing(self) -> None:
-        """We are about to send our Close frame: no data frame may follow it (RFC 6455 5.5.1)."""
-        self._closing = True
-
-    def abort(self) -> None:
-        """Drop the connection at once."""
-        self._closing = True
-        if not self._transport.is_closing():
-            self._transport.abort()
-
-    # -- flow control
-    def add_listener(self, listener: FlowListener) -> None:
-        self._flow.add_listener(listener)
-
-    def remove_listener(self, listener: FlowListener) -> None:
-        self._flow.remove_listener(listener)
-
-    async def drained(self) -> None:
-        """Wait until the transport's buffer is below the low-water mark."""
-        await self._flow.drained()
 
     def _pause(self) -> None:
         self._flow.pause()
@@ -196,7 +142,7 @@ class WebSocketSink:
     def close(self) -> None:
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
-        self._flow.clear()
+        super().close()
 
 
 MessageWriter = WebSocketSink  # the old name, kept while tunnel/ and linksocks/ move
