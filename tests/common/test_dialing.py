@@ -243,3 +243,11 @@ async def test_dial_through_upstream_keeps_the_bytes_that_rode_with_the_reply(sc
         await wait_until(lambda: bytes(collector.data) == b"GREETING!", what="echo")
         connected.close()
         await wait_until(collector.lost)
+
+
+async def test_udp_association_send_after_close_is_dropped_quietly() -> None:
+    association = await DirectUdpAssociation.open(MapResolver({"late.example": "127.0.0.1"}))
+    association.close()
+    association.send("late.example", 9, b"too late")  # no task, no error, even before the socket is released
+    association.send("127.0.0.1", 9, b"too late")
+    assert association.pending == 0

@@ -304,7 +304,7 @@ class DirectUdpAssociation(asyncio.DatagramProtocol):
         self._deliver = deliver
 
     def send(self, host: str, port: int, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self._tasks.closing:  # closed, or closing (the socket not yet released)
             return
         if is_ip_literal(host):
             self._send_to(host, port, data)
