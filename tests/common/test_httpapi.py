@@ -61,9 +61,9 @@ def test_fold_keys_follows_go_encoding_json():
         "inner": {"port": 5, "labels": {"KeepCase": "v"}},  # map keys keep their case
         "items": [{"port": 1}, {"port": 2}],
     }
-    # an exact match wins over a case-folded one, whatever the order
-    assert fold_keys({"Token": "folded", "token": "exact"}, Body) == {"token": "exact"}
-    assert fold_keys({"token": "exact", "TOKEN": "folded"}, Body) == {"token": "exact"}
+    # keys for the same field: the later one wins, as in Go's decoder; a later null changes nothing
+    assert fold_keys({"Token": "first", "token": "second"}, Body) == {"token": "second"}
+    assert fold_keys({"token": "first", "TOKEN": "second", "ToKeN": None}, Body) == {"token": "second"}
 
 
 def test_decode_json_into_struct_and_errors():

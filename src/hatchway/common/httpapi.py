@@ -126,30 +126,25 @@ def _item_kind(kind: Any) -> Any:
 def fold_keys(value: Any, kind: Any) -> Any:
     """Rewrite decoded JSON ``value`` so that msgspec sees Go ``encoding/json`` matching for ``kind``.
 
-    For each object that maps to a Struct: a key equal to a field's JSON name
-    is kept; otherwise a key equal to it ignoring case is renamed to it (the
-    first such key wins, as in Go); ``null`` values are dropped (the field
-    keeps its default); other keys are dropped (unknown fields are ignored).
-    Nested Structs, lists of Structs and Optional Structs are folded too;
-    maps (``dict`` fields) keep their keys.
+    For each object that maps to a Struct, keys are taken in document order
+    and matched to a field by its JSON name, exactly or else ignoring case;
+    a later key for the same field overwrites an earlier one (as Go's decoder
+    does); ``null`` leaves the field as it was (its default); keys that
+    match no field are dropped (unknown fields are ignored). Nested Structs,
+    lists of Structs and Optional Structs are folded too; maps (``dict``
+    fields) keep their keys.
     """
     struct = _struct_of(kind)
     if struct is not None and isinstance(value, dict):
         fields = msgspec.structs.fields(struct)
         exact = {f.encode_name: f for f in fields}
-        folded_names = {f.encode_name.lower(): f for f in fields}
+        folded = {f.encode_name.lower(): f for f in fields}
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if not isinstance(key, str) or key in out:
+            if not isinstance(key, str):
                 continue
-            field = exact.get(key)
-            if field is None:
-                field = folded_names.get(key.lower())
-                if field is None or field.encode_name in value:
-                    continue  # unknown, or an exact match elsewhere wins
-                if field.encode_name in out:
-                    continue
-            if item is None:
+            field = exact.get(key) or folded.get(key.lower())
+            if field is None or item is None:
                 continue
             out[field.encode_name] = fold_keys(item, field.type)
         return out
