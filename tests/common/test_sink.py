@@ -201,3 +201,30 @@ async def test_one_way_pump_from_a_pty_ends_cleanly_when_the_child_exits():
     source.close()
     await asyncio.get_running_loop().run_in_executor(None, child.wait)
     sink.close()
+
+
+async def test_sink_writer_encodes_each_slice_and_can_discard_after_the_sink_closes():
+    sent: list[tuple[bytes, ...]] = []
+
+    class Sink:
+        closed = False
+        paused = False
+
+        def send(self, *parts):
+            if self.closed:
+                raise SinkClosed("gone")
+            sent.append(tuple(bytes(p) for p in parts))
+
+        def add_listener(self, listener):
+            pass
+
+        def remove_listener(self, listener):
+            pass
+
+    sink = Sink()
+    writer = SinkWriter(sink, max_message=3, encode=lambda chunk: (b"<", chunk, b">"), discard_when_closed=True)
+    writer.write(b"abcdefg")
+    assert sent == [(b"<", b"abc", b">"), (b"<", b"def", b">"), (b"<", b"g", b">")]
+    sink.closed = True
+    writer.write(b"xyz")
+    assert not writer.is_closing() and writer.discarded == 3 and writer.sent == 7

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from .relay import reset_transport
@@ -49,28 +49,68 @@ class WriteEnd(Protocol):
 
 
 class SinkWriter:
-    """A :class:`WriteEnd` over a message sink: each chunk read is one message.
+    """A :class:`WriteEnd` over a message sink: each chunk read becomes one message (or several).
+
+    * ``max_message``: a longer read is split into slices of at most that many
+      bytes (memoryview slices, no copy);
+    * ``encode(chunk) -> parts``: the program's framing of one slice (a JSON
+      envelope, a channel header); default: the slice itself;
+    * ``send``: how the parts go out; default ``sink.send`` (pass
+      ``sink.send_text`` for text messages);
+    * ``discard_when_closed``: once the sink is closed, keep reading the source
+      and count the bytes in :attr:`discarded` (a dead client must not block
+      the child writing its output); default: stop reading the source.
 
     ``on_end(exc)`` is called once when the source ends: ``None`` for its EOF
     (send your program's end-of-stream message there), an exception for a
-    failure. The sink itself is shared and is never closed here.
+    failure. The sink is shared and is never closed here. A :class:`OneWayPump`
+    whose target is a SinkWriter follows the sink's flow control by itself.
     """
 
-    def __init__(self, sink: MessageSink, on_end: Callable[[Exception | None], None] | None = None,
-                 *, max_message: int | None = None) -> None:
+    def __init__(
+        self,
+        sink: MessageSink,
+        on_end: Callable[[Exception | None], None] | None = None,
+        *,
+        max_message: int | None = None,
+        encode: Callable[[Buffer], Sequence[Buffer]] | None = None,
+        send: Callable[..., None] | None = None,
+        discard_when_closed: bool = False,
+    ) -> None:
         self.sink = sink
         self._on_end = on_end
         self._ended = False
         self._max = max_message
+        self._encode = encode
+        self._send = send if send is not None else sink.send
+        self._discard = discard_when_closed
+        self.sent = 0
+        self.discarded = 0
 
     def write(self, data: Buffer) -> None:
-        limit = self._max
-        if limit is None or len(data) <= limit:
-            self.sink.send(data)
+        if self._discard and self.sink.closed:
+            self.discarded += len(data)
             return
-        view = memoryview(data)
-        for start in range(0, len(view), limit):
-            self.sink.send(view[start : start + limit])
+        try:
+            limit = self._max
+            if limit is None or len(data) <= limit:
+                self._send_one(data)
+            else:
+                view = memoryview(data)
+                for start in range(0, len(view), limit):
+                    self._send_one(view[start : start + limit])
+        except SinkClosed:
+            if not self._discard:
+                raise
+            self.discarded += len(data)
+            return
+        self.sent += len(data)
+
+    def _send_one(self, chunk: Buffer) -> None:
+        if self._encode is None:
+            self._send(chunk)
+        else:
+            self._send(*self._encode(chunk))
 
     def can_write_eof(self) -> bool:
         return True
@@ -85,7 +125,7 @@ class SinkWriter:
         self._end(ConnectionResetError("the source failed"))
 
     def is_closing(self) -> bool:
-        return self._ended or self.sink.closed
+        return self._ended or (self.sink.closed and not self._discard)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
