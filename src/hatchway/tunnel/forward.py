@@ -42,6 +42,7 @@ import aiohttp
 
 from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
 from hatchway.common.lifecycle import Service, announce_ready, setup_logging
+from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
 from hatchway.common.sink import Buffer, SinkClosed
@@ -95,7 +96,7 @@ class Forwarder(Service):
         proto: str = "tcp",
         token: str | None = None,
         udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT,
-        slow_consumer: str = "block",
+        slow_consumer: str | SlowConsumerPolicy = SlowConsumerPolicy.BLOCK,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
@@ -111,7 +112,7 @@ class Forwarder(Service):
         self.proto = proto
         self.token = token or None
         self.udp_idle_timeout = udp_idle_timeout
-        self.policy = SlowConsumerPolicy(slow_consumer)
+        self.policy = SlowConsumerPolicy.parse(slow_consumer)
         self.buffer_limit = max(int(buffer_limit), 64 * 1024)
         self.handshake_timeout = handshake_timeout
         self.heartbeat = heartbeat or None
@@ -161,7 +162,7 @@ class Forwarder(Service):
         if isinstance(first, str):
             if first == "CONNECTED":
                 return
-            raise ForwardError(first if first.startswith("Error") else f"Error: unexpected reply {first!r}")
+            raise ForwardError(escape(first) if first.startswith("Error") else f"Error: unexpected reply {first!r}")
         raise ForwardError("Error: expected CONNECTED, got a binary message")
 
     async def _listen(self) -> None:
@@ -269,7 +270,7 @@ class Forwarder(Service):
                 event.stream.endpoint.feed(event.payload)
         elif type(event) is Closed:
             if event.error is not None:
-                log.warning("connection %d: %s", event.stream.client_id, event.error)
+                log.warning("connection %d: %s", event.stream.client_id, escape(event.error))
             if event.stream.endpoint is not None:
                 event.stream.endpoint.remote_closed(event.error)
         elif type(event) is Connected:

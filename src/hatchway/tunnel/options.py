@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from hatchway.common.gate import SlowConsumerPolicy
 from hatchway.common.reconnect import Backoff
 from hatchway.common.wsconn import MAX_MESSAGE_DEFAULT
 
@@ -20,7 +21,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat: float = 20.0  # WebSocket ping interval; no pong within half of it reconnects; 0 = off
     connect_timeout: float = 10.0  # WebSocket connect and local dials; 0 = none
     udp_idle_timeout: float = 300.0  # 0 = never expire
-    slow_consumer: Literal["block", "reset"] = "block"
+    slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.BLOCK
     stall_timeout: float = 10.0  # block policy: reset a connection that drained nothing this long; 0 = never
     buffer_limit: int = 1024 * 1024  # bytes queued per connection toward its local socket
     ipv6_fallback: bool = True  # dial [::1]:port when 127.0.0.1:port refuses (D9)

@@ -24,7 +24,7 @@ import logging
 
 import aiohttp
 
-from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
+from hatchway.common.gate import Drainable, InboundGate
 from hatchway.common.muxsession import EndKind, MuxSession
 from hatchway.common.neterr import rust_io_error
 from hatchway.common.sink import SinkClosed
@@ -51,7 +51,7 @@ class TunnelSession:
         self.options = options
         self.mux = ClientMux()
         self.sink = WebSocketSink(ws)
-        self.gate = InboundGate(SlowConsumerPolicy(options.slow_consumer), options.stall_timeout)
+        self.gate = InboundGate(options.slow_consumer, options.stall_timeout)
         self.tasks = TaskSet("tunnel session", logger=log)
         self.reader = MuxSession(
             ws, self, sink=self.sink, gate=self.gate, name="tunnel", survive_handler_errors=True,
