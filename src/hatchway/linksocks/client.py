@@ -27,7 +27,6 @@ import logging
 import os
 import urllib.request
 import uuid
-from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +44,7 @@ from . import protocol
 from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
+from .options import LinkSocksClientOptions, unknown_options
 from .orphans import OrphanBuffer
 from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
@@ -63,35 +63,7 @@ class AuthError(Exception):
     """The server refused the token."""
 
 
-@dataclass
-class ClientOptions:
-    token: str = "anonymous"
-    url: str = "ws://localhost:8765"
-    reverse: bool = False
-    connector_token: str | None = None
-    socks_host: str = "127.0.0.1"
-    socks_port: int = 9870
-    socks_username: str | None = None
-    socks_password: str | None = None
-    socks_wait_server: bool = True
-    reconnect: bool = True
-    retry_auth: bool = False
-    threads: int = 1
-    upstream_proxy: str | None = None
-    fast_open: bool = False
-    no_env_proxy: bool = False
-    transport_grace: float = 30.0
-    access_rules: list[str] = field(default_factory=list)
-    buffer_size: int = 1024 * 1024
-    wire_version: int = protocol.VERSION_DEFAULT
-    ping_interval: float = 30.0
-    read_timeout: float = 60.0
-    stall_timeout: float = 10.0  # a local reader that takes nothing for this long is reset (0 = never)
-    http_proxy: bool = True
-    link_wait: float = 10.0
-    reconnect_initial: float = 1.0
-    reconnect_factor: float = 1.5
-    reconnect_max: float = 600.0
+ClientOptions = LinkSocksClientOptions  # the public name (hatchway.linksocks.ClientOptions)
 
 
 def dial_error_text(exc: BaseException, url: str) -> str:
@@ -120,11 +92,10 @@ class Client(Service):
 
     def __init__(self, token: str | None = None, options: ClientOptions | None = None, **kwargs: Any) -> None:
         if options is None:
-            known = {f.name for f in fields(ClientOptions)}
-            unknown = set(kwargs) - known
+            unknown = unknown_options(LinkSocksClientOptions, kwargs)
             if unknown:
-                raise TypeError(f"unknown Client options: {', '.join(sorted(unknown))}")
-            options = ClientOptions(**kwargs)
+                raise TypeError(f"unknown Client options: {', '.join(unknown)}")
+            options = LinkSocksClientOptions(**kwargs)
         if token is not None:
             options.token = token
         options.token = options.token or "anonymous"

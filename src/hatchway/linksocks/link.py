@@ -29,6 +29,7 @@ from hatchway.common.wsconn import ConnectionGone, MessageWriter, close_politely
 
 from . import protocol
 from .protocol import ProtocolError
+from .options import LinkOptions
 from .tokens import Role
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ class Link:
         self._tasks = TaskSet(f"link {name}", logger=log)
 
     @classmethod
-    def with_options(cls, ws: Any, options: Any, name: str) -> "Link":
-        """A link configured from a ServerOptions or ClientOptions (same field names)."""
+    def with_options(cls, ws: Any, options: LinkOptions, name: str) -> "Link":
+        """A link configured from the server's or the client's options (their shared :class:`LinkOptions`)."""
         return cls(
             ws,
             gate=InboundGate(stall_timeout=options.stall_timeout),

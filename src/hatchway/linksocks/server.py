@@ -31,7 +31,6 @@ import inspect
 import logging
 import socket
 import uuid
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -49,6 +48,7 @@ from .connector_relay import ConnectorRelay
 from .channel import RESUME_PROBE, ChannelTable
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
+from .options import ServerOptions, unknown_options
 from .orphans import OrphanBuffer
 from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
@@ -59,36 +59,8 @@ from .tokens import ReverseToken, Role, TokenError, TokenRegistry
 log = logging.getLogger(__name__)
 
 COMPAT_VERSION = "v1.10.3"
-AUTH_TIMEOUT = 10.0
 PRE_AUTH_BYTES = 64 * 1024  # an honest client sends its upgrade head and (binary auth) one Auth message before it is authenticated
 INVALID_AUTH_MESSAGE = "invalid auth message"
-
-
-@dataclass
-class ServerOptions:
-    ws_host: str = "0.0.0.0"
-    ws_port: int = 8765
-    socks_host: str = "127.0.0.1"
-    socks_wait_client: bool = True
-    buffer_size: int = 1024 * 1024
-    api_key: str | None = None
-    api_keys: list[str] = field(default_factory=list)
-    upstream_proxy: str | None = None
-    fast_open: bool = False
-    connector_wait: float = 5.0
-    transport_grace: float = 30.0
-    wire_version: int = protocol.VERSION_DEFAULT
-    ping_interval: float = 30.0
-    read_timeout: float = 60.0
-    stall_timeout: float = 10.0  # a local reader that takes nothing for this long is reset (0 = never)
-    max_unauthenticated: int = 64  # connections not yet authenticated; the oldest is closed to admit a new one
-    header_timeout: float = 10.0  # the upgrade request's head must arrive within this (slowloris)
-    auth_timeout: float = AUTH_TIMEOUT  # binary auth: the Auth message must arrive within this
-    http_proxy: bool = True
-    listener_linger: float = 30.0
-    provider_wait: float = 10.0
-    entry_rules: AccessRules = field(default_factory=AccessRules)
-    dial_rules: AccessRules = field(default_factory=AccessRules)
 
 
 class AuthFailed(Exception):
@@ -124,10 +96,9 @@ class Server(Service):
 
     def __init__(self, options: ServerOptions | None = None, **kwargs: Any) -> None:
         if options is None:
-            known = {f.name for f in fields(ServerOptions)}
-            unknown = set(kwargs) - known
+            unknown = unknown_options(ServerOptions, kwargs)
             if unknown:
-                raise TypeError(f"unknown Server options: {', '.join(sorted(unknown))}")
+                raise TypeError(f"unknown Server options: {', '.join(unknown)}")
             options = ServerOptions(**kwargs)
         self.options = options
         self.entry_rules = options.entry_rules
