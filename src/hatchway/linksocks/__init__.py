@@ -16,7 +16,8 @@ from hatchway.common.lazy import lazy_exports
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .client import AuthError, Client, ClientOptions
-    from .server import Server, ServerOptions
+    from .options import ServerOptions
+    from .server import Server
 
 __all__ = ["AuthError", "Client", "ClientOptions", "Server", "ServerOptions"]
 
@@ -25,7 +26,7 @@ _WHERE = {
     "Client": ".client",
     "ClientOptions": ".client",
     "Server": ".server",
-    "ServerOptions": ".server",
+    "ServerOptions": ".options",
 }
 
 

@@ -61,7 +61,7 @@ def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def server_options(args: argparse.Namespace) -> Any:
-    from .server import ServerOptions
+    from .options import ServerOptions
 
     return ServerOptions(
         ws_host=args.ws_host,
