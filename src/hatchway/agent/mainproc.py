@@ -35,6 +35,8 @@ __all__ = ["Attacher", "MainProcess"]
 
 log = logging.getLogger("hatchway.agent")
 
+DRAIN_GRACE = 0.5  # seconds to read what is left after the main process exited
+
 
 class Attacher(Protocol):
     """What the main process hands its output and its end to (an attach session)."""
@@ -158,6 +160,11 @@ class MainProcess:
         self._copies: dict[int, _LogCopy] = {}
 
     @property
+    def held(self) -> bool:
+        """Output reading is paused: an attacher's socket (or the agent's stdout) is full."""
+        return bool(self._holds)
+
+    @property
     def exited(self) -> bool:
         return self.exit_code is not None
 
@@ -203,9 +210,14 @@ class MainProcess:
                 dones.append(pump.done)
             if self._stdin is not None:
                 await self._stdin.open()
-            for done in dones:
-                await asyncio.shield(done)
             returncode = await asyncio.shield(exited)
+            # the container's life ends with its main process: output still buffered is read, but a
+            # background child that keeps the pipes open does not keep the agent alive
+            if dones:
+                _, pending = await asyncio.wait(dones, timeout=DRAIN_GRACE)
+                if pending:
+                    self.stop_output()
+                    await asyncio.wait(dones)
         except BaseException:
             self.kill()
             raise
@@ -306,3 +318,9 @@ class MainProcess:
 
     def kill(self) -> None:
         self.signal(9)
+
+    def stop_output(self) -> None:
+        """Stop reading the main process's output (its pipes are held by someone else)."""
+        for pump in self._pumps:
+            if pump.source is not None and not pump.source.is_closing():
+                pump.source.close()

@@ -58,7 +58,7 @@ __all__ = [
 CHUNK = 32 * 1024  # upstream's read size: one stdout/stderr message carries at most this many bytes
 
 
-class Message(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+class Message(msgspec.Struct, tag_field="type", omit_defaults=True):
     id: str = ""
 
 
@@ -216,6 +216,8 @@ def decode_data(text: str) -> bytes:
         raise ValueError("non-ASCII character in base64 data")
     if b"\r" in raw or b"\n" in raw:
         raw = raw.translate(_STRIP, b"\r\n")
+    if len(raw) % 4:
+        raise ValueError("base64 data length is not a multiple of 4")
     try:
         return binascii.a2b_base64(raw, strict_mode=True)
     except binascii.Error as exc:
