@@ -157,7 +157,8 @@ def test_ready_line_as_json(restore_logging, capsys):
     "name,level",
     [("warn", logging.WARNING), ("trace", 5), ("hyper=info,tunnel_client=debug", logging.DEBUG),
      ("error", logging.ERROR), ("DEBUG", logging.DEBUG), ("warning", logging.WARNING), ("Info", logging.INFO),
-     ("info,tunnel=debug", logging.DEBUG), ("tunnel", logging.INFO), ("", logging.INFO), ("off", 60)],
+     ("info,tunnel=debug", logging.DEBUG), ("tunnel", logging.INFO), ("", logging.INFO), ("off", 60),
+     ("fatal", logging.CRITICAL), ("panic", logging.CRITICAL), ("disabled", 60), ("bogus", logging.INFO)],
 )
 def test_level_names_and_tracing_filters(name, level):
     assert lifecycle.level_from_name(name) == level

@@ -217,7 +217,11 @@ LEVELS = {
     "warn": logging.WARNING,
     "warning": logging.WARNING,
     "error": logging.ERROR,
+    "fatal": logging.CRITICAL,  # zerolog's names (the Go agent's -log-level)
+    "panic": logging.CRITICAL,
+    "critical": logging.CRITICAL,
     "off": logging.CRITICAL + 10,
+    "disabled": logging.CRITICAL + 10,
     "5": 5,
     "4": logging.DEBUG,
     "3": logging.INFO,
