@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pkgtest_helpers import DIST, REPO, require_tool, run  # noqa: E402
 
-
 # ---------------------------------------------------------------- release artefacts
 
 
@@ -36,6 +35,7 @@ def _ensure_built(prog: str, what: str, path: Path) -> Path:
 
 ARTEFACTS = {
     "binary": lambda prog: DIST / f"hatchway-{prog}",
+    "onefile": lambda prog: DIST / "onefile" / f"hatchway-{prog}",
     "oci": lambda prog: DIST / f"hatchway-{prog}.tar",
     "pex": lambda prog: DIST / f"hatchway-{prog}.pex",
     "man": lambda prog: DIST / "man" / f"hatchway-{prog}.1",
@@ -59,8 +59,24 @@ def release_artefact():
 
 @pytest.fixture(scope="session")
 def static_binary(release_artefact):
-    """Function prog -> Path of dist/hatchway-<prog> (the staticx binary)."""
+    """Function prog -> Path of dist/hatchway-<prog> (the static executable, build/static)."""
     return lambda prog: release_artefact(prog, "binary")
+
+
+@pytest.fixture(scope="session")
+def multicall_binary(release_artefact):
+    """Path of dist/hatchway, the multi-call executable (built with the binaries)."""
+    first = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
+    release_artefact(next(iter(first)), "binary")
+    path = DIST / "hatchway"
+    assert path.exists(), f"build/release did not write {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def onefile_binary(release_artefact):
+    """Function prog -> Path of dist/onefile/hatchway-<prog> (PyInstaller onefile + staticx)."""
+    return lambda prog: release_artefact(prog, "onefile")
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ class EchoService:
         self.port = self.sock.getsockname()[1]
         self.echoed: list[int] = []
         self.errors: list[BaseException] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
 
     def _accept(self):
         while True:
@@ -91,7 +92,9 @@ class EchoService:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
 
     def _serve(self, conn: socket.socket):
         n, buf = 0, bytearray(256 * 1024)
@@ -109,7 +112,14 @@ class EchoService:
         self.echoed.append(n)
 
     def close(self):
+        """Stop accepting (shutdown wakes the blocked accept(); close alone does not) and join."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        for thread in self.threads:
+            thread.join(timeout=30)
 
 
 def socks5_connect(proxy_port: int, host: str, port: int, timeout: float) -> socket.socket:

@@ -1,0 +1,687 @@
+#!/usr/bin/env python3
+"""Build hatchway's static executables (issue #7): one CPython 3.11 built with musl,
+every stdlib and third-party C extension linked in as a built-in, mimalloc as the
+allocator, and all Python code as .pyc in a zip appended to the file.
+
+  build/static/build.py --out DIR [--programs tunnel,linksocks]
+
+writes DIR/hatchway (multi-call) and DIR/hatchway-<prog> (the same executable with
+<prog> as its default program).  Sources come only from the package registries:
+Debian source packages (`apt-get source`, a deb-src stanza is added when missing)
+and PyPI; every file is pinned with its sha256 in build/static/pins.json.
+
+The slow stages (zlib, OpenSSL, mimalloc, CPython, the extensions, the stdlib .pyc)
+are cached in HATCHWAY_BUILD_CACHE (default /var/cache/hatchway-build), a directory
+outside the checkout that persists on the machine, each keyed on its pinned inputs
+and recipe.  They are built in fixed paths under that directory, so the bytes do not
+depend on where the checkout is.  Each run links main.c and packs the project's own
+code, which takes seconds.  SOURCE_DATE_EPOCH fixes every date that is embedded.
+Stdlib only; needs root for apt-get on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PINS = json.loads((HERE / "pins.json").read_text())
+CACHE = Path(os.environ.get("HATCHWAY_BUILD_CACHE", "/var/cache/hatchway-build"))
+JOBS = str(os.cpu_count() or 2)
+APT_PACKAGES = ["musl-tools", "musl-dev", "dpkg-dev", "make", "cmake", "gcc", "binutils", "xz-utils",
+                "bzip2", "pkg-config", "perl", "linux-libc-dev"]
+# Recipe versions: bump one to rebuild that stage (and everything keyed on it).
+RECIPE = {"toolchain": 1, "zlib": 1, "openssl": 1, "mimalloc": 1, "cpython": 1, "ext": 1, "stdlib": 1, "exe": 1}
+# Stdlib packages/modules no hatchway program imports (and some that cannot work here).
+STDLIB_DROP = {
+    "test", "idlelib", "tkinter", "turtledemo", "turtle.py", "lib2to3", "ensurepip", "distutils", "pydoc_data",
+    "venv", "sqlite3", "dbm", "curses", "msilib", "unittest", "doctest.py", "pydoc.py", "site-packages",
+    "__phello__", "xmlrpc", "wsgiref", "tabnanny.py", "lib-dynload", "ctypes", "multiprocessing",
+    "concurrent/futures/process.py", "imaplib.py", "nntplib.py", "smtplib.py", "poplib.py",
+    "ftplib.py", "telnetlib.py", "mailbox.py", "cgi.py", "cgitb.py", "pdb.py", "profile.py", "cProfile.py",
+    "trace.py", "tracemalloc.py", "zipapp.py", "mailcap.py", "sndhdr.py", "imghdr.py", "aifc.py", "sunau.py",
+    "wave.py", "chunk.py", "xdrlib.py", "pipes.py", "crypt.py", "nis.py", "spwd.py", "uu.py", "smtpd.py",
+    "asynchat.py", "asyncore.py", "this.py", "antigravity.py", "__hello__.py", "config-3.11-x86_64-linux-musl",
+}
+
+
+def log(msg: str) -> None:
+    print(f"[static] {msg}", flush=True)
+
+
+def sh(cmd, *, cwd=None, env=None, quiet_ok=False, logfile: Path | None = None) -> None:
+    cmd = [str(c) for c in cmd]
+    full_env = {**os.environ, **(env or {})}
+    if logfile is None:
+        res = subprocess.run(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL)
+    else:
+        with open(logfile, "ab") as out:
+            out.write(("$ " + " ".join(cmd) + "\n").encode())
+            out.flush()
+            res = subprocess.run(cmd, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        if logfile is not None:
+            tail = logfile.read_bytes()[-6000:].decode(errors="replace")
+            print(tail, file=sys.stderr)
+        raise SystemExit(f"[static] FAILED ({res.returncode}): {' '.join(cmd)}" +
+                         (f" (log: {logfile})" if logfile else ""))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Stage:
+    """A cached build directory CACHE/<name>-<key>; done when it holds .done."""
+
+    def __init__(self, name: str, *inputs):
+        self.name = name
+        self.key = key(name, RECIPE[name], PINS["source_date_epoch"], *inputs)
+        self.dir = CACHE / f"{name}-{self.key}"
+        self.log = CACHE / f"{name}-{self.key}.log"
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / ".done").exists()
+
+    def start(self) -> Path:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.log.unlink(missing_ok=True)
+        self.t0 = time.monotonic()
+        log(f"building {self.name} in {self.dir} (log {self.log})")
+        return self.dir
+
+    def finish(self) -> None:
+        (self.dir / ".done").write_text("")
+        log(f"{self.name} built in {time.monotonic() - self.t0:.1f} s")
+
+
+# ------------------------------------------------------------------ host set-up and sources
+
+
+def apt_get(*args: str) -> int:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(["apt-get", *args], env=env, stdin=subprocess.DEVNULL).returncode
+
+
+def host_setup() -> None:
+    missing = [p for p in APT_PACKAGES
+               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
+                                 text=True).stdout.find("install ok installed") < 0]
+    need_src = not deb_src_configured()
+    if not missing and not need_src:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"[static] need root to install {missing} / add a deb-src stanza")
+    if need_src:
+        add_deb_src()
+    for attempt in range(3):
+        if apt_get("update", "-q") == 0 and (not missing or apt_get(
+                "install", "-y", "-q", "--no-install-recommends", *missing) == 0):
+            return
+        time.sleep(5 * (attempt + 1))
+    raise SystemExit(f"[static] apt-get install {missing} failed")
+
+
+def deb_src_configured() -> bool:
+    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if re.search(r"^\s*(deb-src\s|Types:.*\bdeb-src\b)", text, re.M):
+            return True
+    return False
+
+
+def add_deb_src() -> None:
+    """A deb-src twin of every enabled `deb` stanza (deb822 or one-line)."""
+    stanzas = []
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if not path.is_file() or not (path.suffix in (".sources", ".list") or path.name == "sources.list"):
+            continue
+        text = path.read_text()
+        if path.suffix == ".sources":
+            for block in re.split(r"\n\s*\n", text):
+                fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", block, re.M))
+                if "deb" in fields.get("Types", "").split() and "debian" in fields.get("URIs", ""):
+                    stanzas.append("\n".join([
+                        "Types: deb-src", f"URIs: {fields['URIs']}", f"Suites: {fields.get('Suites', '')}",
+                        f"Components: {fields.get('Components', 'main')}",
+                        *([f"Signed-By: {fields['Signed-By']}"] if "Signed-By" in fields else [])]))
+        else:
+            for line in text.splitlines():
+                m = re.match(r"^\s*deb\s+(.*debian.*)$", line)
+                if m:
+                    stanzas.append(f"deb-src {m[1]}")
+    if not stanzas:
+        raise SystemExit("[static] no Debian `deb` source found to derive a deb-src stanza from")
+    deb822 = [s for s in stanzas if s.startswith("Types:")]
+    oneline = [s for s in stanzas if not s.startswith("Types:")]
+    if deb822:
+        Path("/etc/apt/sources.list.d/hatchway-deb-src.sources").write_text("\n\n".join(deb822) + "\n")
+    if oneline:
+        Path("/etc/apt/sources.list.d/hatchway-deb-src.list").write_text("\n".join(oneline) + "\n")
+    log("added deb-src stanzas for apt-get source")
+
+
+def fetch_sources() -> Path:
+    src = CACHE / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    want = {name: digest for pkg in PINS["debian"].values() for name, digest in pkg["files"].items()}
+
+    def missing() -> list[str]:
+        return [n for n, d in want.items() if not (src / n).exists() or sha256(src / n) != d]
+
+    if missing():
+        specs = [f"{pkg}={meta['version']}" for pkg, meta in PINS["debian"].items()
+                 if any(n in missing() for n in meta["files"])]
+        log(f"apt-get source --download-only {' '.join(specs)}")
+        subprocess.run(["apt-get", "source", "--download-only", "-q", *specs], cwd=src,
+                       stdin=subprocess.DEVNULL)  # a 404 on a file we do not need is fine: checked below
+    bad = missing()
+    if bad:
+        raise SystemExit(f"[static] Debian source files missing or with a wrong sha256: {bad} (in {src})")
+    pypi = CACHE / "pypi"
+    pypi.mkdir(parents=True, exist_ok=True)
+    for name, digest in PINS["pypi"].items():
+        path = pypi / name
+        if path.exists() and sha256(path) == digest:
+            continue
+        fetch_pypi(name, path)
+        if sha256(path) != digest:
+            path.unlink()
+            raise SystemExit(f"[static] {name} from PyPI has a wrong sha256")
+    return src
+
+
+def fetch_pypi(filename: str, dest: Path) -> None:
+    """One pinned file from PyPI: pip download for wheels; the JSON API's URL for sdists
+    (pip download would build each sdist's metadata, minutes of work for nothing)."""
+    if filename.endswith(".whl"):
+        dist, version = filename.split("-")[:2]
+        spec = f"{dist}=={version}"
+        sh([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+            "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "any",
+            "-d", dest.parent, spec])
+        return
+    dist, version = filename[:-len(".tar.gz")].rsplit("-", 1)
+    with urllib.request.urlopen(f"https://pypi.org/pypi/{dist}/{version}/json", timeout=60) as r:
+        info = json.load(r)
+    url = next(u["url"] for u in info["urls"] if u["filename"] == filename)
+    tmp = dest.with_suffix(".part")
+    with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+        shutil.copyfileobj(r, f)
+    os.replace(tmp, dest)
+
+
+# ------------------------------------------------------------------ stages
+
+
+def toolchain() -> Path:
+    """musl-cc: musl-gcc that answers --print-multiarch as musl (Debian's CPython configure
+    checks it) and sees the kernel UAPI headers (linux/, asm/, asm-generic/)."""
+    tc = CACHE / f"toolchain-{RECIPE['toolchain']}"
+    cc = tc / "bin" / "musl-cc"
+    if cc.exists():
+        return tc
+    (tc / "bin").mkdir(parents=True, exist_ok=True)
+    kinc = tc / "kinc"
+    kinc.mkdir(exist_ok=True)
+    for name, target in (("linux", "/usr/include/linux"), ("asm-generic", "/usr/include/asm-generic"),
+                         ("asm", "/usr/include/x86_64-linux-gnu/asm"), ("mtd", "/usr/include/mtd")):
+        if Path(target).exists() and not (kinc / name).exists():
+            (kinc / name).symlink_to(target)
+    musl_gcc = shutil.which("musl-gcc") or "/usr/bin/musl-gcc"
+    cc.write_text("#!/bin/sh\n"
+                  'case "$1" in --print-multiarch) echo x86_64-linux-musl; exit 0;; esac\n'
+                  f'exec {musl_gcc} "$@" -isystem {kinc}\n')
+    cc.chmod(0o755)
+    return tc
+
+
+def base_env(tc: Path) -> dict:
+    # The cached stages are shared by every commit, so their embedded dates (sys.version's
+    # build date, OpenSSL's buildinf) come from the pins, not from the commit.
+    epoch = str(PINS["source_date_epoch"])
+    return {"CC": str(tc / "bin" / "musl-cc"), "AR": "ar", "RANLIB": "ranlib",
+            "PATH": f"{tc / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "SOURCE_DATE_EPOCH": epoch, "LC_ALL": "C", "TZ": "UTC", "ZERO_AR_DATE": "1"}
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Unpack a tarball into dest; returns its single top directory."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sh(["tar", "-xf", archive, "-C", dest])
+    tops = [p for p in dest.iterdir() if p.is_dir()]
+    return tops[0]
+
+
+def dpkg_source(src: Path, pkg: str, dest: Path) -> Path:
+    meta = PINS["debian"][pkg]
+    dsc = next(n for n in meta["files"] if n.endswith(".dsc"))
+    out = dest / pkg
+    sh(["dpkg-source", "--no-check", "-x", src / dsc, out], cwd=dest)
+    return out
+
+
+def build_zlib(src: Path, tc: Path, env: dict) -> Path:
+    st = Stage("zlib", PINS["debian"]["zlib"], tc.name)
+    if st.done:
+        return st.dir / "prefix"
+    d = st.start()
+    tree = dpkg_source(src, "zlib", d)
+    sh(["./configure", "--static", f"--prefix={d / 'prefix'}"], cwd=tree,
+       env={**env, "CFLAGS": f"-O2 -ffile-prefix-map={tree}=zlib"}, logfile=st.log)
+    sh(["make", f"-j{JOBS}", "libz.a"], cwd=tree, env=env, logfile=st.log)
+    sh(["make", "install"], cwd=tree, env=env, logfile=st.log)
+    st.finish()
+    return d / "prefix"
+
+
+def build_openssl(src: Path, tc: Path, env: dict) -> Path:
+    st = Stage("openssl", PINS["debian"]["openssl"], tc.name)
+    if st.done:
+        return st.dir / "prefix"
+    d = st.start()
+    orig = next(n for n in PINS["debian"]["openssl"]["files"] if ".orig.tar" in n)
+    tree = extract(src / orig, d / "s")
+    sh(["perl", "./Configure", "linux-x86_64", "no-shared", "no-tests", "no-afalgeng", "no-engine", "no-async",
+        "no-legacy", "no-module", "no-dso", "no-ui-console", *OPENSSL_NO, f"--prefix={d / 'prefix'}", "--libdir=lib",
+        "--openssldir=/etc/ssl", f"-ffile-prefix-map={tree}=openssl", "-O2"], cwd=tree,
+       env={**env, "CC": env["CC"]}, logfile=st.log)
+    sh(["make", f"-j{JOBS}", "build_libs"], cwd=tree, env=env, logfile=st.log)
+    sh(["make", "install_dev"], cwd=tree, env=env, logfile=st.log)
+    st.finish()
+    return d / "prefix"
+
+
+def build_mimalloc(src: Path, tc: Path, env: dict) -> Path:
+    st = Stage("mimalloc", PINS["debian"]["mimalloc"], tc.name)
+    if st.done:
+        return st.dir / "mimalloc.o"
+    d = st.start()
+    tree = dpkg_source(src, "mimalloc", d)
+    sh([env["CC"], "-O2", "-DNDEBUG", "-DMI_MALLOC_OVERRIDE", "-DMI_DEBUG=0", f"-I{tree / 'include'}",
+        f"-ffile-prefix-map={tree}=mimalloc", "-c", tree / "src" / "static.c", "-o", d / "mimalloc.o"],
+       env=env, logfile=st.log)
+    st.finish()
+    return d / "mimalloc.o"
+
+
+# OpenSSL parts nothing in CPython's _ssl/_hashlib needs for TLS
+OPENSSL_NO = ["no-cms", "no-ts", "no-srp", "no-idea", "no-seed", "no-rc2", "no-rc4", "no-rc5", "no-md4", "no-mdc2",
+              "no-whirlpool", "no-camellia", "no-aria", "no-sm2", "no-sm3", "no-sm4", "no-bf", "no-cast", "no-comp",
+              "no-gost", "no-siphash"]
+SETUP_DROP = re.compile(r"^(_codecs_\w+|_multibytecodec|_crypt|_ctypes\w*|_testcapi|_testinternalcapi|_testbuffer|"
+                        r"_testimportmultiple|_testmultiphase|_xxtestfuzz|xxsubtype|_xxsubinterpreters|"
+                        r"_tkinter|nis|_curses\w*|_dbm|_gdbm|_sqlite3|_uuid|readline|_lzma|_bz2|ossaudiodev|"
+                        r"spwd|syslog|_lsprof|audioop|xxlimited\w*|_decimal|_elementtree|pyexpat|cmath|_multiprocessing|"
+                        r"_posixshmem|_xxsubinterpreters|_testclinic)\b")
+
+
+def build_cpython(src: Path, tc: Path, env: dict, zlib: Path, ssl: Path) -> Path:
+    st = Stage("cpython", PINS["debian"]["python3.11"], tc.name, str(zlib), str(ssl))
+    if st.done:
+        return st.dir / "python3.11"
+    d = st.start()
+    tree = dpkg_source(src, "python3.11", d)
+    # Debian applies its patches with quilt at dpkg-source -x (3.0 (quilt)).
+    prefix_map = f"-ffile-prefix-map={tree}=python3.11"
+    cenv = {**env, "PKG_CONFIG_LIBDIR": f"{zlib}/lib/pkgconfig:{ssl}/lib/pkgconfig", "PKG_CONFIG_PATH": "",
+            "CFLAGS": f"-O2 {prefix_map}", "CPPFLAGS": f"-I{zlib}/include -I{ssl}/include",
+            "LDFLAGS": f"-static -L{zlib}/lib -L{ssl}/lib", "MODULE_BUILDTYPE": "static"}
+    sh(["./configure", "--disable-shared", "--disable-test-modules", "--without-ensurepip", "--prefix=/",
+        f"--with-openssl={ssl}", "--with-openssl-rpath=no", "MODULE_BUILDTYPE=static"], cwd=tree, env=cenv, logfile=st.log)
+    # MODULE_BUILDTYPE=static alone leaves MODULES_SETUP_STDLIB empty on Linux, so the
+    # stdlib extensions would go through setup.py as .so: put their lines in Setup.local.
+    stdlib = (tree / "Modules" / "Setup.stdlib").read_text().splitlines()
+    keep = [ln for ln in stdlib if not SETUP_DROP.match(ln)]
+    (tree / "Modules" / "Setup.local").write_text("*static*\n" + "\n".join(
+        ln for ln in keep if not ln.startswith("*")) + "\n")
+    sh(["make", f"-j{JOBS}", "python", "pybuilddir.txt"], cwd=tree, env=cenv, logfile=st.log)
+    st.finish()
+    return tree
+
+
+def pyext_sources(pypi: Path, d: Path) -> dict[str, Path]:
+    trees = {}
+    for name in PINS["pypi"]:
+        if name.endswith(".tar.gz"):
+            dist = name[:-len(".tar.gz")].rsplit("-", 1)[0]
+            trees[dist] = extract(pypi / name, d / "sdist" / dist)
+    return trees
+
+
+# (module name, sources relative to the sdist, extra flags)
+def ext_table(t: dict[str, Path]) -> list[tuple[str, list[Path], list[str]]]:
+    ah, uv = t["aiohttp"], t["uvloop"]
+    llhttp = ["-I", str(ah / "vendor/llhttp/build"), "-DLLHTTP_STRICT_MODE=0"]
+    return [
+        ("msgspec._core", [t["msgspec"] / "src/msgspec/_core.c"], ["-D_GNU_SOURCE", "-std=gnu11"]),
+        ("multidict._multidict", [t["multidict"] / "multidict/_multidict.c"], []),
+        ("uvloop.loop", [uv / "uvloop/loop.c"],
+         ["-I", str(uv / "vendor/libuv/include"), "-I", str(uv / "uvloop"), "-D_GNU_SOURCE",
+          "-D_Py_RestoreSignals=uvloop_Py_RestoreSignals"]),
+        ("aiohttp._http_parser", [ah / "aiohttp/_http_parser.c", ah / "aiohttp/_find_header.c",
+                                  ah / "vendor/llhttp/build/c/llhttp.c", ah / "vendor/llhttp/src/native/api.c",
+                                  ah / "vendor/llhttp/src/native/http.c"], llhttp),
+        ("aiohttp._http_writer", [ah / "aiohttp/_http_writer.c"], []),
+        ("aiohttp._websocket.mask", [ah / "aiohttp/_websocket/mask.c"], []),
+        ("aiohttp._websocket.reader_c", [ah / "aiohttp/_websocket/reader_c.c"], []),
+        ("yarl._quoting_c", [t["yarl"] / "yarl/_quoting_c.c"], []),
+        ("propcache._helpers_c", [t["propcache"] / "src/propcache/_helpers_c.c"], []),
+    ]
+
+
+def build_ext(pypi: Path, tc: Path, env: dict, cpython: Path) -> Path:
+    st = Stage("ext", PINS["pypi"], tc.name, str(cpython))
+    if st.done:
+        return st.dir
+    d = st.start()
+    t = pyext_sources(pypi, d)
+    # Cython (from its PyPI wheel, run by the host python) for the sdists that ship only .pyx
+    cy = d / "cython"
+    with zipfile.ZipFile(next(pypi / n for n in PINS["pypi"] if n.startswith("cython-"))) as z:
+        z.extractall(cy)
+    cyenv = {**env, "PYTHONPATH": str(cy)}
+    for pyx in (t["yarl"] / "yarl/_quoting_c.pyx", t["propcache"] / "src/propcache/_helpers_c.pyx"):
+        sh([sys.executable, "-m", "cython", "-3", "-X", "language_level=3", pyx], cwd=pyx.parent, env=cyenv,
+           logfile=st.log)
+    # libuv (vendored by uvloop) with cmake
+    uv = t["uvloop"] / "vendor" / "libuv"
+    sh(["cmake", "-S", uv, "-B", d / "libuv-build", "-DCMAKE_BUILD_TYPE=Release", "-DLIBUV_BUILD_TESTS=OFF",
+        "-DLIBUV_BUILD_BENCH=OFF", "-DLIBUV_BUILD_SHARED=OFF", f"-DCMAKE_C_COMPILER={env['CC']}",
+        f"-DCMAKE_C_FLAGS=-O2 -ffile-prefix-map={uv}=libuv"], env=env, logfile=st.log)
+    sh(["cmake", "--build", d / "libuv-build", f"-j{JOBS}"], env=env, logfile=st.log)
+    shutil.copy(d / "libuv-build" / "libuv.a", d / "libuv.a")
+    inc = ["-I", str(cpython / "Include"), "-I", str(cpython), "-I", str(cpython / "Include" / "internal")]
+    objs = d / "obj"
+    objs.mkdir()
+    inittab = []
+    for mod, sources, flags in ext_table(t):
+        leaf = mod.rsplit(".", 1)[-1]
+        sym = "PyInit_" + mod.replace(".", "_")
+        for i, c in enumerate(sources):
+            o = objs / f"{mod}.{i}.o"
+            sh([env["CC"], "-c", "-O2", "-DNDEBUG", f"-DPyInit_{leaf}={sym}", "-fno-strict-overflow",
+                f"-ffile-prefix-map={d}=.", *inc, "-I", str(c.parent), *flags, c, "-o", o], env=env,
+               logfile=st.log)
+        inittab.append((mod, sym))
+    (d / "extmods.json").write_text(json.dumps(inittab))
+    # the pure-Python side of the dependencies, laid out as site-packages
+    site = d / "site"
+    site.mkdir()
+    for dist, tree in t.items():
+        pkgdir = next((p for p in (tree / "src" / dist.replace("-", "_"), tree / dist.replace("-", "_"))
+                       if p.is_dir()), None)
+        if pkgdir is None:
+            raise SystemExit(f"[static] no package directory in the {dist} sdist")
+        shutil.copytree(pkgdir, site / pkgdir.name,
+                        ignore=shutil.ignore_patterns("*.c", "*.h", "*.pyx", "*.pxd", "*.so", "*.pyi", "__pycache__",
+                                                      "_testcapi*", "*.txt", "*.hash"))
+    for name in PINS["pypi"]:
+        if name.endswith(".whl") and not name.startswith("cython-"):
+            with zipfile.ZipFile(pypi / name) as z:
+                for member in z.namelist():
+                    if ".dist-info/" in member or member.endswith((".so", ".pyx", ".pxd", ".pyi", ".c", ".h")):
+                        continue
+                    z.extract(member, site)
+    st.finish()
+    return d
+
+
+COMPILE = r"""
+import ast, importlib._bootstrap_external as be, os, sys
+root, out, drop, strip = sys.argv[1], sys.argv[2], set(sys.argv[3].split(",")) - {""}, sys.argv[4] == "1"
+
+def strip_docstrings(tree):
+    # -OO's docstring removal without -O's: asserts stay (code may rely on them)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass(lineno=body[0].lineno, col_offset=0)]
+    return tree
+
+for dirpath, dirs, files in os.walk(root):
+    rel = os.path.relpath(dirpath, root)
+    rel = "" if rel == "." else rel
+    dirs[:] = sorted(x for x in dirs if os.path.join(rel, x) not in drop and x != "__pycache__")
+    for f in sorted(files):
+        if not f.endswith(".py") or os.path.join(rel, f) in drop:
+            continue
+        with open(os.path.join(dirpath, f), "rb") as fh:
+            data = fh.read()
+        name = os.path.join(rel, f)
+        try:
+            tree = ast.parse(data, name)
+        except SyntaxError as e:
+            print("skip", name, e, file=sys.stderr)
+            continue
+        code = compile(strip_docstrings(tree) if strip else tree, name, "exec", dont_inherit=True, optimize=0)
+        dst = os.path.join(out, name + "c")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as fh:
+            fh.write(be._code_to_timestamp_pyc(code, 0, 0))
+"""
+
+
+def compile_tree(python: Path, root: Path, out: Path, drop=frozenset(), strip_docs: bool = True) -> None:
+    """Every .py under root -> sourceless .pyc in out/ (mtime 0; co_filename is the path inside
+    the zip, so no build path is embedded); docstrings dropped unless strip_docs is False."""
+    out.mkdir(parents=True, exist_ok=True)
+    sh([python, "-c", COMPILE, root, out, ",".join(sorted(drop)), "1" if strip_docs else "0"])
+
+
+# Source edits to third-party pure-Python code, applied before compiling (each must apply).
+SITE_PATCHES = {
+    # aiohttp builds two SSL contexts (and loads the CA store) when aiohttp.connector is imported,
+    # i.e. by every program that imports aiohttp, TLS or not: ~50-80 ms of every start.  Build
+    # them on first use instead (the first TLS connection pays it once).
+    "aiohttp/connector.py": [
+        ("_SSL_CONTEXT_VERIFIED = _make_ssl_context(True)\n_SSL_CONTEXT_UNVERIFIED = _make_ssl_context(False)\n",
+         "_ssl_context = functools.lru_cache(maxsize=None)(_make_ssl_context)\n\n\n"
+         "def __getattr__(name: str) -> Any:\n"
+         "    if name in ('_SSL_CONTEXT_VERIFIED', '_SSL_CONTEXT_UNVERIFIED'):\n"
+         "        return _ssl_context(name == '_SSL_CONTEXT_VERIFIED')\n"
+         "    raise AttributeError(name)\n"),
+        ("            return _SSL_CONTEXT_UNVERIFIED\n        sslcontext = self._ssl",
+         "            return _ssl_context(False)\n        sslcontext = self._ssl"),
+        ("            return _SSL_CONTEXT_UNVERIFIED\n        return _SSL_CONTEXT_VERIFIED",
+         "            return _ssl_context(False)\n        return _ssl_context(True)"),
+    ],
+}
+
+
+def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
+    st = Stage("stdlib", str(cpython), str(ext), sorted(STDLIB_DROP), SITE_PATCHES)
+    if st.done:
+        return st.dir
+    d = st.start()
+    compile_tree(pyexe, cpython / "Lib", d / "pyc", STDLIB_DROP)
+    # _sysconfigdata (sysconfig) from the build tree
+    builddir = cpython / (cpython / "pybuilddir.txt").read_text().strip()
+    compile_tree(pyexe, builddir, d / "pyc")
+    site = d / "site"
+    shutil.copytree(ext / "site", site)
+    for rel, edits in SITE_PATCHES.items():
+        text = (site / rel).read_text()
+        for old, new in edits:
+            if old not in text:
+                raise SystemExit(f"[static] patch for {rel} no longer applies: {old!r} not found")
+            text = text.replace(old, new)
+        (site / rel).write_text(text)
+    compile_tree(pyexe, site, d / "pyc")
+    st.finish()
+    return d
+
+
+def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Path, mimalloc: Path) -> Path:
+    main_c = HERE / "main.c"
+    st = Stage("exe", str(cpython), str(ext), str(zlib), str(ssl), str(mimalloc), sha256(main_c))
+    if st.done:
+        return st.dir / "hatchway.exe"
+    d = st.start()
+    inittab = json.loads((ext / "extmods.json").read_text())
+    lines = [f"extern PyObject *{sym}(void);" for _, sym in inittab]
+    lines.append("#define EXTMODS \\")
+    lines += [f'    EXTMOD("{mod}", {sym}) \\' for mod, sym in inittab]
+    lines.append("")
+    (d / "extmods.h").write_text("\n".join(lines) + "\n")
+    shutil.copy(main_c, d / "main.c")
+    inc = ["-I", str(cpython / "Include"), "-I", str(cpython), "-I", str(d)]
+    sh([env["CC"], "-c", "-O2", f"-ffile-prefix-map={d}=.", *inc, d / "main.c", "-o", d / "main.o"], env=env,
+       logfile=st.log)
+    objs = sorted((ext / "obj").glob("*.o"))
+    libs = [cpython / "libpython3.11.a", cpython / "Modules/_decimal/libmpdec/libmpdec.a",
+            cpython / "Modules/expat/libexpat.a", ext / "libuv.a", ssl / "lib/libssl.a", ssl / "lib/libcrypto.a",
+            zlib / "lib/libz.a"]
+    libs = [x for x in libs if x.exists()]
+    # mimalloc first: its malloc/free/... replace musl's (mallocng mmaps every big buffer)
+    sh([env["CC"], "-static", "-Wl,--build-id=none", "-o", d / "hatchway.exe", mimalloc, d / "main.o", *objs,
+        "-Wl,--start-group", *libs, "-Wl,--end-group", "-lm", "-lpthread"], env=env, logfile=st.log)
+    sh(["strip", "--strip-all", d / "hatchway.exe"], logfile=st.log)
+    st.finish()
+    return d / "hatchway.exe"
+
+
+# ------------------------------------------------------------------ pack
+
+
+TRACE = r"""
+import pkgutil, sys, importlib
+import hatchway
+for m in pkgutil.walk_packages(hatchway.__path__, "hatchway.", onerror=lambda name: None):
+    if m.name.endswith(".__main__"):
+        continue
+    try:
+        importlib.import_module(m.name)
+    except Exception as e:  # a module another change breaks must not stop the build
+        print("trace: cannot import", m.name, repr(e), file=sys.stderr)
+import _hatchway_exe, encodings.idna, encodings.ascii, encodings.latin_1
+for name, mod in sorted(sys.modules.items()):
+    spec = getattr(mod, "__spec__", None)
+    origin = getattr(spec, "origin", None) or ""
+    if ".zip" in origin or origin.startswith(sys.executable):
+        print(origin[len(sys.executable) + 1:])
+"""
+
+
+def write_zip(path: Path, trees: list[Path], stored: set[str], deflate_all: bool = False) -> None:
+    """One zip of every .pyc under trees: the names in `stored` stored, the rest deflated
+    (all stored when `stored` is empty, unless deflate_all); sorted, fixed dates and modes."""
+    entries: dict[str, bytes] = {}
+    for tree in trees:
+        for f in sorted(tree.rglob("*.pyc")):
+            entries[f.relative_to(tree).as_posix()] = f.read_bytes()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        dirs = set()
+        for name in sorted(entries):
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/".join(parts[:i]) + "/")
+        for name in sorted(dirs | set(entries)):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (0o40755 << 16) if name.endswith("/") else (0o100644 << 16)
+            info.create_system = 3
+            if not name.endswith("/") and (deflate_all or (stored and name not in stored)):
+                info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, b"" if name.endswith("/") else entries[name], compresslevel=9)
+
+
+def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, deflate_all: bool = False) -> None:
+    """The project's code (compiled by the build tree's interpreter: same magic number)
+    plus the cached stdlib/dependency .pyc, as one stored zip appended to the executable."""
+    work = out / ".build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    own = work / "own"
+    compile_tree(pyexe, REPO / "src", own, strip_docs=False)
+    disp = (HERE / "dispatch.py").read_text().replace('("@PROGRAMS@",)', repr(tuple(programs)))
+    (work / "disp").mkdir()
+    (work / "disp" / "_hatchway_exe.py").write_text(disp)
+    compile_tree(pyexe, work / "disp", own, strip_docs=False)
+    # First pass, all stored: import every hatchway module with it to find the modules a
+    # run can import at start.  Those stay stored (zipimport reads them in place); the
+    # rest (lazily imported stdlib: codecs, email, ...) are deflated.
+    z = work / "code.zip"
+    write_zip(z, [stdlib / "pyc", own], set())
+    probe = work / "python3"
+    probe.write_bytes(exe.read_bytes() + z.read_bytes())
+    probe.chmod(0o755)
+    hot = subprocess.run([probe, "-c", TRACE], capture_output=True, text=True, check=True).stdout.split()
+    if len(hot) < 50:
+        raise SystemExit(f"[static] the import trace found only {len(hot)} modules: {hot}")
+    write_zip(z, [stdlib / "pyc", own], set() if deflate_all else set(hot), deflate_all)
+    blob = exe.read_bytes()
+    marker = b"@@HATCHWAY_DEFAULT_PROGRAM@@="
+    at = blob.index(marker)
+    zip_bytes = z.read_bytes()
+    for prog in ["", *programs]:
+        name = f"hatchway-{prog}" if prog else "hatchway"
+        field = (marker + prog.encode()).ljust(64, b"\0")
+        data = blob[:at] + field + blob[at + 64:] + zip_bytes
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.chmod(0o755)
+        os.replace(tmp, out / name)
+    shutil.rmtree(work)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="build/static/build.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--programs", default=None, help="comma-separated programs [all in packaging/programs.json]")
+    p.add_argument("--no-setup", action="store_true", help="no apt-get")
+    p.add_argument("--deflate-all", action="store_true",
+                   help="deflate every module (smaller; the default stores those a run imports at start)")
+    args = p.parse_args(argv)
+    programs = args.programs.split(",") if args.programs else list(
+        json.loads((REPO / "packaging" / "programs.json").read_text())["programs"])
+    t0 = time.monotonic()
+    if not args.no_setup:
+        host_setup()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    src = fetch_sources()
+    tc = toolchain()
+    env = base_env(tc)
+    zlib = build_zlib(src, tc, env)
+    ssl = build_openssl(src, tc, env)
+    mimalloc = build_mimalloc(src, tc, env)
+    cpython = build_cpython(src, tc, env, zlib, ssl)
+    ext = build_ext(CACHE / "pypi", tc, env, cpython)
+    exe = link_exe(tc, env, cpython, ext, zlib, ssl, mimalloc)
+    stdlib = build_stdlib(cpython, ext, cpython / "python")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    pack(exe, stdlib, out, programs, cpython / "python", args.deflate_all)
+    log(f"wrote {out}/hatchway and {', '.join('hatchway-' + x for x in programs)} "
+        f"({(out / 'hatchway').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+/* hatchway's static executable: CPython with every C extension built in, and the
+ * Python code as a .pyc zip appended to this file (imported by zipimport from
+ * /proc/self/exe).
+ *
+ * Run under a name starting with "python" it is the plain python CLI (the build
+ * and the tests use that).  Under any other name it runs the module
+ * _hatchway_exe (build/static/dispatch.py), which picks the program by the name
+ * it was called under, the default program patched into DEFAULT_PROGRAM below,
+ * or its first argument (the multi-call `hatchway`).
+ *
+ * The config is PyConfig_InitPythonConfig made isolated by hand: not
+ * PyConfig_InitIsolatedConfig, which turns off install_signal_handlers and so
+ * leaves SIGPIPE at its default action (a write to a closed socket would kill
+ * the process).  Nothing is read from the environment (PYTHON*), no site, no
+ * user site, no bytecode written: the process writes nothing at start. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "extmods.h" /* generated: EXTMOD(name, initfunc) lines */
+
+/* build/static/build.py overwrites the bytes after the '=' (NUL padded) in the
+ * per-program copies; the multi-call `hatchway` keeps it empty. */
+static volatile const char DEFAULT_PROGRAM[64] = "@@HATCHWAY_DEFAULT_PROGRAM@@=";
+
+/* BuiltinImporter.find_spec returns None whenever `path` is given, so dotted
+ * built-ins (msgspec._core, uvloop.loop, ...) would never be found: this finder
+ * goes first on sys.meta_path and answers for them. */
+static const char FINDER[] =
+    "def _install():\n"
+    "    import sys, _imp\n"
+    "    from importlib.machinery import BuiltinImporter, ModuleSpec\n"
+    "    is_builtin = _imp.is_builtin\n"
+    "    class DottedBuiltinFinder:\n"
+    "        @staticmethod\n"
+    "        def find_spec(name, path=None, target=None):\n"
+    "            if '.' in name and is_builtin(name):\n"
+    "                return ModuleSpec(name, BuiltinImporter, origin='built-in')\n"
+    "            return None\n"
+    "        @staticmethod\n"
+    "        def invalidate_caches():\n"
+    "            pass\n"
+    "    sys.meta_path.insert(0, DottedBuiltinFinder)\n"
+    "_install()\n"
+    "del _install\n";
+
+static void fail(PyStatus status) {
+    if (PyStatus_IsExit(status)) {
+        exit(status.exitcode);
+    }
+    Py_ExitStatusException(status);
+}
+
+static void check(PyStatus status, PyConfig *config) {
+    if (PyStatus_Exception(status)) {
+        PyConfig_Clear(config);
+        fail(status);
+    }
+}
+
+int main(int argc, char **argv) {
+#define EXTMOD(name, init) PyImport_AppendInittab(name, init);
+    EXTMODS
+#undef EXTMOD
+
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+    } else if (realpath(argv[0], self) == NULL) {
+        strncpy(self, argv[0], sizeof(self) - 1);
+        self[sizeof(self) - 1] = '\0';
+    }
+    char name_buf[PATH_MAX];
+    strncpy(name_buf, argc > 0 ? argv[0] : "hatchway", sizeof(name_buf) - 1);
+    name_buf[sizeof(name_buf) - 1] = '\0';
+    const char *name = basename(name_buf);
+    int python_mode = strncmp(name, "python", 6) == 0;
+
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    config.isolated = 1;
+    config.use_environment = 0;
+    config.site_import = 0;
+    config.user_site_directory = 0;
+    config.write_bytecode = 0;
+    config.safe_path = 1;
+    config.pathconfig_warnings = 0;
+    config.parse_argv = python_mode;
+    check(PyConfig_SetBytesArgv(&config, argc, argv), &config);
+    check(PyConfig_SetBytesString(&config, &config.program_name, python_mode ? argv[0] : self), &config);
+    check(PyConfig_SetBytesString(&config, &config.executable, self), &config);
+    check(PyConfig_SetBytesString(&config, &config.prefix, "/"), &config);
+    check(PyConfig_SetBytesString(&config, &config.exec_prefix, "/"), &config);
+    check(PyConfig_SetBytesString(&config, &config.base_prefix, "/"), &config);
+    check(PyConfig_SetBytesString(&config, &config.base_exec_prefix, "/"), &config);
+    config.module_search_paths_set = 1;
+    wchar_t *wself = Py_DecodeLocale(self, NULL);
+    if (wself == NULL) {
+        fprintf(stderr, "%s: cannot decode the executable path\n", name);
+        return 1;
+    }
+    check(PyWideStringList_Append(&config.module_search_paths, wself), &config);
+    PyMem_RawFree(wself);
+    if (!python_mode) {
+        const char *prog = strchr((const char *)DEFAULT_PROGRAM, '=') + 1;
+        char xopt[96];
+        snprintf(xopt, sizeof(xopt), "hatchway.program=%s", prog);
+        wchar_t *wxopt = Py_DecodeLocale(xopt, NULL);
+        check(PyWideStringList_Append(&config.xoptions, wxopt), &config);
+        PyMem_RawFree(wxopt);
+        check(PyConfig_SetString(&config, &config.run_module, L"_hatchway_exe"), &config);
+    }
+    PyStatus status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) {
+        fail(status);
+    }
+    if (PyRun_SimpleString(FINDER) != 0) {
+        fprintf(stderr, "%s: cannot install the built-in module finder\n", name);
+        return 1;
+    }
+    return Py_RunMain();
+}
