@@ -230,6 +230,13 @@ def test_go_flag_error_wording(argv, first, capsys):
     assert code == 2 and out.err.splitlines()[0] == first and out.err.splitlines()[1] == "Usage of agent:"
 
 
+def test_go_flag_log_format_takes_one_dash():
+    parser = goflag()
+    ParserBuilder(parser).log_format()
+    assert parser.parse_args(["-log-format", "JSON"]).log_format == "json"
+    assert parser.parse_args(["--log-format=text"]).log_format == "text"
+
+
 def test_go_flag_environment_is_read_after_parsing():
     assert goflag({"AGENT_LOG": "debug"}).parse_args([]).log_level == "debug"
     assert goflag({"AGENT_LOG": "debug"}).parse_args(["-log-level", "warn"]).log_level == "warn"

@@ -646,8 +646,9 @@ class ParserBuilder:
 
     def log_format(self, env: str = "HATCHWAY_LOG_FORMAT") -> argparse.Action:
         """``--log-format text|json`` (any case), with an environment fallback."""
-        return self.option("--log-format", env=env, default="text", type=str.lower, choices=LOG_FORMATS,
-                           metavar="{text,json}",
+        flags = ("-log-format", "--log-format") if self.parser.style == "goflag" else ("--log-format",)
+        return self.option(*flags, env=env, default="text", type=str.lower, choices=LOG_FORMATS,
+                           metavar="{text,json}", dest="log_format",
                            help="log lines as text, or as JSON objects with one field per value")
 
     # -- sub-commands --
