@@ -338,3 +338,19 @@ def test_router_random_sequences_keep_both_tables_consistent(ops):
         for side in (a, b):
             for cid, route in side.routes.items():
                 assert route.cli_id == cid and route.tunnel.routes.get(route.tunnel_id) is route
+
+
+def test_client_dial_outcomes():
+    m = ClientMux()
+    open_ = m.receive(H("0100000000011f90")).stream  # type: ignore[union-attr]
+    assert m.dialed(open_) == (mux.DialOutcome.OPEN, H("0200000000010000"))
+    closed = m.receive(H("0100000000021f90")).stream  # type: ignore[union-attr]
+    m.receive(H("0300000000020000") + b"held")
+    m.receive(H("0400000000020000"))  # CLOSE while dialing: the held DATA still goes out (D3)
+    assert m.dialed(closed) == (mux.DialOutcome.DELIVER_AND_CLOSE, None)
+    reset = m.receive(H("0100000000031f90")).stream  # type: ignore[union-attr]
+    assert m.finished(reset) == H("0400000000030000")  # e.g. a slow-consumer reset while dialing
+    assert m.dialed(reset) == (mux.DialOutcome.ABORT, None)
+    lost = m.receive(H("0100000000041f90")).stream  # type: ignore[union-attr]
+    m.lost()
+    assert m.dialed(lost) == (mux.DialOutcome.ABORT, None)

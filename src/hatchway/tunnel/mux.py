@@ -46,7 +46,7 @@ from . import protocol
 from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError, pack_header, parse_header
 
 __all__ = [
-    "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
+    "DialOutcome", "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
     "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
     "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
 ]
@@ -83,10 +83,18 @@ class StreamEnd(Protocol):
     def link_lost(self) -> None: ...
 
 
+class DialOutcome(enum.Enum):
+    """What the client does with a local socket whose dial has just succeeded."""
+
+    OPEN = "open"  # send CONNECTED and relay
+    DELIVER_AND_CLOSE = "deliver and close"  # the runner's CLOSE came while dialing: write the held DATA, then EOF (D3)
+    ABORT = "abort"  # the stream was reset or its tunnel is gone: drop the socket
+
+
 class Stream:
     """One id's entry; ``endpoint`` is the driver's object for it (a channel, a UDP flow)."""
 
-    __slots__ = ("client_id", "proto", "port", "phase", "endpoint", "data_header")
+    __slots__ = ("client_id", "proto", "port", "phase", "endpoint", "data_header", "ended_by_peer")
 
     def __init__(self, client_id: int, proto: Proto, port: int, phase: Phase) -> None:
         self.client_id = client_id
@@ -95,6 +103,7 @@ class Stream:
         self.phase = phase
         self.endpoint: StreamEnd | None = None
         self.data_header = protocol.data_header(proto, client_id)
+        self.ended_by_peer = False  # ended by the far side's CLOSE (not a reset, not the link's loss)
 
     @property
     def live(self) -> bool:
@@ -212,6 +221,7 @@ class ClientMux(StreamTable):
             if closed is None:
                 return self._unknown(client_id, "CLOSE")
             closed.phase = Phase.CLOSED
+            closed.ended_by_peer = True
             return Closed(closed)
         if mtype == _PING:
             return Reply(protocol.pong(client_id))
@@ -233,6 +243,19 @@ class ClientMux(StreamTable):
             return None
         stream.phase = Phase.OPEN
         return protocol.connected(stream.proto, stream.client_id)
+
+    def dialed(self, stream: Stream) -> tuple[DialOutcome, bytes | None]:
+        """A TCP dial succeeded: what to do with the socket, and CONNECTED when the stream opens.
+
+        A CLOSE that arrived while dialing is not a reset: the DATA sent before it is still
+        delivered, then the service sees EOF, and nothing is sent for the id (D3).
+        """
+        if stream.phase is Phase.DIALING:
+            stream.phase = Phase.OPEN
+            return DialOutcome.OPEN, protocol.connected(stream.proto, stream.client_id)
+        if stream.ended_by_peer:
+            return DialOutcome.DELIVER_AND_CLOSE, None
+        return DialOutcome.ABORT, None
 
     def failed(self, stream: Stream, text: str) -> bytes | None:
         """The dial or socket setup failed: answer ERROR (proto TCP, as upstream) and forget the id (D2)."""

@@ -5,32 +5,20 @@ directly or through the KohakuRiver host) open ``/ws/forward/...``. The
 endpoint relays 8-byte-header messages between the two, reading only the
 header: payloads are passed on as memoryviews, never copied (tunnel.md 14).
 
-Beyond upstream:
+The rules live in sans-I/O modules: routing, id remapping (D1, D2), the
+port check (D10), tunnel loss (D5) and the reset policy in
+:class:`~hatchway.tunnel.mux.Router`; who may register a container id (D4,
+issue #6 items 1-2) in :mod:`~hatchway.tunnel.registry`; the token and the
+forward refusals in :mod:`~hatchway.tunnel.access`. This module reads the
+WebSockets (through the common :class:`~hatchway.common.muxsession.MuxSession`),
+hands each message to the router and sends what it returns. Tunnel links are
+heartbeated (D16), so a dead tunnel is not reported ``CONNECTED``. With a
+token, ``/ws/tunnel`` without it gets HTTP 401 before any WebSocket exists
+(``allow_tokenless_tunnels`` admits upstream clients, with a warning). Served
+by :class:`~hatchway.common.httpapi.HttpServer`: a deadline on request heads,
+a cap on connections that have not passed their checks (issue #6 items 7-8).
 
-* ids are remapped per forward channel to runner-wide, monotonically
-  allocated tunnel ids, and rewritten both ways (D1, D2);
-* the tunnel is resolved by container id at CONNECT time, so forward channels
-  survive a tunnel reconnect (D5); routes through a tunnel that ends get
-  ERROR ``Container tunnel disconnected`` (D5);
-* tunnel links are unregistered by identity (D4) and heartbeated (D16;
-  forward channels too), so a dead tunnel is not reported ``CONNECTED``;
-* a CONNECT whose port differs from the URL port gets ERROR (D10);
-* an optional token guards both routes (``Authorization: Bearer TOKEN`` or
-  ``?token=TOKEN``): on ``/ws/forward`` a missing or wrong token gets the text
-  ``Error: unauthorized`` and close code 1008; on ``/ws/tunnel`` it gets HTTP
-  401 before any WebSocket exists. Unmodified upstream tunnel clients send no
-  token: ``allow_tokenless_tunnels`` admits them anyway, with a warning. A
-  live registration is never replaced by another peer's (see ``registry``);
-* served by :class:`~hatchway.common.httpapi.HttpServer`: a deadline on request
-  heads and a cap on connections that have not authenticated (issue #6 items
-  7 and 8); every WebSocket that passed its checks is marked authenticated.
-
-The routing rules are the sans-I/O :class:`~hatchway.tunnel.mux.Router`'s;
-this module reads WebSockets (through the common
-:class:`~hatchway.common.muxsession.MuxSession`), hands messages to the
-router and sends what it returns.
-
-Backpressure. Each forward WebSocket has its own MessageWriter, so writes to
+Backpressure. Each forward WebSocket has its own sink, so writes to
 one user never queue behind another's. ``buffer_limit`` bounds the bytes
 buffered toward one forward WebSocket; when it is reached the slow-consumer
 policy applies:

@@ -29,7 +29,7 @@ from hatchway.common.relay import Pump, Relay
 from hatchway.common.sink import MessageSink, SinkClosed
 
 from .channel import TunnelChannel
-from .mux import ClientMux, Stream
+from .mux import ClientMux, DialOutcome, Stream
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,10 @@ class TcpStream(TunnelChannel):
         self.limit = buffer_limit
         self.relay: Relay | None = None
         self.local: asyncio.Transport | None = None
-        self._close_after_dial = False
 
     def remote_closed(self, error: str | None = None) -> None:
-        if self.protocol is None and not self.is_closing() and error is None:
-            # a runner CLOSE while dialing: as for an open stream (D3), the held bytes still go
-            # out once the dial succeeds, then the service sees EOF; the mux sends nothing more
-            self._close_after_dial = True
-            return
+        if self.protocol is None and error is None and not self.is_closing():
+            return  # a runner CLOSE while dialing: the mux recorded it; the dial's outcome decides (D3)
         super().remote_closed(error)
 
     # -- dial
@@ -85,10 +81,18 @@ class TcpStream(TunnelChannel):
         except (OSError, TimeoutError) as exc:
             self._dial_failed(exc)
             return
-        if self.is_closing():  # a reset or the tunnel's end while dialing
-            transport.abort()
+        outcome, message = self.mux.dialed(self.stream)
+        if outcome is DialOutcome.ABORT or self.is_closing() or message is not None and not self._send(message):
+            transport.abort()  # reset while dialing, or the tunnel is gone
+            self.fail(None)
             return
-        self._start(relay, transport)
+        self.relay = relay
+        self.local = transport
+        self.set_protocol(relay.front())
+        relay.join()
+        self.start()  # hands over the held early bytes; the early-data pause ends here
+        if outcome is DialOutcome.DELIVER_AND_CLOSE:
+            super().remote_closed(None)
 
     def _dial_failed(self, exc: OSError | TimeoutError) -> None:
         if isinstance(exc, TimeoutError) and exc.errno is None:
@@ -99,20 +103,6 @@ class TcpStream(TunnelChannel):
             log.info("connection %d: cannot connect to 127.0.0.1:%d: %s", self.client_id, self.port, text)
             self._send(message)
         self.fail(None)
-
-    def _start(self, relay: Relay, transport: asyncio.Transport) -> None:
-        self.relay = relay
-        self.local = transport
-        message = self.mux.connected(self.stream)
-        if message is None and not self._close_after_dial or message is not None and not self._send(message):
-            transport.abort()
-            self.fail(None)
-            return
-        self.set_protocol(relay.front())
-        relay.join()
-        self.start()  # hands over the held early bytes; the early-data pause ends here
-        if self._close_after_dial:
-            super().remote_closed(None)
 
     def _send(self, message: bytes) -> bool:
         if self.writer is None:
