@@ -728,7 +728,3 @@ def _with_choices(convert: Callable[[str], Any] | None, choices: Iterable[Any]) 
 
     return checked
 
-
-def exit_usage(parser: CommandParser, message: str) -> NoReturn:
-    """A usage error found after parsing, reported in the parser's style."""
-    parser.error(message)
