@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from hatchway.common import socks5
+from hatchway.common import dialer, socks5
 from hatchway.common.dialer import (
     DirectDialer,
     DirectUdpAssociation,
@@ -251,3 +251,81 @@ async def test_udp_association_send_after_close_is_dropped_quietly() -> None:
     association.send("late.example", 9, b"too late")  # no task, no error, even before the socket is released
     association.send("127.0.0.1", 9, b"too late")
     assert association.pending == 0
+
+
+# ------------------------------------------------------------------ Happy Eyeballs (dialer.race), without sockets
+
+
+class FakeTransport:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Attempts:
+    """A connect function whose attempts the test answers one by one."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, asyncio.Future[FakeTransport]] = {}
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def connect(self, family: int, address: str):  # type: ignore[no-untyped-def]
+        future = asyncio.get_running_loop().create_future()
+        self.futures[address] = future
+        self.started.append(address)
+        try:
+            return await future, None
+        except asyncio.CancelledError:
+            self.cancelled.append(address)
+            raise
+
+    async def wait_started(self, count: int) -> None:
+        await wait_until(lambda: len(self.started) >= count, what=f"{count} attempts started")
+
+
+def test_interleave_alternates_families_starting_with_the_first():
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    addresses = [(v6, "::1"), (v6, "::2"), (v4, "1.1.1.1"), (v6, "::3")]
+    assert dialer.interleave(addresses) == [(v6, "::1"), (v4, "1.1.1.1"), (v6, "::2"), (v6, "::3")]
+    assert dialer.interleave([]) == []
+
+
+async def test_race_starts_the_next_attempt_after_the_delay_and_the_first_answer_wins():
+    attempts = Attempts()
+    candidates = [(socket.AF_INET6, "::1"), (socket.AF_INET, "10.0.0.1"), (socket.AF_INET, "10.0.0.2")]
+    racing = asyncio.ensure_future(dialer.race(candidates, attempts.connect, delay=0.01))
+    await attempts.wait_started(2)  # the first did not answer within the delay: the second started
+    attempts.futures["10.0.0.1"].set_result(FakeTransport("10.0.0.1"))
+    (transport, _), failures = await racing
+    assert transport.address == "10.0.0.1" and failures == []
+    assert "::1" in attempts.cancelled  # the slower attempt was cancelled
+
+
+async def test_race_moves_on_at_once_after_a_failure_and_reports_the_first_addresses_error():
+    attempts = Attempts()
+    candidates = [(socket.AF_INET, "10.0.0.1"), (socket.AF_INET, "10.0.0.2")]
+    racing = asyncio.ensure_future(dialer.race(candidates, attempts.connect, delay=3600))
+    await attempts.wait_started(1)
+    attempts.futures["10.0.0.1"].set_exception(ConnectionRefusedError(111, "refused"))
+    await attempts.wait_started(2)  # no waiting for the (hour-long) delay
+    attempts.futures["10.0.0.2"].set_exception(OSError(113, "unreachable"))
+    winner, failures = await racing
+    assert winner is None
+    assert [(i, e.errno) for i, e in failures] == [(0, 111), (1, 113)]
+
+
+async def test_race_closes_a_connection_that_lost():
+    attempts = Attempts()
+    candidates = [(socket.AF_INET, "10.0.0.1"), (socket.AF_INET, "10.0.0.2")]
+    racing = asyncio.ensure_future(dialer.race(candidates, attempts.connect, delay=0.01))
+    await attempts.wait_started(2)
+    first, second = FakeTransport("10.0.0.1"), FakeTransport("10.0.0.2")
+    attempts.futures["10.0.0.1"].set_result(first)
+    attempts.futures["10.0.0.2"].set_result(second)  # both answer in the same loop turn
+    (transport, _), _ = await racing
+    loser = second if transport is first else first
+    assert not transport.closed and loser.closed

@@ -14,7 +14,9 @@ Upstream URLs (linksocks.md section 14): ``socks5://user:pass@host:port``
 associations are direct, as upstream LinkSocks does.
 
 Name resolution goes through a :class:`~.dialing.Resolver` (``getaddrinfo`` by
-default); addresses are tried in order and the first failure names the error, as
+default). The addresses race as RFC 8305 says (families interleaved, the next
+attempt 250 ms after the previous one or at once when it failed; the first
+connection wins); when all fail, the first address's error names the failure, as
 Go does.
 """
 
@@ -24,7 +26,7 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -49,6 +51,7 @@ from .tasks import TaskSet
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 10.0
+HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305 "Connection Attempt Delay"
 DEFAULT_PORTS = {"socks5": 1080, "http": 8080}
 SYSTEM_RESOLVER = SystemResolver()
 
@@ -105,24 +108,98 @@ def is_ip_literal(host: str) -> bool:
 # --------------------------------------------------------------- direct TCP
 
 
+Attempt = tuple[asyncio.Transport, HandoffProtocol]
+
+
+def interleave(addresses: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """RFC 8305 order: alternate address families, starting with the first one's."""
+    if not addresses:
+        return []
+    first = addresses[0][0]
+    primary = [a for a in addresses if a[0] == first]
+    other = [a for a in addresses if a[0] != first]
+    out: list[tuple[int, str]] = []
+    for i in range(max(len(primary), len(other))):
+        out += primary[i : i + 1] + other[i : i + 1]
+    return out
+
+
+async def race(
+    candidates: Sequence[tuple[int, str]],
+    connect: Callable[[int, str], Coroutine[Any, Any, Attempt]],
+    delay: float = HAPPY_EYEBALLS_DELAY,
+) -> tuple[Attempt | None, list[tuple[int, OSError]]]:
+    """Happy Eyeballs: start the next attempt when the previous one failed or ``delay`` passed.
+
+    Returns the first connection made (the other attempts are cancelled or
+    closed) and the failures as ``(candidate index, error)``.
+    """
+    loop = asyncio.get_running_loop()
+    pending: dict[asyncio.Task[Attempt], int] = {}
+    failures: list[tuple[int, OSError]] = []
+    winner: Attempt | None = None
+    started = 0
+    start_next = True  # at first, after a failure, and when ``delay`` passed without an answer
+    try:
+        while winner is None and (started < len(candidates) or pending):
+            if start_next and started < len(candidates):
+                family, address = candidates[started]
+                pending[loop.create_task(connect(family, address), name=f"dial {address}")] = started
+                started += 1
+            timeout = delay if started < len(candidates) else None
+            done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            start_next = not done  # the delay passed without an answer
+            for task in done:
+                index = pending.pop(task)
+                error = task.exception()
+                if error is None:
+                    if winner is None:
+                        winner = task.result()
+                    else:
+                        task.result()[0].close()
+                elif isinstance(error, OSError):
+                    failures.append((index, error))
+                    start_next = True
+                else:
+                    if winner is not None:
+                        winner[0].close()
+                    raise error
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)  # an outer cancellation still propagates from here
+        for task in pending:
+            if not task.cancelled() and task.exception() is None:
+                task.result()[0].close()  # connected just as it was cancelled
+    return winner, sorted(failures, key=lambda f: f[0])
+
+
 async def _connect_direct(
     host: str, port: int, protocol_factory: Callable[[], P], resolver: Resolver
 ) -> tuple[asyncio.Transport, P]:
-    """Try each resolved address in turn; the first failure names the error (as Go does)."""
+    """Race the resolved addresses (Happy Eyeballs); if all fail, the first address's error names it (as Go does)."""
     loop = asyncio.get_running_loop()
-    first: tuple[OSError, str] | None = None
-    for family, address in await resolver.resolve(host, port):
-        try:
-            transport, protocol = await loop.create_connection(protocol_factory, address, port, family=family)
-        except OSError as exc:
-            if first is None:
-                first = (exc, address)
-            continue
-        return transport, protocol
-    if first is None:
+    candidates = interleave(await resolver.resolve(host, port))
+    if not candidates:
         raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"dial tcp: lookup {host}: no such host")
-    error, address = first
-    raise ProxyError(reply_for(error), go_dial_error(error, "tcp", httpproxy.join_host_port(address, port)))
+
+    async def connect(family: int, address: str) -> Attempt:
+        return await loop.create_connection(HandoffProtocol, address, port, family=family)
+
+    winner, failures = await race(candidates, connect)
+    if winner is None:
+        index, error = failures[0]
+        address = candidates[index][1]
+        raise ProxyError(reply_for(error), go_dial_error(error, "tcp", httpproxy.join_host_port(address, port)))
+    transport, handoff = winner
+    protocol = protocol_factory()
+    handoff.connected().attach(_as_protocol(protocol))
+    return transport, protocol
+
+
+def _as_protocol(protocol: asyncio.BaseProtocol) -> asyncio.Protocol:
+    return cast(asyncio.Protocol, protocol)  # attach only calls the BaseProtocol methods plus data_received/eof_received
 
 
 # --------------------------------------------------------------- proxy handshakes
@@ -363,7 +440,7 @@ async def open_udp_association(resolver: Resolver = SYSTEM_RESOLVER) -> DirectUd
 
 
 class DirectDialer:
-    """Dials targets with plain TCP (10 s timeout); UDP associations are direct."""
+    """Dials targets with plain TCP (Happy Eyeballs, 10 s timeout); UDP associations are direct."""
 
     def __init__(self, timeout: float = DIAL_TIMEOUT, *, resolver: Resolver = SYSTEM_RESOLVER) -> None:
         self.timeout = timeout
