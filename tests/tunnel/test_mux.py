@@ -354,3 +354,19 @@ def test_client_dial_outcomes():
     lost = m.receive(H("0100000000041f90")).stream  # type: ignore[union-attr]
     m.lost()
     assert m.dialed(lost) == (mux.DialOutcome.ABORT, None)
+
+
+@pytest.mark.parametrize(
+    "first, shown",
+    [
+        ("Error: Container tunnel not connected (container=x)", "Error: Container tunnel not connected (container=x)"),
+        ("Error: bad\x1b[2J\nline", "Error: bad\\x1b[2J\\nline"),
+        ("HELLO", "Error: unexpected reply 'HELLO'"),
+        (b"\x01", "Error: expected CONNECTED, got a binary message"),
+    ],
+)
+def test_forward_handshake(first, shown):
+    ForwardMux.handshake("CONNECTED")
+    with pytest.raises(mux.ForwardError) as refused:
+        ForwardMux.handshake(first)
+    assert str(refused.value) == shown

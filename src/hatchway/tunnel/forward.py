@@ -49,7 +49,7 @@ from hatchway.common.sink import Buffer, SinkClosed
 from hatchway.common.wsconn import WebSocketSink, client_session, dial
 
 from .channel import TunnelChannel
-from .mux import Closed, Connected, ForwardMux, ProtocolError, Received, Stream
+from .mux import Closed, Connected, ForwardError, ForwardMux, ProtocolError, Received, Stream
 from .protocol import Proto
 from .urls import forward_url, host_for_url
 
@@ -63,10 +63,6 @@ DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # upstream buffers up to 256 x 64 KiB per connection
 DEFAULT_UDP_IDLE_TIMEOUT = 300.0
 DEFAULT_STALL_TIMEOUT = 10.0  # block policy: a local reader that drains nothing this long is reset
-
-
-class ForwardError(Exception):
-    """The forward channel could not be set up; ``str()`` is the text to show the user."""
 
 
 class _Acceptor(asyncio.Protocol):
@@ -159,11 +155,7 @@ class Forwarder(Service):
             if exc.ended.kind is EndKind.HANDSHAKE_TIMEOUT:
                 raise ForwardError("Error: Timeout waiting for CONNECTED") from None
             raise ForwardError(f"Error: connection closed before CONNECTED (code {self._ws.close_code})") from None
-        if isinstance(first, str):
-            if first == "CONNECTED":
-                return
-            raise ForwardError(escape(first) if first.startswith("Error") else f"Error: unexpected reply {first!r}")
-        raise ForwardError("Error: expected CONNECTED, got a binary message")
+        ForwardMux.handshake(first)
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()

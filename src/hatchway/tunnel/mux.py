@@ -42,11 +42,13 @@ from typing import Protocol
 
 import msgspec
 
+from hatchway.common.logsafe import escape
+
 from . import protocol
 from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError, pack_header, parse_header
 
 __all__ = [
-    "DialOutcome", "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "Router", "TunnelSide", "ForwardSide", "Route",
+    "DialOutcome", "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "ForwardError", "Router", "TunnelSide", "ForwardSide", "Route",
     "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
     "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
 ]
@@ -266,8 +268,24 @@ class ClientMux(StreamTable):
 
 
 # ---------------------------------------------------------------- forward CLI
+class ForwardError(Exception):
+    """The forward channel could not be set up; ``str()`` is the text to show the user."""
+
+
 class ForwardMux(StreamTable):
     """The forward CLI's side of one forward channel."""
+
+    @staticmethod
+    def handshake(first: bytes | str) -> None:
+        """The channel's first message must be the text ``CONNECTED``; ``Error: ...`` is the refusal
+        to show (escaped: it comes from the wire); anything else is a protocol error."""
+        if isinstance(first, str):
+            if first == "CONNECTED":
+                return
+            if first.startswith("Error"):
+                raise ForwardError(escape(first))
+            raise ForwardError(f"Error: unexpected reply {first!r}")
+        raise ForwardError("Error: expected CONNECTED, got a binary message")
 
     def __init__(self, remote_port: int) -> None:
         super().__init__()
