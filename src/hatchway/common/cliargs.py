@@ -43,7 +43,9 @@ import textwrap
 TYPE_CHECKING = False  # typing is not imported at run time: --help and --version start faster without it
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any, Literal, NoReturn, TypeAlias
+    from typing import Any, Literal, NoReturn, TypeAlias, TypeVar, overload
+
+    _N = TypeVar("_N")
 
     Style: TypeAlias = Literal["cobra", "goflag", "clap"]
 
@@ -256,8 +258,18 @@ class CommandParser(argparse.ArgumentParser):
 
     # -- parsing --
 
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                         namespace: Any = None) -> tuple[Any, list[str]]:
+    if TYPE_CHECKING:  # argparse's own overloads (typing is not imported at run time)
+        @overload
+        def parse_known_args(self, args: Iterable[str] | None = None,
+                             namespace: None = None) -> tuple[argparse.Namespace, list[str]]: ...
+
+        @overload
+        def parse_known_args(self, args: Iterable[str] | None, namespace: _N) -> tuple[_N, list[str]]: ...
+
+        @overload
+        def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
         argv = list(sys.argv[1:] if args is None else args)
         if self.style == "cobra" and not argv and self._commands:
             self.print_help()
