@@ -73,7 +73,7 @@ class ReverseDialer:
 
             async def attempt() -> bool:
                 self.attempts += 1
-                log.info("reverse connect", extra={"url": redact_url(self.url), "attempt": self.attempts})
+                log.info("reverse connect %s (attempt %d)", redact_url(self.url), self.attempts)
                 try:
                     ws = await session.ws_connect(self.url, headers=headers, heartbeat=self.heartbeat or None,
                                                   max_msg_size=MAX_MESSAGE, autoping=True, compress=0)
@@ -81,7 +81,7 @@ class ReverseDialer:
                     log.warning("reverse connect failed: %s", _reason(exc, self.token))
                     return False
                 self.connected += 1
-                log.info("reverse connected", extra={"url": redact_url(self.url)})
+                log.info("reverse connected to %s", redact_url(self.url))
                 connection = Connection(ws, self.runtime, name="agent reverse connection")
                 self.current = connection
                 try:
