@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 
@@ -91,4 +90,3 @@ async def test_listen_failure_is_fatal() -> None:
         first.signal(signal.SIGINT)
         assert await first.wait() == 0
     assert b"listen tcp" in second.stderr
-    await asyncio.sleep(0)
