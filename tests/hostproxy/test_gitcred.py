@@ -22,7 +22,7 @@ GET = {"action": "get", "protocol": "https", "host": "github.com"}
     (b'{"action":"steal","protocol":"https","host":"h"}', "action must be 'get', 'store', or 'erase'"),
     (b'{"action":"get","host":"h"}', "protocol is required"),
     (b'{"action":"get","protocol":"https"}', "host is required"),
-    *[(('{"action":"get","protocol":"https","host":"h","%s":"a%sb"}' % (field, ch)).encode(),
+    *[((f'{{"action":"get","protocol":"https","host":"h","{field}":"a{ch}b"}}').encode(),
        "credential fields must not contain newlines or null bytes")
       for field in ("protocol", "host", "path", "username", "password") for ch in ("\\n", "\\r", "\\u0000")
       if not (field in ("protocol", "host") and ch == "\\u0000")],
