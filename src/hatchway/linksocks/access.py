@@ -25,7 +25,8 @@ the addresses it checked, so a second DNS answer cannot bypass the rules.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 

@@ -29,14 +29,15 @@ newline, empty fields omitted.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
 from hatchway.common.httpapi import ApiError, TokenAuth, json_errors, json_response, read_json
 
-from .access import AccessError, AccessRules, rule_from_builtins
+from .access import AccessError, AccessRule, AccessRules, rule_from_builtins
 from .tokens import Role, TokenError, TokenRegistry
 
 API_PREFIX = "/api"
@@ -126,7 +127,7 @@ def _invalid_key(request: web.Request) -> web.StreamResponse:
     return json_response(TokenResponse(False, error=INVALID_API_KEY), 401)
 
 
-def _rules(items: Iterable[Any]) -> list:
+def _rules(items: Iterable[Any]) -> list[AccessRule]:
     """Rule objects of a request; a malformed rule (bad port, wrong JSON type) is a bad body."""
     try:
         return [rule_from_builtins(item) for item in items]
@@ -178,7 +179,8 @@ class ManagementApi:
 
     def app(self) -> web.Application:
         # the key is checked before anything else (401 even for a wrong method), then bodies (400), as in Go
-        app = web.Application(middlewares=[self.auth.middleware, json_errors(_error)])
+        middlewares: list[Any] = [self.auth.middleware, json_errors(_error)]
+        app = web.Application(middlewares=middlewares)
         token = self._endpoint({"POST": self.post_token, "DELETE": self.delete_token})
         app.router.add_route("*", "/token", token)
         app.router.add_route("*", "/token/{token:.*}", token)
@@ -239,8 +241,8 @@ class ManagementApi:
             connectors = [c.token for c in self.registry.connector_tokens(entry.token)]
             count = self.clients_count(entry.token)
             tokens.append(ReverseStatus(entry.token, Role.REVERSE.value, count, entry.port, connectors))
-        for entry in self.registry.forward_tokens():
-            tokens.append(ForwardStatus(entry.token, Role.FORWARD.value, self.clients_count(entry.token)))
+        for forward in self.registry.forward_tokens():
+            tokens.append(ForwardStatus(forward.token, Role.FORWARD.value, self.clients_count(forward.token)))
         return StatusResponse(self.version, tokens, DirectStatus(False))
 
     # ------------------------------------------------------------------ /api/config/access
@@ -262,12 +264,17 @@ class ManagementApi:
         return json_response(SuccessResponse())
 
 
+class RulesHolder(Protocol):
+    entry_rules: AccessRules
+    dial_rules: AccessRules
+
+
 class ServerAccess:
     """:class:`AccessConfig` view of a server object keeping its rules in ``entry_rules`` / ``dial_rules``."""
 
     __slots__ = ("server",)
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: RulesHolder) -> None:
         self.server = server
 
     @property

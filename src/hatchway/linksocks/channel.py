@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from hatchway.common.channel import Channel
-from hatchway.common.wsconn import ConnectionGone, MessageWriter
+from hatchway.common.sink import MessageSink
+from hatchway.common.wsconn import ConnectionGone
 
 from . import protocol
 from .mux import ChannelEvent, ChannelState, Ledger, StreamGap, transition
@@ -45,23 +46,53 @@ EOF_TEXT = "EOF"
 CHANNEL_EXPIRED = "channel expired"
 
 
+class Endpoint(Protocol):
+    """One entry of the channel table: a TCP channel, a UDP association or a connector binding.
+
+    The dispatcher hands it the channel messages of its id, from whichever link
+    of the peer they arrived on; the link's loss is told through ``suspend``
+    (when ``resumable`` and the grace period is on) or ``link_lost``.
+    """
+
+    @property
+    def resumable(self) -> bool: ...
+    def on_data(self, link: Any, message: protocol.Data) -> None: ...
+    def on_disconnect(self, link: Any, message: Disconnect) -> None: ...
+    def on_connect_response(self, link: Any, message: ConnectResponse) -> None: ...
+    def link_lost(self) -> None: ...
+    def suspend(self) -> None: ...
+
+
+class ResumableEndpoint(Endpoint, Protocol):
+    """An endpoint that outlives its link for the grace period (TCP channels and connector bindings)."""
+
+    suspended_at: float
+
+    @property
+    def suspended(self) -> bool: ...
+    def is_closing(self) -> bool: ...
+    def expire(self) -> None: ...
+    def rebind(self, link: Any, probe: float = 0.0) -> None: ...
+    def connect_message(self, resume: bool = False) -> Connect: ...
+
+
 class ChannelTable:
     """Channel id -> endpoint, plus a short memory of recently closed ids."""
 
     RECENT_MAX = 4096
 
     def __init__(self) -> None:
-        self.endpoints: dict[bytes, Any] = {}
+        self.endpoints: dict[bytes, Endpoint] = {}
         self._recent: OrderedDict[bytes, None] = OrderedDict()
 
-    def get(self, channel_id: bytes) -> Any:
+    def get(self, channel_id: bytes) -> Endpoint | None:
         return self.endpoints.get(channel_id)
 
-    def add(self, channel_id: bytes, endpoint: Any) -> None:
+    def add(self, channel_id: bytes, endpoint: Endpoint) -> None:
         self.endpoints[channel_id] = endpoint
         self._recent.pop(channel_id, None)
 
-    def remove(self, channel_id: bytes, endpoint: Any) -> None:
+    def remove(self, channel_id: bytes, endpoint: Endpoint) -> None:
         if self.endpoints.get(channel_id) is endpoint:
             del self.endpoints[channel_id]
             recent = self._recent
@@ -136,11 +167,11 @@ class TcpChannel(Channel):
         return Connect(protocol.TCP, self.id, self.address, self.port, resume, received)
 
     # -- wire encoding
-    def _send_data(self, writer: MessageWriter, data: bytes | bytearray | memoryview) -> None:
+    def _send_data(self, writer: MessageSink, data: bytes | bytearray | memoryview) -> None:
         if data:
             self.link.send_data(self.id, data)
 
-    def _send_close(self, writer: MessageWriter, reason: str | None) -> None:
+    def _send_close(self, writer: MessageSink, reason: str | None) -> None:
         self.link.send(Disconnect(self.id, reason or EOF_TEXT))
 
     def _forget(self) -> None:

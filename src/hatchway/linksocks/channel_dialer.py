@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from hatchway.common import socks5
 from hatchway.common.dialing import Connected, ProxyError
 
 from . import protocol
 from .channel import ChannelTable, TcpChannel
-from .target_dialer import ACCESS_DENIED
 from .protocol import ConnectResponse
+from .target_dialer import ACCESS_DENIED
 from .udp import UdpRequest
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class ChannelDialer:
         try:
             async with asyncio.timeout(self.connect_wait):
                 response: ConnectResponse = await channel.connect_waiter
-        except asyncio.TimeoutError:
+        except TimeoutError:
             channel.abort()
             raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"connect to {host}:{port} timed out") from None
         except asyncio.CancelledError:
@@ -119,7 +120,7 @@ class ChannelDialer:
         try:
             async with asyncio.timeout(self.connect_wait):
                 response = await association.connect_waiter
-        except asyncio.TimeoutError:
+        except TimeoutError:
             association.close()
             raise ProxyError(socks5.Rep.HOST_UNREACHABLE, "UDP associate timed out") from None
         except asyncio.CancelledError:

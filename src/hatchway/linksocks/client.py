@@ -27,29 +27,30 @@ import logging
 import os
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from hatchway.common import wsconn
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.neterr import go_dial_error
-from hatchway.common.tasks import TaskSet
-from hatchway.common import wsconn
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.reconnect import Backoff, reconnect_loop
+from hatchway.common.tasks import TaskSet
 
 from . import protocol
 from .channel import RESUME_PROBE, ChannelTable
+from .channel_dialer import ChannelDialer
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
 from .options import LinkSocksClientOptions, unknown_options
 from .orphans import OrphanBuffer
-from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
-from .channel_dialer import ChannelDialer
 from .routing import route
+from .target_dialer import TargetDialer
 from .urls import MAX_REDIRECTS, addresses_text, normalize_url, redirect_target, same_host, uses_query_auth, with_query
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,12 @@ def dial_error_text(exc: BaseException, url: str) -> str:
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         return f"bad handshake: HTTP {exc.status}"
     return str(exc) or type(exc).__name__
+
+
+def _bypass_environment(host: str, proxies: dict[str, str]) -> bool:
+    """no_proxy / NO_PROXY (urllib's rule; its stub does not declare the function)."""
+    bypass: Callable[[str, dict[str, str]], bool] = urllib.request.__dict__["proxy_bypass_environment"]
+    return bypass(host, proxies)
 
 
 def thread_count(requested: int) -> int:
@@ -137,7 +144,7 @@ class Client(Service):
         return AccessRules([parse_rule_flag(text) for text in self.options.access_rules])
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self) -> "Client":
+    async def start(self) -> Client:
         options = self.options
         self._session = wsconn.client_session()
         if not options.reverse and not options.socks_wait_server:
@@ -165,7 +172,7 @@ class Client(Service):
         if not self._ready.is_set():
             if self._done.is_set():
                 raise ConnectionError(self.last_failure or "client stopped before it connected")
-            raise asyncio.TimeoutError("client did not connect in time")
+            raise TimeoutError("client did not connect in time")
 
     async def wait_closed(self) -> None:
         """Until the client stops (no reconnect, fatal auth error, or close())."""
@@ -227,7 +234,7 @@ class Client(Service):
     async def _connect_once(self, index: int) -> bool:
         try:
             ws = await self._dial()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.last_failure = dial_error_text(exc, self.url)
             log.warning("connection to %s failed: %s", self.url, self.last_failure)
             return False
@@ -241,7 +248,7 @@ class Client(Service):
                 log.error("%s; retrying", exc)
                 return False
             raise
-        except (ConnectionError, asyncio.TimeoutError, protocol.ProtocolError) as exc:
+        except (TimeoutError, ConnectionError, protocol.ProtocolError) as exc:
             log.warning("authentication with %s failed: %s", self.url, exc or type(exc).__name__)
             await link.aclose()
             return False
@@ -294,7 +301,7 @@ class Client(Service):
         if not proxy:
             return None
         host = urlsplit(url).hostname or ""
-        if urllib.request.proxy_bypass_environment(host, proxies):
+        if _bypass_environment(host, proxies):
             return None
         return proxy
 
@@ -378,7 +385,7 @@ class Client(Service):
             try:
                 async with asyncio.timeout(remaining):
                     await self._link_up.wait()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     async def _ensure_front(self) -> None:
@@ -459,5 +466,5 @@ class Client(Service):
             try:
                 added = await self.add_connector(token)
                 log.info("connector token added: %s", added)
-            except (RuntimeError, ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RuntimeError, ConnectionError) as exc:
                 log.warning("could not add connector token %s: %s", token, exc)

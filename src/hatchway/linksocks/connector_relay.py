@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hatchway.common.tasks import TaskSet
 
 from . import protocol
-from .channel import ChannelTable
-from .target_dialer import ACCESS_DENIED, CHANNEL_EXPIRED, allowed_by
+from .channel import CHANNEL_EXPIRED, ChannelTable
 from .protocol import Connect, ConnectResponse, Data, Disconnect
+from .target_dialer import ACCESS_DENIED, allowed_by
 from .tokens import Role
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class _Hold:
 
     __slots__ = ("binding", "toward_provider", "gate")
 
-    def __init__(self, binding: "ConnectorBinding", toward_provider: bool) -> None:
+    def __init__(self, binding: ConnectorBinding, toward_provider: bool) -> None:
         self.binding = binding
         self.toward_provider = toward_provider
         self.gate: Any = None

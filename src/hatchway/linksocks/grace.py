@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any, cast
+
+from .channel import ResumableEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +24,20 @@ log = logging.getLogger(__name__)
 class GraceKeeper:
     def __init__(self, grace: float) -> None:
         self.grace = grace
-        self._held: dict[Hashable, set[Any]] = {}
+        self._held: dict[Hashable, set[ResumableEndpoint]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
 
     def link_lost(self, key: Hashable, link: Any) -> None:
         """``link`` is gone: suspend what it carried (or close it without grace)."""
         endpoints = list(link.channels)
         link.channels.clear()
-        kept: set[Any] = set()
+        kept: set[ResumableEndpoint] = set()
         for endpoint in endpoints:
-            if self.grace > 0 and getattr(endpoint, "resumable", False):
-                endpoint.suspend()
-                if endpoint.suspended:
-                    kept.add(endpoint)
+            if self.grace > 0 and endpoint.resumable:
+                resumable = cast(ResumableEndpoint, endpoint)
+                resumable.suspend()
+                if resumable.suspended:
+                    kept.add(resumable)
                     continue
             endpoint.link_lost()
         if not kept:
@@ -43,7 +47,7 @@ class GraceKeeper:
         timer = loop.call_later(self.grace, self._expire, key, kept)
         self._timers.add(timer)
 
-    def _expire(self, key: Hashable, endpoints: set[Any]) -> None:
+    def _expire(self, key: Hashable, endpoints: set[ResumableEndpoint]) -> None:
         self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         held = self._held.get(key)
         now = asyncio.get_running_loop().time()
@@ -59,7 +63,7 @@ class GraceKeeper:
         if expired:
             log.info("%d channel(s) not resumed within %g s, closed", expired, self.grace)
 
-    def take(self, key: Hashable) -> list[Any]:
+    def take(self, key: Hashable) -> list[ResumableEndpoint]:
         """Suspended endpoints of ``key`` that are still alive (they stay tracked until rebound)."""
         held = self._held.get(key)
         if not held:

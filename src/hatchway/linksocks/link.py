@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -28,8 +29,11 @@ from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import ConnectionGone, MessageWriter, close_politely
 
 from . import protocol
-from .protocol import ProtocolError
 from .options import LinkOptions
+from .protocol import ProtocolError
+
+if TYPE_CHECKING:
+    from .channel import Endpoint
 from .tokens import Role
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,7 @@ def describe(message: Any) -> str:
 
 
 def _traced(dispatch: Dispatch) -> Dispatch:
-    def traced(link: "Link", message: Any) -> None:
+    def traced(link: Link, message: Any) -> None:
         log.log(TRACE, "%s: recv %s", link.name, describe(message))
         dispatch(link, message)
 
@@ -100,7 +104,7 @@ class Link:
         self.ping_interval = ping_interval
         self.read_timeout = read_timeout
         self.name = name
-        self.channels: set[Any] = set()  # endpoints whose messages this link carries
+        self.channels: set[Endpoint] = set()  # endpoints whose messages this link carries
         self.closed = False
         self.close_reason = ""
         self.peer_version: int | None = None
@@ -111,7 +115,7 @@ class Link:
         self._tasks = TaskSet(f"link {name}", logger=log)
 
     @classmethod
-    def with_options(cls, ws: Any, options: LinkOptions, name: str) -> "Link":
+    def with_options(cls, ws: Any, options: LinkOptions, name: str) -> Link:
         """A link configured from the server's or the client's options (their shared :class:`LinkOptions`)."""
         return cls(
             ws,
@@ -212,7 +216,7 @@ class Link:
                 return
             try:
                 msg = await ws.receive(timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.close_reason = f"nothing received for {self.read_timeout:g} s"
                 log.warning("%s: %s, closing", self.name, self.close_reason)
                 return

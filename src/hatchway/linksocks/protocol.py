@@ -33,7 +33,7 @@ import hashlib
 import struct
 import uuid
 import zlib
-from typing import Callable, Union
+from collections.abc import Callable
 
 import msgspec
 
@@ -166,9 +166,10 @@ class Opaque(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
-Message = Union[
-    Auth, AuthResponse, Connect, Data, ConnectResponse, Disconnect, Connector, ConnectorResponse, Log, Partners, Opaque
-]
+Message = (
+    Auth | AuthResponse | Connect | Data | ConnectResponse | Disconnect | Connector | ConnectorResponse | Log | Partners
+    | Opaque
+)
 
 # --------------------------------------------------------------------------- ids and small helpers
 
@@ -532,10 +533,10 @@ def _json_body(view: memoryview, n: int, what: str) -> memoryview:
     return view[6:end]
 
 
-def _parse_json(cls: type, what: str) -> Callable[[memoryview, int], msgspec.Struct]:
-    decoder = msgspec.json.Decoder(cls)
+def _parse_json(cls: type[Log] | type[Partners], what: str) -> Callable[[memoryview, int], Message]:
+    decoder: msgspec.json.Decoder[Log | Partners] = msgspec.json.Decoder(cls)
 
-    def parse_json(view: memoryview, n: int) -> msgspec.Struct:
+    def parse_json(view: memoryview, n: int) -> Message:
         body = _json_body(view, n, what)
         try:
             try:

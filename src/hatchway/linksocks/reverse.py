@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.tasks import TaskSet
 
 from .channel_dialer import ChannelDialer
+
+if TYPE_CHECKING:
+    from .link import Link
 from .urls import addresses_text
 
 log = logging.getLogger(__name__)
@@ -32,25 +35,25 @@ class ProviderPool:
 
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self.links: list[Any] = []
+        self.links: list[Link] = []
         self._next = 0
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.links)
 
-    def add(self, link: Any) -> None:
+    def add(self, link: Link) -> None:
         self.links.append(link)
         self._changed.set()
 
-    def remove(self, link: Any) -> None:
+    def remove(self, link: Link) -> None:
         if link in self.links:
             index = self.links.index(link)
             self.links.remove(link)
             if index < self._next:
                 self._next -= 1
 
-    def _next_alive(self) -> Any:
+    def _next_alive(self) -> Link | None:
         links = self.links
         for _ in range(len(links)):
             if self._next >= len(links):
@@ -61,7 +64,7 @@ class ProviderPool:
                 return link
         return None
 
-    async def pick(self, timeout: float) -> Any:
+    async def pick(self, timeout: float) -> Link | None:
         """The next live provider (round-robin), waiting up to ``timeout`` s; None if there is none."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -76,7 +79,7 @@ class ProviderPool:
             try:
                 async with asyncio.timeout(remaining):
                     await self._changed.wait()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
 

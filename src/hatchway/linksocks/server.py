@@ -35,26 +35,27 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from hatchway.common import wsconn
 from hatchway.common.httpapi import ConnectionGuard, HttpServer, TcpAddress
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.tasks import TaskSet
-from hatchway.common import wsconn
 
 from . import protocol
-from .urls import addresses_text
 from .access import AccessRules
-from .connector_relay import ConnectorRelay
 from .channel import RESUME_PROBE, ChannelTable
+from .connector_relay import ConnectorRelay
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link
-from .options import ServerOptions, unknown_options
+from .options import ServerOptions as ServerOptions  # the public name (hatchway.linksocks.ServerOptions)
+from .options import unknown_options
 from .orphans import OrphanBuffer
-from .target_dialer import TargetDialer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .reverse import ProviderPool, ReverseListener
 from .routing import route
+from .target_dialer import TargetDialer
 from .tokens import ReverseToken, Role, TokenError, TokenRegistry
+from .urls import addresses_text
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Server(Service):
             api.setup(app, self)
         return app
 
-    async def start(self) -> "Server":
+    async def start(self) -> Server:
         app = self.build_app()
         options = self.options
         guard_options: dict[str, Any] = {}
@@ -284,7 +285,7 @@ class Server(Service):
             log.warning("authentication failed from %s: %s", link.name, exc)
             link.try_send(AuthResponse(False, str(exc)))
             return
-        except (asyncio.TimeoutError, ConnectionError, protocol.ProtocolError) as exc:
+        except (TimeoutError, ConnectionError, protocol.ProtocolError) as exc:
             log.info("no authentication from %s: %s", link.name, exc or type(exc).__name__)
             return
         link.token = auth.token
@@ -496,7 +497,7 @@ class _Late:
         self.attribute = attribute
 
     def _rules(self) -> AccessRules:
-        return getattr(self.server, self.attribute)
+        return self.server.entry_rules if self.attribute == "entry_rules" else self.server.dial_rules
 
     def __bool__(self) -> bool:
         return bool(self._rules())

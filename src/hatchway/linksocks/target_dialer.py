@@ -19,8 +19,8 @@ import socket
 from typing import Any
 
 from hatchway.common import dialer as dialing
-from hatchway.common.neterr import go_dial_error
 from hatchway.common.dialing import ProxyError
+from hatchway.common.neterr import go_dial_error
 from hatchway.common.relay import Relay
 from hatchway.common.tasks import TaskSet
 
@@ -108,7 +108,7 @@ class TargetDialer:
         except ProxyError as exc:
             self._refuse(channel, exc.message)
             return
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self._refuse(channel, go_dial_error(exc, "tcp", join_host_port(host, port)))
             return
         except asyncio.CancelledError:
@@ -165,5 +165,5 @@ async def allowed_by(rules: Any, host: str, port: int) -> bool:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
             infos = []
-        addresses = [info[4][0] for info in infos]
+        addresses = [str(info[4][0]) for info in infos]
     return bool(rules.allows(host, port, addresses))

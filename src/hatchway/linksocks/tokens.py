@@ -28,7 +28,8 @@ import logging
 import random
 import secrets
 import uuid
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -57,7 +58,7 @@ class TokenError(ValueError):
     """A token operation refused; ``str(error)`` is the text to send to the peer or API client."""
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     FORWARD = "forward"
     REVERSE = "reverse"
     CONNECTOR = "connector"
@@ -89,6 +90,7 @@ class ConnectorToken(msgspec.Struct, frozen=True):
 
 
 TokenEntry = ForwardToken | ReverseToken | ConnectorToken
+E = TypeVar("E", ForwardToken, ReverseToken, ConnectorToken)
 
 
 class Authenticated(msgspec.Struct, frozen=True):
@@ -180,7 +182,7 @@ class TokenRegistry:
             if not self.exists(token) and token not in self._internal:
                 return token
 
-    def _remember(self, table: dict, entry: TokenEntry) -> TokenEntry:
+    def _remember(self, table: dict[str, Any], entry: E) -> E:
         table[entry.token] = entry
         if table is not self._internal:
             self._by_hash[token_hash(entry.token)] = entry.token
@@ -277,12 +279,13 @@ class TokenRegistry:
         ]
         table = self._reverse if key in self._reverse else self._internal
         entry = self._drop(table, key)
-        self._ports.discard(entry.port)
+        if isinstance(entry, ReverseToken):
+            self._ports.discard(entry.port)
         removed.append(entry)
         return removed
 
-    def _drop(self, table: dict, token: str) -> TokenEntry:
-        entry = table.pop(token)
+    def _drop(self, table: dict[str, Any], token: str) -> TokenEntry:
+        entry: TokenEntry = table.pop(token)
         if table is not self._internal:
             self._by_hash.pop(token_hash(token), None)
         self._notify("token_removed", entry)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hatchway.common import socks5
 from hatchway.common.dialer import SYSTEM_RESOLVER, DirectUdpAssociation, is_ip_literal
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 class UdpRequest:
     """Requester side of one UDP association."""
+
+    resumable = False  # UDP associations end with their link
 
     def __init__(self, table: ChannelTable, channel_id: bytes, link: Any) -> None:
         self.id = channel_id
@@ -121,6 +124,8 @@ class UdpDial:
     The access rules (server dial rules, a provider's ``--access-rule``) apply to
     every datagram's destination; a refused datagram is dropped (upstream sends it).
     """
+
+    resumable = False
 
     def __init__(self, table: ChannelTable, channel_id: bytes, link: Any, rules: AccessRules | None = None) -> None:
         self.id = channel_id

@@ -49,7 +49,7 @@ def same_host(current: str, target: str) -> bool:
     return (urlsplit(current).hostname or "").lower() == (urlsplit(target).hostname or "").lower()
 
 
-def addresses_text(addresses: "list[tuple[str, int]] | list[tuple[str, int, int, int]]") -> str:
+def addresses_text(addresses: list[tuple[str, int]] | list[tuple[str, int, int, int]]) -> str:
     """``[("127.0.0.1", 1080), ("::1", 1080)]`` -> ``127.0.0.1:1080, [::1]:1080`` (for log lines)."""
     parts = []
     for address in addresses:
