@@ -498,3 +498,31 @@ async def test_slow_request_heads_are_closed_and_do_not_lock_clients_out():
         finally:
             for tunnel in tunnels:
                 await tunnel.close()
+
+
+class _FullSink:
+    def __init__(self) -> None:
+        self.paused = True
+        self.resumed = asyncio.Event()
+        self.waits = 0
+
+    async def drained(self) -> None:
+        self.waits += 1
+        await self.resumed.wait()
+
+
+async def test_a_read_loop_held_for_a_full_sink_stops_waiting_when_its_own_websocket_is_gone():
+    """What the runner relies on (through MuxSession) to never hang on a dead peer while blocked."""
+    from hatchway.common.gate import wait_drained
+
+    full, alive = _FullSink(), [True]
+    waiter = asyncio.ensure_future(wait_drained(full, lambda: alive[0], poll=0.01))
+    await wait_until(lambda: full.waits >= 3)
+    assert not waiter.done()  # three polls later it still waits: nothing drained, nothing lost
+    alive[0] = False
+    assert await asyncio.wait_for(waiter, 5) is False
+    draining = _FullSink()
+    waiter = asyncio.ensure_future(wait_drained(draining, lambda: True, poll=0.01))
+    draining.paused = False
+    draining.resumed.set()
+    assert await asyncio.wait_for(waiter, 5) is True
