@@ -113,7 +113,7 @@ class Forwarder(Service):
         self.handshake_timeout = handshake_timeout
         self.heartbeat = heartbeat or None
         self.mux = ForwardMux(remote_port)
-        self._session: aiohttp.ClientSession | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._writer: WebSocketSink | None = None
         self._reading: MuxSession | None = None
@@ -135,11 +135,11 @@ class Forwarder(Service):
         self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name="forward read loop")
 
     async def _open_channel(self) -> None:
-        self._session = client_session()
+        self._http = client_session()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             self._ws = await dial(
-                self._session, self.url, heartbeat=self.heartbeat, timeout=self.handshake_timeout, headers=headers
+                self._http, self.url, heartbeat=self.heartbeat, timeout=self.handshake_timeout, headers=headers
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise ForwardError(f"Error: WebSocket handshake with {self.url} failed: {exc.status} {exc.message}") from None
@@ -306,9 +306,9 @@ class Forwarder(Service):
             self._link_down()
         if self._server is not None:
             await self._server.wait_closed()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
 
 async def run_from_args(args: Any) -> int:
