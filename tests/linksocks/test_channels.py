@@ -3,6 +3,8 @@
 Server and client run in an engine thread; the test drives blocking sockets.
 """
 
+import hashlib
+import os
 import socket
 import statistics
 import struct
@@ -280,3 +282,15 @@ def test_provider_access_rules_apply_to_udp(eng, target):
     eng.call(lambda: provider.wait_ready(30))
     h.wait_port(socks_port)
     _udp_rules_apply(eng, socks_port, provider, target)
+
+
+def test_half_close_keeps_the_reply_coming(eng, target):
+    """#6 item 15: a client that sends, shuts down its write side and waits for the reply gets all of it."""
+    _, _, socks, _ = forward_pair(eng)
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=30)
+    with sock:
+        payload = os.urandom(h.MiB)
+        sock.sendall(b"U" + struct.pack("!Q", len(payload)) + payload)
+        sock.shutdown(socket.SHUT_WR)
+        assert h._recv_exact(sock, 32) == hashlib.sha256(payload).digest()
+

@@ -154,3 +154,25 @@ def test_without_grace_a_cut_resets_the_application(procs, target):
                         proxy.cut()
     finally:
         proxy.close()
+
+
+def test_server_killed_mid_download_resets_the_application(procs, target):
+    """#6 item 4: the server dies (SIGKILL); once the grace period is over the SOCKS client gets a reset, not a FIN."""
+    ws_port, socks_port = h.free_port(), h.free_port()
+    server = procs.hatchway("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok", name="server")
+    h.wait_port(ws_port)
+    procs.hatchway("client", "-t", "tok", "-u", f"ws://127.0.0.1:{ws_port}", "-s", "127.0.0.1",
+                   "-p", str(socks_port), "--transport-grace", "1s", name="client")
+    h.wait_port(socks_port)
+    sock, _ = h.socks_connect(socks_port, "127.0.0.1", target.port, timeout=60)
+    with sock:
+        sock.sendall(b"D" + struct.pack("!Q", SIZE))
+        count = 0
+        with pytest.raises(ConnectionError):
+            while True:
+                data = sock.recv(262144)
+                if not data:
+                    raise AssertionError(f"clean EOF after {count} of {SIZE} bytes")
+                count += len(data)
+                if count >= 4 * h.MiB and server.alive():
+                    server.kill()
