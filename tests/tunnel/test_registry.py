@@ -55,3 +55,12 @@ def test_unregister_is_by_identity_and_dead_links_are_never_current():
     a.live = False
     assert registry.get("c") is None
     assert woken == ["c", "c"] and len(registry.links()) == 2
+
+
+def test_a_token_holder_displaces_a_tokenless_registration_but_not_the_reverse():
+    registry: TunnelRegistry[Link] = TunnelRegistry(guarded=True)
+    squatter = Link("c", None)
+    assert registry.register(squatter)
+    real = Link("c", "tok")
+    assert registry.register(real) and registry.get("c") is real
+    assert not registry.register(Link("c", None))

@@ -5,10 +5,11 @@
   newest registration still alive, so the real container stays reachable.
 * A live registration is never replaced by another peer's: when the runner
   has a token, a new registration is refused while a live one holds the id,
-  unless both presented the same credential (the token). Tokenless
-  registrations (admitted only under the compatibility switch) can never
-  replace a live one. A runner without a token keeps upstream's
-  last-registration-wins (anyone may register; there is nothing to compare).
+  unless it presents the token (the real client reconnecting; a token holder
+  may also displace a tokenless registration). Tokenless registrations
+  (admitted only under the compatibility switch) can never replace a live
+  one. A runner without a token keeps upstream's last-registration-wins
+  (anyone may register; there is nothing to compare).
 * Unregistering is by identity (D4).
 """
 
@@ -48,7 +49,7 @@ class TunnelRegistry(Generic[R]):
         """Make ``link`` current for its container id; False when a live registration may not be replaced."""
         current = self.get(link.container_id)
         if self.guarded and current is not None:
-            if link.credential is None or current.credential != link.credential:
+            if link.credential is None or current.credential not in (None, link.credential):
                 return False
         self._links.setdefault(link.container_id, []).append(link)
         if self.on_register is not None:
