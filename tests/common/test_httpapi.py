@@ -341,3 +341,34 @@ async def test_websocket_and_large_bodies_pass_through_the_guard():
             async with http.get(f"http://{host}:{port}/blob") as response:
                 assert await response.read() == blob
         assert server.guard.timed_out == 1
+
+
+async def test_unauthenticated_byte_budget():
+    """#6 item 7: before authenticating, a connection may send at most max_unauthenticated_bytes."""
+    received: list[int] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(text="stored")
+
+    app = web.Application(middlewares=[TokenAuth(["key"], exempt=("/open",)).middleware])
+    app.router.add_post("/open", upload)
+    app.router.add_post("/auth", upload)
+    budget = 64 * 1024
+    async with HttpServer(app, [TcpAddress("127.0.0.1", 0)], max_unauthenticated_bytes=budget) as server:
+        host, port = server.addresses[0]
+        reader, writer = await asyncio.open_connection(host, port)
+        body = os.urandom(budget * 2)
+        writer.write(b"POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        try:  # cut, no answer (a reset when our unread bytes were still queued at the server)
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert server.guard.over_budget == 1 and received == []
+        async with aiohttp.ClientSession(headers={"X-API-Key": "key"}) as http:
+            async with http.post(f"http://{host}:{port}/auth", data=b"small") as response:
+                assert await response.text() == "stored"  # authenticates the kept-alive connection
+            async with http.post(f"http://{host}:{port}/auth", data=body) as response:
+                assert await response.text() == "stored"  # past the budget, but authenticated
+        assert received == [5, len(body)] and server.guard.over_budget == 1

@@ -293,6 +293,9 @@ class ConnectionGuard:
     """Header deadline and a cap on unauthenticated connections, shared by one server's listeners.
 
     * A connection must deliver its first request head within ``header_timeout``.
+    * With ``max_unauthenticated_bytes``, a connection that sends more than
+      that before it authenticated is closed (pre-auth memory is then bounded
+      by ``max_unauthenticated * max_unauthenticated_bytes``, #6 item 7).
     * At most ``max_unauthenticated`` connections may be open without having
       authenticated. When a new one would exceed it, the oldest connection
       still waiting for its first head is closed to make room (a real client
@@ -300,11 +303,19 @@ class ConnectionGuard:
       oldest unauthenticated one is. New clients are therefore never locked out.
     """
 
-    def __init__(self, *, header_timeout: float = HEADER_TIMEOUT, max_unauthenticated: int = MAX_UNAUTHENTICATED) -> None:
+    def __init__(
+        self,
+        *,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        max_unauthenticated_bytes: int = 0,
+    ) -> None:
         if max_unauthenticated < 1:
             raise ValueError("max_unauthenticated must be at least 1")
         self.header_timeout = header_timeout
         self.max_unauthenticated = max_unauthenticated
+        self.max_unauthenticated_bytes = max_unauthenticated_bytes  # 0 = no per-connection budget
+        self.over_budget = 0  # connections closed for sending too much before authenticating
         self._open: dict[asyncio.BaseTransport, _GuardedConnection] = {}
         self._unauthenticated: dict[_GuardedConnection, None] = {}  # insertion order = age
         self.evicted = 0  # connections closed to make room
@@ -319,6 +330,7 @@ class ConnectionGuard:
         """The connection on ``transport`` proved who it is: it no longer counts against the cap."""
         connection = self._open.get(transport)
         if connection is not None:
+            connection.authenticated = True
             self._unauthenticated.pop(connection, None)
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
@@ -344,6 +356,12 @@ class ConnectionGuard:
         self._open.pop(transport, None)
         self._unauthenticated.pop(connection, None)
 
+    def _over_budget(self, peer: object) -> None:
+        self.over_budget += 1
+        self._limited.log(
+            "budget", "closing %s: more than %d bytes before authenticating", escape(peer), self.max_unauthenticated_bytes
+        )
+
     def _timed_out(self, peer: object) -> None:
         self.timed_out += 1
         self._limited.log("slow", "closing %s: no request head within %.1f s", escape(peer), self.header_timeout)
@@ -352,7 +370,7 @@ class ConnectionGuard:
 class _GuardedConnection(asyncio.Protocol):
     """Wraps aiohttp's protocol: counts the connection, enforces the first head's deadline, delegates the rest."""
 
-    __slots__ = ("_guard", "_inner", "_make", "_tail", "_timer", "_transport", "head_pending")
+    __slots__ = ("_guard", "_inner", "_make", "_received", "_tail", "_timer", "_transport", "authenticated", "head_pending")
 
     def __init__(self, guard: ConnectionGuard, make: Callable[[], asyncio.Protocol]) -> None:
         self._guard = guard
@@ -361,7 +379,9 @@ class _GuardedConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tail = b""
+        self._received = 0
         self.head_pending = True
+        self.authenticated = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = _as_transport(transport)
@@ -384,6 +404,14 @@ class _GuardedConnection(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        budget = self._guard.max_unauthenticated_bytes
+        if budget and not self.authenticated:
+            self._received += len(data)
+            if self._received > budget:
+                if self._transport is not None and not self._transport.is_closing():
+                    self._guard._over_budget(self._transport.get_extra_info("peername"))
+                    self._transport.abort()
+                return
         if self.head_pending:
             window = self._tail + data
             if b"\r\n\r\n" in window or b"\n\n" in window:
@@ -465,6 +493,7 @@ class HttpServer(Service):
         require: Literal["any", "all"] = "any",
         header_timeout: float = HEADER_TIMEOUT,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        max_unauthenticated_bytes: int = 0,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
@@ -478,7 +507,11 @@ class HttpServer(Service):
         self.require = require
         self.backlog = backlog
         self.bind_failure_level = bind_failure_level  # the host proxy logs these at DEBUG, as upstream does
-        self.guard = ConnectionGuard(header_timeout=header_timeout, max_unauthenticated=max_unauthenticated)
+        self.guard = ConnectionGuard(
+            header_timeout=header_timeout,
+            max_unauthenticated=max_unauthenticated,
+            max_unauthenticated_bytes=max_unauthenticated_bytes,
+        )
         app[GUARD_KEY] = self.guard
         runner_args.setdefault("access_log", None)
         runner_args.setdefault("logger", OneLineLogger(server_log))
