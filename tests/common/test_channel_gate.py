@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from common.wirepair import TRANSPORTS, read_until_end, relay_through
+from common.wirepair import TRANSPORTS, read_until_end, served
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
 from helpers import wait_until
 
@@ -78,7 +78,7 @@ REPLY = 1024 * 1024
 async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_reply(wire):
     """#6 item 15: send, shutdown(SHUT_WR), read the whole 1 MiB reply."""
     reply = os.urandom(REPLY)
-    served = asyncio.Event()
+    answered = asyncio.Event()
 
     async def handle(reader, writer):
         request = await reader.readexactly(5)
@@ -86,21 +86,16 @@ async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_re
         writer.write(reply)
         await writer.drain()
         writer.close()
-        served.set()
+        answered.set()
 
-    target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, half_close=False)
-    try:
+    async with served(handle, transport=wire, half_close=False) as path:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(b"hello")
         writer.write_eof()
         got, error = await asyncio.wait_for(read_until_end(reader), 20)
         assert error is None and got == reply
-        await wait_until(served)
+        await wait_until(answered)
         writer.close()
-    finally:
-        await path.close()
-        target.close()
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)
@@ -116,18 +111,13 @@ async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_rep
             pass
         writer.close()
 
-    target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, keep_open=False)
-    try:
+    async with served(handle, transport=wire, keep_open=False) as path:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(b"hello")
         writer.write_eof()
         got, error = await asyncio.wait_for(read_until_end(reader), 20)  # ends: the channel closed
         assert error is None and len(got) < REPLY
         writer.close()
-    finally:
-        await path.close()
-        target.close()
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)
@@ -141,18 +131,13 @@ async def test_half_close_with_wire_support_carries_the_eof(wire):
         await writer.drain()
         writer.close()
 
-    target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, half_close=True)
-    try:
+    async with served(handle, transport=wire, half_close=True) as path:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         writer.write(payload)
         writer.write_eof()
         got, error = await asyncio.wait_for(read_until_end(reader), 20)
         assert error is None and got == payload[::-1]
         writer.close()
-    finally:
-        await path.close()
-        target.close()
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)
@@ -165,9 +150,7 @@ async def test_a_link_lost_mid_transfer_resets_both_applications(wire):
         await writer.drain()
         service_end.set_result(await read_until_end(reader))
 
-    target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire)
-    try:
+    async with served(handle, transport=wire) as path:
         reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
         first = await asyncio.wait_for(reader.readexactly(1000), 10)
         assert first == b"x" * 1000
@@ -177,9 +160,6 @@ async def test_a_link_lost_mid_transfer_resets_both_applications(wire):
         _, service_error = await asyncio.wait_for(service_end, 10)
         assert isinstance(service_error, ConnectionResetError)
         writer.close()
-    finally:
-        await path.close()
-        target.close()
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)
@@ -197,9 +177,7 @@ async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset(wire):
             pass
         writer.close()
 
-    target = await asyncio.start_server(handle, "127.0.0.1", 0)
-    path = await relay_through(target.sockets[0].getsockname()[1], transport=wire, gate_a=gate, relay_limit=64 * 1024)
-    try:
+    async with served(handle, transport=wire, gate_a=gate, relay_limit=64 * 1024) as path:
         sock = socket.create_connection(("127.0.0.1", path.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
@@ -215,9 +193,6 @@ async def test_a_stall_reset_reaches_the_stopped_reader_as_a_reset(wire):
             error = exc
         assert isinstance(error, ConnectionResetError)
         sock.close()
-    finally:
-        await path.close()
-        target.close()
 
 
 async def test_fail_ends_without_sending_close_and_start_releases_held_data():

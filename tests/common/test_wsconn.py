@@ -27,7 +27,8 @@ async def start_server(handler):
     return runner, f"ws://127.0.0.1:{bound[0][1]}/ws"
 
 
-async def test_client_writer_masks_and_joins_parts():
+def collecting_handler(count):
+    """A server handler that records every message; ``done`` is set after ``count`` of them."""
     received = []
     done = asyncio.Event()
 
@@ -35,10 +36,15 @@ async def test_client_writer_masks_and_joins_parts():
         ws = await wsconn.accept(request)
         async for msg in ws:
             received.append((msg.type, msg.data))
-            if len(received) == 3:
+            if len(received) == count:
                 done.set()
         return ws
 
+    return handler, received, done
+
+
+async def test_client_writer_masks_and_joins_parts():
+    handler, received, done = collecting_handler(3)
     runner, url = await start_server(handler)
     async with wsconn.client_session() as session:
         ws = await wsconn.dial(session, url)
@@ -115,17 +121,7 @@ async def test_writer_pauses_listeners_when_peer_stops_reading_and_resumes_after
 async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
     from hatchway.common.sink import MessageSink, SinkClosed
 
-    received = []
-    done = asyncio.Event()
-
-    async def handler(request):
-        ws = await wsconn.accept(request)
-        async for msg in ws:
-            received.append((msg.type, msg.data))
-            if len(received) == 2:
-                done.set()
-        return ws
-
+    handler, received, done = collecting_handler(2)
     runner, url = await start_server(handler)
     async with wsconn.client_session() as session:
         ws = await wsconn.dial(session, url)

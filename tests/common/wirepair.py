@@ -18,7 +18,9 @@ client -> TCP listener -> Relay -> channel (side A) == wire == channel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -245,3 +247,19 @@ async def relay_through(target_port: int, *, transport: str = "framed", half_clo
     path = WirePath(a, b, server)
     path.closers = closers
     return path
+
+
+@contextlib.asynccontextmanager
+async def served(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], **options: Any
+) -> AsyncIterator[WirePath]:
+    """A TCP service running ``handle``, reachable through the whole path (``relay_through(**options)``)."""
+    target = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        path = await relay_through(target.sockets[0].getsockname()[1], **options)
+        try:
+            yield path
+        finally:
+            await path.close()
+    finally:
+        target.close()
