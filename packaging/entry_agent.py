@@ -1,0 +1,5 @@
+import sys
+
+from hatchway.agent.cli import main
+
+sys.exit(main())
