@@ -158,7 +158,7 @@ async def test_close_is_polite_and_no_data_frame_follows_our_close():
         run = asyncio.ensure_future(session.run())
         session.sink.send(b"before")
         closing = asyncio.ensure_future(session.close())
-        await asyncio.sleep(0)  # close() has started: the sink is marked closing
+        await wait_until(lambda: ws.closed, what="our Close frame is sent")
         with pytest.raises(SinkClosed):
             session.sink.send(b"after")
         await asyncio.wait_for(closing, 10)

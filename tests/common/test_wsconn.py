@@ -5,6 +5,7 @@ import aiohttp
 from aiohttp import web
 
 from hatchway.common import wsconn
+from helpers import wait_until
 
 
 class Listener:
@@ -131,7 +132,7 @@ async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
         sink.send(b"\x00")
         await asyncio.wait_for(done.wait(), 5)
         closing = asyncio.ensure_future(wsconn.close_politely(ws, sink))
-        await asyncio.sleep(0)  # close_politely has marked the sink before its Close frame
+        await wait_until(lambda: ws.closed, what="our Close frame is sent")  # aiohttp waits for the peer's now
         assert sink.closed
         try:
             sink.send(b"after close")
