@@ -1,4 +1,4 @@
-"""The runner's access rules and the forward CLI's UDP source table, without sockets."""
+"""The runner's access rules, the forward CLI's UDP source table and the client's UDP flow rules, without sockets."""
 
 from __future__ import annotations
 
@@ -92,3 +92,20 @@ def test_udp_sources_one_stream_per_address_replies_and_idle_expiry():
     assert table.by_addr == {} and opener.mux.streams == {}
     again = table.datagram(b"q4", b)
     assert again is not None and again.client_id == 3 and again.stream.proto is Proto.UDP
+
+
+def test_udp_flow_state_holds_drops_and_expires():
+    from hatchway.tunnel.udp_flow import UdpFlowState
+
+    state = UdpFlowState(limit=10, idle_timeout=30.0, now=0.0)
+    assert not state.to_service(b"12345", 1.0, ready=False, buffered=0)  # held
+    assert not state.to_service(b"123456", 2.0, ready=False, buffered=0)  # over the hold limit: dropped
+    assert not state.to_service(b"abcde", 3.0, ready=False, buffered=0)  # fits: held
+    assert state.take_held() == [b"12345", b"abcde"] and state.take_held() == []
+    assert state.to_service(b"x", 4.0, ready=True, buffered=10)
+    assert not state.to_service(b"x", 5.0, ready=True, buffered=11)  # the service's socket is backed up
+    assert state.to_runner(6.0, paused=False) and not state.to_runner(7.0, paused=True)
+    assert state.idle_delay(20.0) == 17.0  # last activity at 7.0
+    assert state.idle_delay(37.0) is None
+    assert state.end() and not state.end()
+    assert not state.to_service(b"late", 40.0, ready=True, buffered=0) and not state.to_runner(40.0, paused=False)

@@ -6,9 +6,8 @@ datagram to the service; each datagram from the service is one DATA.
 
 Beyond upstream (D11): a receive error (e.g. ICMP port unreachable) sends
 CLOSE, a failed socket setup sends ERROR, and a flow idle for
-``--udp-idle-timeout`` seconds is released with CLOSE. Datagrams are lossy by
-nature, so backpressure drops them: toward the service when its socket buffer
-passes ``--buffer-limit``, toward the runner while the WebSocket is paused.
+``--udp-idle-timeout`` seconds is released with CLOSE. The hold, drop and
+idle rules are :class:`~hatchway.tunnel.udp_flow.UdpFlowState`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from hatchway.common.neterr import rust_io_error
 from hatchway.common.wsconn import ConnectionGone, MessageWriter
 
 from .mux import ClientMux, Stream
+from .udp_flow import UdpFlowState
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,16 @@ class UdpFlow(asyncio.DatagramProtocol):
         self.port = stream.port
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = sock  # until the transport owns it
-        self.limit = buffer_limit
         self.idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._header = stream.data_header
         stream.endpoint = self
-        self._held: list[bytes] = []
-        self._held_bytes = 0
-        self._closed = False
-        self._last_activity = self._loop.time()
+        self.state = UdpFlowState(buffer_limit, idle_timeout, self._loop.time())
         self._timer: asyncio.TimerHandle | None = None
         self._opening = False
 
     async def open(self) -> None:
-        if self._closed:  # a CLOSE came before this task ran: the socket is already closed
+        if self.state.ended:  # a CLOSE came before this task ran: the socket is already closed
             return
         self._opening = True  # from here on the transport owns the socket
         try:
@@ -85,23 +81,19 @@ class UdpFlow(asyncio.DatagramProtocol):
 
     # -- local socket events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._closed:
+        if self.state.ended:
             transport.close()
             return
         self.transport = datagram = cast(asyncio.DatagramTransport, transport)
         self._sock = None
-        held, self._held = self._held, []
-        for one in held:
+        for one in self.state.take_held():
             datagram.sendto(one)
         if self.idle_timeout > 0:
             self._timer = self._loop.call_later(self.idle_timeout, self._check_idle)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
-        if self._closed:
-            return
-        self._last_activity = self._loop.time()
-        if self.writer.paused:
-            return  # the tunnel is backed up: drop, as a full network would
+        if not self.state.to_runner(self._loop.time(), self.writer.paused):
+            return  # ended, or the tunnel is backed up: drop, as a full network would
         try:
             self.writer.send(self._header, data)
         except ConnectionGone:
@@ -116,18 +108,12 @@ class UdpFlow(asyncio.DatagramProtocol):
 
     # -- events from the session's dispatcher
     def feed(self, data: bytes | memoryview) -> None:
-        if self._closed:
-            return
-        self._last_activity = self._loop.time()
         transport = self.transport
-        if transport is None:
-            if self._held_bytes + len(data) <= self.limit:
-                self._held.append(bytes(data))
-                self._held_bytes += len(data)
-            return
-        if cast(asyncio.WriteTransport, transport).get_write_buffer_size() > self.limit:  # typeshed lacks it on datagram transports
-            return  # the service's socket is backed up: drop the datagram
-        transport.sendto(data)
+        # typeshed lacks get_write_buffer_size on datagram transports
+        buffered = 0 if transport is None else cast(asyncio.WriteTransport, transport).get_write_buffer_size()
+        if self.state.to_service(data, self._loop.time(), transport is not None, buffered):
+            assert transport is not None
+            transport.sendto(data)
 
     def remote_closed(self, error: str | None = None) -> None:
         self._finish(notify=False)
@@ -138,17 +124,16 @@ class UdpFlow(asyncio.DatagramProtocol):
     # -- lifetime
     def _check_idle(self) -> None:
         self._timer = None
-        idle_for = self._loop.time() - self._last_activity
-        if idle_for >= self.idle_timeout:
-            log.info("udp %d: idle for %.0f s, releasing it", self.client_id, idle_for)
+        delay = self.state.idle_delay(self._loop.time())
+        if delay is None:
+            log.info("udp %d: idle for %.0f s, releasing it", self.client_id, self.idle_timeout)
             self._finish(notify=True)
         else:
-            self._timer = self._loop.call_later(self.idle_timeout - idle_for, self._check_idle)
+            self._timer = self._loop.call_later(delay, self._check_idle)
 
     def _finish(self, notify: bool) -> None:
-        if self._closed:
+        if not self.state.end():
             return
-        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
