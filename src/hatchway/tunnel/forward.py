@@ -6,23 +6,24 @@ within 10 s, or ``Error: ...``), then a local listener whose connections are
 multiplexed over that WebSocket. Ids start at 1 and only go up.
 
 TCP: each accepted connection gets the next id; CONNECT is sent at once and
-local bytes follow as DATA without waiting for CONNECTED. The relay is the
-common :class:`~hatchway.common.relay.Relay` between the local socket and a
-:class:`~hatchway.tunnel.channel.TunnelChannel`. Local EOF sends CLOSE (the
-protocol has no half-close); CLOSE from the far side closes the local socket
-after its buffered bytes are written; ERROR aborts it and is logged as a
-warning with its text.
+local bytes follow as DATA without waiting for CONNECTED (the ids and the
+message rules are :class:`~hatchway.tunnel.mux.ForwardMux`'s). The relay is
+the common :class:`~hatchway.common.relay.Relay` between the local socket and
+a :class:`~hatchway.tunnel.channel.TunnelChannel`. The protocol has no
+half-close: a local EOF keeps the stream open so the reply still arrives
+(issue #6 item 15), and the stream ends when the far side closes it or the
+local socket fails. CLOSE from the far side closes the local socket after its
+buffered bytes are written; ERROR, the loss of the WebSocket or a stall reset
+resets it (never a clean FIN: issue #6 item 4), and ERROR's text is logged.
 
-Slow local readers (no CLI-side head-of-line blocking). Every local socket
-buffers what the far side sends it, up to ``buffer_limit`` bytes. Past that:
+Slow local readers. Every local socket buffers what the far side sends it, up
+to ``buffer_limit`` bytes. Past that:
 
-* ``reset`` (default): only that connection is closed (CLOSE to the far side,
-  local socket aborted). The WebSocket is never stopped for one connection,
-  so the other connections never wait.
-* ``block``: the WebSocket read loop waits until that connection drains
-  (upstream behaviour: every connection waits for the slowest). While it
-  waits, WebSocket pongs are not read either, so a local reader stalled for
-  longer than about 1.5 heartbeats ends the whole forward channel.
+* ``block`` (default, upstream behaviour): the WebSocket read loop waits until
+  that connection drains; a reader that drains nothing for ``stall_timeout``
+  seconds is reset so the others go on.
+* ``reset``: only that connection is reset (CLOSE to the far side). The
+  WebSocket is never stopped for one connection.
 
 Memory is bounded per connection by ``buffer_limit`` (default 16 MiB, what
 upstream's 256-message queue can hold); UDP datagrams are dropped, not
