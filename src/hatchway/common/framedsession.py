@@ -108,6 +108,7 @@ class FramedSession(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gate.remove_watcher(self._gate_changed)
         if self._own_sink and self._sink is not None:
             self._sink.connection_lost(exc)
         if exc is not None:

@@ -80,6 +80,10 @@ class InboundGate:
         """
         self._watchers.append(watcher)
 
+    def remove_watcher(self, watcher: Callable[[bool], None]) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
     def _set_open(self, is_open: bool) -> None:
         if self._open.is_set() == is_open:
             return
