@@ -2,8 +2,9 @@
 
 * Every async test runs on both loops: asyncio's and uvloop's (packaging.md 7.4).
 * ``tests/`` is on ``sys.path``, so test modules can ``from helpers import wait_until``.
-* Leak check: a test fails (as an error at teardown) when it leaves a thread or
-  an asyncio task running after its own fixtures have been torn down, or when
+* Leak check: a test fails (as an error at teardown) when it leaves a thread, a
+  child process or an asyncio task running after its own fixtures have been
+  torn down (the check reports; it ends nothing), or when
   asyncio reports an object it dropped without closing or awaiting it
   ("Unclosed client session", "Task was destroyed but it is pending",
   "Task exception was never retrieved"; a gc pass runs at teardown). Threads
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import select
 import sys
 import threading
 import time
@@ -31,8 +33,9 @@ if _HERE not in sys.path:
 
 LEAK_GRACE = 2.0  # seconds a thread or task may take to finish after its test
 
-# Threads started while a wider-than-function fixture was set up: they live with that fixture.
+# Threads and child processes started while a wider-than-function fixture was set up: they live with that fixture.
 _fixture_threads: set[threading.Thread] = set()
+_fixture_children: set[int] = set()
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -61,10 +64,12 @@ class _FixtureThreads:
         if fixturedef.scope == "function":
             return (yield)
         before = set(threading.enumerate())
+        children = _children()
         try:
             return (yield)
         finally:
             _fixture_threads.update(set(threading.enumerate()) - before)
+            _fixture_children.update(_children() - children)
 
 
 def pytest_configure(config):
@@ -72,11 +77,64 @@ def pytest_configure(config):
 
 
 _threads_before: dict[str, set[threading.Thread]] = {}
+_children_before: dict[str, set[int]] = {}
+
+
+def _children() -> set[int]:
+    """PIDs of this process's running (not zombie) children, from /proc (empty where /proc lacks it)."""
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids.update(int(pid) for pid in f.read().split())
+        except OSError:
+            continue
+    return {pid for pid in pids if _state(pid) not in ("Z", "X", None)}
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _describe_process(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        return f"pid {pid}: " + " ".join(a.decode(errors="replace") for a in argv if a)[:200]
+    except OSError:
+        return f"pid {pid}"
+
+
+def _wait_exited(pids: list[int], timeout: float) -> list[int]:
+    """Wait (on pidfds, no polling) until the processes exit or ``timeout`` passes; return those still running."""
+    deadline = time.monotonic() + timeout
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # already gone
+        try:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready and _state(pid) not in ("Z", "X", None):
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     _threads_before[item.nodeid] = set(threading.enumerate())
+    _children_before[item.nodeid] = _children()
     return (yield)
 
 
@@ -90,8 +148,14 @@ def pytest_runtest_teardown(item, nextitem):
     for thread in leaked:
         thread.join(max(0.0, deadline - time.monotonic()))
     alive = [t for t in leaked if t.is_alive()]
+    children_before = _children_before.pop(item.nodeid, set())
+    _fixture_children.intersection_update(_children())
+    running = _wait_exited(sorted(_children() - children_before - _fixture_children), LEAK_GRACE)
     if alive:
         pytest.fail(f"test left {len(alive)} thread(s) running: {', '.join(map(repr, alive))}", pytrace=False)
+    if running:
+        names = "; ".join(map(_describe_process, running))
+        pytest.fail(f"test left {len(running)} child process(es) running: {names}", pytrace=False)
     return result
 
 
