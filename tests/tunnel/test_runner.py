@@ -526,3 +526,24 @@ async def test_a_read_loop_held_for_a_full_sink_stops_waiting_when_its_own_webso
     draining.paused = False
     draining.resumed.set()
     assert await asyncio.wait_for(waiter, 5) is True
+
+
+async def test_a_refused_peer_cannot_make_the_runner_buffer_big_messages():
+    """Issue #6 item 7: before its checks pass a connection may send little; a refused forward
+    channel that sends a big message anyway is cut, and nothing else is disturbed."""
+    async with Runner("127.0.0.1", 0, token="s3cret", heartbeat=None) as r:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{r.url}/ws/forward/{CID}/80")
+            assert (await ws.receive()).data == "Error: unauthorized"
+            try:
+                await ws.send_bytes(bytes(1024 * 1024))
+            except ConnectionError:
+                pass
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            await ws.close()
+        tunnel = await open_tunnel(r.url, CID, headers={"Authorization": "Bearer s3cret"})
+        try:
+            await asyncio.wait_for(r.wait_registered(CID), 5)
+        finally:
+            await tunnel.close()

@@ -64,6 +64,7 @@ DEFAULT_HEARTBEAT = 20.0
 DEFAULT_BUFFER_LIMIT = 4 * 1024 * 1024
 CLOSE_GOING_AWAY = 1001
 REFUSAL_MAX_MESSAGE = 4096  # a refused WebSocket never needs to read more than a Close frame
+PRE_AUTH_BYTES = 64 * 1024  # what a connection may send before it passed its checks (issue #6 item 7)
 
 
 __all__ = ["DEFAULT_PORT", "ENDPOINT_KEY", "Runner", "TunnelEndpoint", "make_app", "not_connected_text"]
@@ -171,8 +172,8 @@ class TunnelEndpoint:
                 log.warning("tunnel refused: container=%s from %s: missing or wrong token", escape(container_id), peer)
                 return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
             log.warning("tunnel without a token admitted: container=%s from %s", escape(container_id), peer)
+        self._authenticated(request)  # before the upgrade: its first frames must not count as pre-auth bytes
         ws = await accept(request, heartbeat=self.heartbeat)
-        self._authenticated(request)
         link = TunnelLink(container_id, ws, WebSocketSink(ws), peer, credential)
         replacing = self.registry.replaces(link)
         if not self.registry.register(link):
@@ -210,8 +211,8 @@ class TunnelEndpoint:
             log.info("forward refused: container=%s from %s: %s", escape(container_id), request.remote, escape(text))
             await _refuse(ws, text, code)
             return ws
-        ws = await accept(request, heartbeat=self.heartbeat)
         self._authenticated(request)
+        ws = await accept(request, heartbeat=self.heartbeat)
         port = int(request.match_info["port"])
         proto = PROTO_NAMES[request.query.get("proto", "tcp").lower()]
         sink = WebSocketSink(ws, high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
@@ -363,7 +364,8 @@ class Runner(Service):
             allow_tokenless_tunnels=allow_tokenless_tunnels,
         )
         self.endpoint = self.app[ENDPOINT_KEY]
-        self._serving = serving  # HttpServer options: header_timeout, max_unauthenticated, ...
+        # HttpServer options: header_timeout, max_unauthenticated, max_unauthenticated_bytes, ...
+        self._serving: dict[str, Any] = {"max_unauthenticated_bytes": PRE_AUTH_BYTES, **serving}
         self.server: HttpServer | None = None
 
     @property
