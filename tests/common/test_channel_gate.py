@@ -5,6 +5,8 @@ import os
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.wirepair import TRANSPORTS, read_until_end, served
 from hatchway.common.channel import InboundGate, SlowConsumerPolicy
@@ -256,3 +258,104 @@ def test_every_gate_has_a_stall_timeout_unless_it_opts_out():
     assert SlowConsumerPolicy.parse(" Reset ") is SlowConsumerPolicy.RESET
     with pytest.raises(ValueError, match="block or reset"):
         SlowConsumerPolicy.parse("drop")
+
+
+class _RecordingSink:
+    paused = False
+    buffered = 0
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, *parts):
+        self.sent.append(b"".join(bytes(p) for p in parts))
+
+    def add_listener(self, listener):
+        pass
+
+    def remove_listener(self, listener):
+        pass
+
+
+class _RecordingProtocol:
+    def __init__(self):
+        self.data = bytearray()
+        self.eof = False
+        self.lost = []
+
+    def connection_made(self, transport):
+        transport.pause_reading()  # as a relay Pump does before it is joined
+
+    def data_received(self, data):
+        assert not self.eof and not self.lost, "data after the end"
+        self.data += data
+
+    def eof_received(self):
+        self.eof = True
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=50), max_size=12),
+    set_at=st.integers(0, 12),
+    start_at=st.integers(0, 12),
+    end=st.sampled_from(["clean", "eof", "reset", None]),
+    limit=st.sampled_from([None, 1, 40, 10_000]),
+)
+def test_held_data_reaches_the_protocol_once_in_order_whatever_the_interleaving(chunks, set_at, start_at, end, limit):
+    """feed / set_protocol / start / the far side's end in any order: every byte once, in order; the gate reopens."""
+
+    async def scenario():
+        from hatchway.common.channel import Channel
+
+        class C(Channel):
+            def _send_close(self, writer, reason):
+                writer.send(b"close")
+
+        gate = InboundGate(SlowConsumerPolicy.BLOCK, stall_timeout=0)
+        channel = C(_RecordingSink(), gate, started=False, hold_limit=limit, half_close=True)
+        proto = _RecordingProtocol()
+        steps = max(len(chunks), set_at, start_at) + 1
+        fed = bytearray()
+        for i in range(steps):
+            if i == set_at:
+                channel.set_protocol(proto)
+            if i == start_at:
+                channel.start()
+            if i < len(chunks):
+                channel.feed(chunks[i])
+                fed += chunks[i]
+        channel.resume_reading()  # the relay's join resumes what its connection_made paused
+        if end == "clean":
+            channel.remote_closed(None)
+        elif end == "eof":
+            channel.remote_eof()
+        elif end == "reset":
+            channel.remote_closed("boom")
+        return channel, gate, proto, fed
+
+    async def check(channel, gate, proto, fed):  # a new task: runs after the channel's call_soon(connection_lost)
+        if end == "reset":
+            assert bytes(proto.data) == bytes(fed)[: len(proto.data)]  # a prefix, then the reset
+            assert len(proto.lost) == 1 and isinstance(proto.lost[0], ConnectionResetError)
+        else:
+            assert bytes(proto.data) == bytes(fed)
+            assert proto.eof == (end == "eof")
+            assert proto.lost == ([None] if end == "clean" else [])
+        assert not gate.blocked and channel.held_bytes == 0
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(check(*loop.run_until_complete(scenario())))
+    finally:
+        loop.close()
