@@ -1,4 +1,4 @@
-"""InboundGate: the slow-consumer policies of the multiplexed channels."""
+"""InboundGate and Channel: slow-consumer policies, half-close, resets (RST) on abnormal ends, held data."""
 
 import asyncio
 import os

@@ -192,7 +192,6 @@ async def _framed(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
 
 
 async def _websocket(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
-    server_runs: list[asyncio.Task[Any]] = []
     ready = asyncio.Event()
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -224,7 +223,6 @@ async def _websocket(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
             a.link_lost()
 
     reader = asyncio.ensure_future(run_client())
-    server_runs.append(reader)
 
     async def close() -> None:
         await client.close()
