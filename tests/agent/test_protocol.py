@@ -20,10 +20,11 @@ def test_golden_encodings() -> None:
     assert p.encode(p.Error(id="e1", message="exec requires cmd")) == (
         b'{"type":"error","id":"e1","message":"exec requires cmd"}')
     assert p.encode(p.LifetimeExpired()) == b'{"type":"lifetime_expired"}'
-    assert p.encode(p.Stdout(id="e1", data="aGVsbG8K")) == b'{"type":"stdout","id":"e1","data":"aGVsbG8K"}'
+    assert p.encode(p.Stdout(id="e1", data=b"hello\n")) == b'{"type":"stdout","id":"e1","data":"aGVsbG8K"}'
     # zero values omitted (Go omitempty), code absent when unset
     assert p.encode(p.Exec(id="e1", cmd=["true"])) == b'{"type":"exec","id":"e1","cmd":["true"]}'
     assert p.encode(p.Exit(id="x")) == b'{"type":"exit","id":"x"}'
+    assert p.encode(p.Stdin(id="x")) == b'{"type":"stdin","id":"x"}'
 
 
 def test_decodes_the_spec_examples() -> None:
@@ -34,6 +35,11 @@ def test_decodes_the_spec_examples() -> None:
     assert p.decode('{"type":"attach","id":"a1"}') == p.Attach(id="a1")
     assert p.decode(b'{"type":"close_stdin","id":"e1"}') == p.CloseStdin(id="e1")  # binary frames too
     assert p.decode('{"type":"signal","id":"e1","signal":"SIGTERM","extra":1}') == p.Signal(id="e1", signal="SIGTERM")
+    assert p.decode('{"type":"stdin","id":"e1","data":"aGVsbG8K"}') == p.Stdin(id="e1", data=b"hello\n")
+    assert p.decode('{"type":"stdin","id":"e1","data":"aGVs\\r\\nbG8K"}') == p.Stdin(id="e1", data=b"hello\n")
+    assert p.decode('{"type":"stdin","id":"e1"}') == p.Stdin(id="e1", data=b"")
+    for bad in ("aGVsbG8", "aGVsbG8K!", "aGVsbG8K="):
+        assert isinstance(p.decode(json.dumps({"type": "stdin", "id": "e1", "data": bad})), p.BadMessage)
 
 
 def test_unknown_type_and_bad_messages_are_told_apart() -> None:
@@ -58,7 +64,8 @@ def test_stdin_base64_is_strict_like_go() -> None:
 def test_fast_output_encoding_equals_msgspec(data: bytes, stream: str, ident: str) -> None:
     fast = b"".join(p.encode_output(p.output_prefix(stream, ident), data))
     cls = p.Stdout if stream == "stdout" else p.Stderr
-    assert fast == p.encode(cls(id=ident, data=base64.b64encode(data).decode()))
+    assert fast == p.encode(cls(id=ident, data=data))
+    assert json.loads(fast).get("data", "") == base64.b64encode(data).decode()
     assert json.loads(fast)["type"] == stream
 
 

@@ -53,6 +53,7 @@ def test_unknown_ids_are_ignored_and_bad_input_gives_no_reply() -> None:
     router.receive('{"type":"exec","id":"e1","cmd":["cat"]}')
     dropped = router.receive('{"type":"stdin","id":"e1","data":"aGk"}')  # missing padding
     assert replies(dropped) == [] and isinstance(dropped[0], r.Note)
+    assert router.receive('{"type":"stdin","id":"e1","data":"aGk=\\r\\n"}') == [r.WriteStdin("e1", b"hi")]
 
 
 def test_signals() -> None:

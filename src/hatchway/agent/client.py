@@ -109,11 +109,7 @@ class Session:
             if len(self._queue) <= QUEUE_HIGH // 2:
                 self._drained.set()
             if isinstance(event, p.Stdout | p.Stderr):
-                try:
-                    data = p.decode_data(event.data)
-                except ValueError:
-                    continue
-                yield Output(STDOUT if isinstance(event, p.Stdout) else STDERR, data)
+                yield Output(STDOUT if isinstance(event, p.Stdout) else STDERR, event.data)
             elif isinstance(event, p.Error):
                 self.error = event.message
                 if self.client.upstream_errors:  # an upstream agent sends no exit after an error
@@ -144,7 +140,7 @@ class Session:
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, len(view), READ_CHUNK):
-            await self.client.send(p.Stdin(id=self.id, data=p.encode_data(view[start : start + READ_CHUNK])))
+            await self.client.send(p.Stdin(id=self.id, data=bytes(view[start : start + READ_CHUNK])))
 
     async def close_stdin(self) -> None:
         await self.client.send(p.CloseStdin(id=self.id))

@@ -51,7 +51,6 @@ __all__ = [
     "decode",
     "decode_data",
     "encode",
-    "encode_data",
     "encode_output",
 ]
 
@@ -83,7 +82,7 @@ class Attach(Message, tag="attach"):
 
 
 class Stdin(Message, tag="stdin"):
-    data: str = ""
+    data: bytes = b""  # base64 on the wire (msgspec's C codec)
 
 
 class CloseStdin(Message, tag="close_stdin"):
@@ -107,11 +106,11 @@ class Detach(Message, tag="detach"):
 
 
 class Stdout(Message, tag="stdout"):
-    data: str = ""
+    data: bytes = b""  # base64 on the wire (msgspec's C codec)
 
 
 class Stderr(Message, tag="stderr"):
-    data: str = ""
+    data: bytes = b""  # base64 on the wire (msgspec's C codec)
 
 
 class Exit(Message, tag="exit"):
@@ -155,6 +154,11 @@ class _Envelope(msgspec.Struct):
     id: Any = None
 
 
+class _RawStdin(msgspec.Struct):
+    id: str = ""
+    data: str = ""
+
+
 class UnknownType(msgspec.Struct, frozen=True):
     """A well-formed message of a type this side does not know (answered with an error)."""
 
@@ -170,6 +174,7 @@ class BadMessage(msgspec.Struct, frozen=True):
 
 _decoder = msgspec.json.Decoder(AnyMessage)
 _envelope = msgspec.json.Decoder(_Envelope)
+_raw_stdin = msgspec.json.Decoder(_RawStdin)
 _encoder = msgspec.json.Encoder()
 
 
@@ -184,6 +189,12 @@ def decode(raw: bytes | str) -> AnyMessage | UnknownType | BadMessage:
     except msgspec.DecodeError:
         return BadMessage(reason)
     kind, ident = envelope.type, envelope.id
+    if kind == "stdin":  # Go tolerates CR/LF inside base64; msgspec's strict codec does not
+        try:
+            raw_stdin = _raw_stdin.decode(raw)
+            return Stdin(id=raw_stdin.id, data=decode_data(raw_stdin.data))
+        except (msgspec.DecodeError, ValueError) as exc:
+            return BadMessage(f"stdin dropped: {exc}")
     if isinstance(kind, str) and kind not in _TAGS and (ident is None or isinstance(ident, str)):
         return UnknownType(kind, ident or "")
     return BadMessage(reason)
@@ -200,28 +211,37 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def encode_data(data: bytes | bytearray | memoryview) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
-
-
-_STRIP = bytes.maketrans(b"", b"")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def decode_data(text: str) -> bytes:
-    """Strict standard base64 (Go's StdEncoding): CR/LF ignored, anything else malformed raises ValueError."""
+    """Strict standard base64 (Go's StdEncoding): CR/LF ignored, anything else malformed raises ValueError.
+
+    Validated with two C-speed passes (``str.translate`` deletions) and decoded by the non-strict
+    decoder: ``a2b_base64(strict_mode=True)`` runs at a tenth of the speed.
+    """
     if not text:
         return b""
-    raw = text.encode("ascii", "strict") if text.isascii() else None
-    if raw is None:
+    if not text.isascii():
         raise ValueError("non-ASCII character in base64 data")
+    raw = text.encode("ascii")
     if b"\r" in raw or b"\n" in raw:
-        raw = raw.translate(_STRIP, b"\r\n")
+        raw = raw.translate(None, b"\r\n")
     if len(raw) % 4:
         raise ValueError("base64 data length is not a multiple of 4")
+    body = raw[:-2].translate(None, _ALPHABET) if len(raw) > 2 else b""
+    tail = raw[-2:]
+    if body or tail.translate(None, _ALPHABET + b"=") or _bad_padding(tail):
+        raise ValueError("illegal base64 data")
     try:
-        return binascii.a2b_base64(raw, strict_mode=True)
+        return binascii.a2b_base64(raw)
     except binascii.Error as exc:
         raise ValueError(str(exc)) from None
+
+
+def _bad_padding(tail: bytes) -> bool:
+    """'=' may only end the data: 'x=' or '==' as the last two characters, never '=x'."""
+    return tail[:1] == b"=" and tail != b"=="
 
 
 _OUT_PREFIX = {"stdout": b'{"type":"stdout"', "stderr": b'{"type":"stderr"'}
@@ -232,12 +252,12 @@ def output_prefix(stream: str, ident: str) -> bytes:
     head = _OUT_PREFIX[stream]
     if ident:
         head += b',"id":' + _encoder.encode(ident)
-    return head + b',"data":"'
+    return head + b',"data":'
 
 
 def encode_output(prefix: bytes, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes, bytes]:
     """The parts of one stdout/stderr message (join them, or hand them to ``send_text``)."""
     if not data:
         # omitempty: an empty chunk carries no data field (never produced by a reader; kept exact)
-        return prefix[: -len(b',"data":"')], b"", b"}"
-    return prefix, binascii.b2a_base64(data, newline=False), b'"}'
+        return prefix[: -len(b',"data":')], b"", b"}"
+    return prefix, _encoder.encode(data), b"}"

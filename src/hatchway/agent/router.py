@@ -114,11 +114,7 @@ class Router:
         if isinstance(message, p.Stdin):
             if message.id not in live:
                 return [Note("debug", f"stdin for unknown session {message.id!r}")]
-            try:
-                data = p.decode_data(message.data)
-            except ValueError as exc:
-                return [Note("warning", f"session {message.id!r}: stdin dropped, invalid base64: {exc}")]
-            return [WriteStdin(message.id, data)]
+            return [WriteStdin(message.id, message.data)]
         if isinstance(message, p.Exec):
             if not message.id:
                 return [Reply(p.Error(message="exec requires id"))]
