@@ -109,3 +109,18 @@ async def test_slow_attacher_gets_backpressure_not_drops(start_agent, wire_to) -
         message = await wire.next("slow")
         received += len(base64.b64decode(message["data"]))
     assert received == size
+
+
+async def test_tty_main_process_honours_resize_on_attach(start_agent, wire_to) -> None:  # defect 19
+    agent = await start_agent(keep_alive=True, tty=True, argv=["sh", "-c", "tty -s && echo main-tty; read x; stty size"])
+    wire = await wire_to(agent)
+    await wire.send(type="attach", id="a", stdin_once=True)
+    await wire.send(type="resize", id="a", width=77, height=22)
+    await wire.send(type="stdin", id="a", data=b64(b"go\n"))
+    output = b""
+    while True:
+        message = await wire.next("a")
+        if message["type"] == "exit":
+            break
+        output += base64.b64decode(message["data"])
+    assert b"main-tty" in output and output.endswith(b"22 77\r\n") and message["code"] == 0

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import signal
 import subprocess
 
+import aiohttp
 import pytest
 from agentproc import AGENT, AgentProcess, free_port
 
@@ -90,3 +94,30 @@ async def test_listen_failure_is_fatal() -> None:
         first.signal(signal.SIGINT)
         assert await first.wait() == 0
     assert b"listen tcp" in second.stderr
+
+
+async def fetch_health_until(addr: str, predicate, timeout: float = 20.0) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"http://{addr}/health") as response:
+                body = await response.json()
+            if predicate(body):
+                return body
+            assert loop.time() < deadline, f"/health never matched: {body}"
+
+
+@pytest.mark.parametrize("how", ["flags", "env"])
+async def test_health_check_configuration(how: str) -> None:
+    env = dict(os.environ)
+    if how == "flags":
+        args = ["-health-cmd", "echo probe; exit 1", "-health-interval", "20ms", "-health-retries", "2"]
+    else:
+        env["HATCHWAY_AGENT_HEALTHCHECK"] = json.dumps({"Test": ["CMD-SHELL", "echo probe; exit 1"],
+                                                         "Interval": 20_000_000, "Retries": 2})
+        args = []
+    async with AgentProcess(["-addr", "127.0.0.1:0", *args, "-keep-alive", "--", "sleep", "30"], env=env) as agent:
+        body = await fetch_health_until(agent.addr, lambda b: b.get("health", {}).get("status") == "unhealthy")
+        assert body["health"]["failingStreak"] >= 2 and body["health"]["log"][-1]["Output"] == "probe\n"
+        assert body["health"]["log"][-1]["ExitCode"] == 1
