@@ -1,0 +1,5 @@
+import sys
+
+from hatchway.hostproxy.cli import main
+
+sys.exit(main())
