@@ -157,3 +157,54 @@ async def test_collect_error_text_resize_and_signal(start_agent) -> None:
         assert session.code == 137
     with pytest.raises(AgentError):
         await client.collect(["true"])
+
+
+class UpstreamStyleAgent(MockAgent):
+    """Behaves like the Go agent on a spawn failure (an `error`, never an `exit`) and sends a system message."""
+
+    async def ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"lifetime_expired"}')
+        async for msg in ws:
+            message = json.loads(msg.data)
+            if message["type"] == "exec":
+                await ws.send_str(json.dumps({"type": "error", "id": message["id"],
+                                              "message": "fork/exec /nope: no such file or directory"}))
+        return ws
+
+
+async def test_upstream_agent_errors_and_system_messages() -> None:
+    agent = UpstreamStyleAgent()
+    await agent.server.start()
+    system: list[object] = []
+    try:
+        async with AgentClient.connect(agent.addr, on_system=system.append, upstream_errors=True) as client:
+            with pytest.raises(AgentError, match="agent error: fork/exec /nope"):
+                await client.collect(["/nope"])
+            assert [type(m).__name__ for m in system] == ["LifetimeExpired"]
+    finally:
+        await agent.server.aclose()
+
+
+async def test_reverse_registry_replaces_an_older_registration(start_agent) -> None:  # 27
+    from hatchway.agent.client import ReverseRegistry
+
+    registry = ReverseRegistry()
+    app = web.Application()
+    app.router.add_get("/internal/v1/agent/connect", registry.handler)
+    server = HttpServer(app, [TcpAddress("127.0.0.1", 0)])
+    await server.start()
+    try:
+        host, port = server.addresses[0]  # type: ignore[misc]
+        url = f"http://{host}:{port}/internal/v1/agent/connect?id=dup"
+        await start_agent(callback=url, token="", retry_initial=60.0)  # once replaced, it stays away
+        first = await registry.wait_for("dup")
+        await start_agent(callback=url, token="", retry_initial=60.0)
+        await asyncio.wait_for(first.done, 10)  # the older one is closed when the newer registers
+        second = await registry.wait_for("dup")
+        assert second is not first and registry.registrations >= 2
+        assert (await second.collect(["echo", "second"])).stdout == b"second\n"
+    finally:
+        await registry.aclose()
+        await server.aclose()
