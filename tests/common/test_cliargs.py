@@ -164,6 +164,19 @@ def test_version_flag_in_gos_shape(capsys):
     assert re.fullmatch(r"prog version v1\.2\.3 linux/(amd64|arm64|386|arm|ppc64le|s390x|riscv64)\n", out.out)
 
 
+def test_a_subcommands_options_are_built_only_when_it_runs_or_is_documented():
+    built = []
+    parser = ParserBuilder.new_parser("prog", "p", style="cobra", environ={})
+    b = ParserBuilder(parser)
+    for name in ("one", "two"):
+        b.command(name, help=name, build=lambda sub, name=name: (built.append(name),
+                                                                   sub.option("--port", default=1, type=int)))
+    assert parser.parse_args(["one", "--port", "2"]).port == 2
+    assert built == ["one"]
+    page = render(parser)
+    assert built == ["one", "two"] and page.count(r"\-\-port") >= 2
+
+
 def test_root_help_has_examples_and_exit_status():
     text = cobra().format_help()
     assert "Examples:\n  # a server\n  prog server" in text
@@ -336,6 +349,7 @@ def test_man_page_of_each_program_as_build_release_makes_it(program, tmp_path):
     for heading in ("ENVIRONMENT", "EXIT STATUS", "SIGNALS", "EXAMPLES", "LOGGING"):
         assert f"\n.SH {heading}\n" in page, heading
     assert "READY" in page
+    assert {"linksocks": r"\-\-ws\-port", "tunnel": r"\-\-allow\-tokenless\-tunnels"}[program] in page
     text = subprocess.run(["groff", "-man", "-Tascii", "-rLL=64n", "-P-cbou", str(out)], capture_output=True,
                           text=True, timeout=60, check=True).stdout
     long_options = {name.replace("\\-", "-") for name in re.findall(r"\\-\\-([a-z0-9]+(?:\\-[a-z0-9]+)*)", page)}

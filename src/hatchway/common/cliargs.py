@@ -229,6 +229,7 @@ class CommandParser(argparse.ArgumentParser):
         self._command_dest: str | None = None
         self._rest_dest: str | None = None
         self._extra_man: list[dict[str, str]] = []
+        self._deferred: list[Callable[[], None]] = []
         super().__init__(*args, **kwargs)
         if style == "goflag":
             self.add_argument("-h", "-help", "--help", action=_GoHelpAction, nargs=0, default=argparse.SUPPRESS,
@@ -238,6 +239,18 @@ class CommandParser(argparse.ArgumentParser):
         action = super().add_argument(*args, **kwargs)
         self.actions.append(action)
         return action
+
+    def defer(self, build: Callable[[], None]) -> None:
+        """Add options later: when this (sub-)command runs or is documented, not on every start."""
+        self._deferred.append(build)
+
+    def materialize(self, *, tree: bool = False) -> None:
+        """Run the deferred option builders (of the sub-commands too with ``tree``)."""
+        while self._deferred:
+            self._deferred.pop(0)()
+        if tree:
+            for parser in self._commands.values():
+                parser.materialize(tree=True)
 
     @property
     def commands(self) -> dict[str, CommandParser]:
@@ -250,6 +263,7 @@ class CommandParser(argparse.ArgumentParser):
     # renders a page with the installed argparse-manpage so an upgrade that drops the hook fails loudly.
     @property
     def _manpage(self) -> list[dict[str, str]]:
+        self.materialize(tree=True)  # read by Manpage() before it walks the sub-commands' option groups
         return self.man_sections() + self._extra_man
 
     @_manpage.setter
@@ -271,6 +285,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
         argv = list(sys.argv[1:] if args is None else args)
+        self.materialize()
         if self.style == "cobra" and not argv and self._commands:
             self.print_help()
             self.exit(0)
@@ -404,7 +419,12 @@ class CommandParser(argparse.ArgumentParser):
         shown = next((group for group in value.groups() if group is not None), "") if value else ""
         return f'invalid value "{shown}" for flag {name}: parse error'
 
+    def format_usage(self) -> str:
+        self.materialize()
+        return super().format_usage()
+
     def format_help(self) -> str:
+        self.materialize()
         if self.style == "goflag":
             return self._go_usage()
         return super().format_help()
@@ -441,6 +461,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def man_sections(self) -> list[dict[str, str]]:
         """The extra man page sections (argparse-manpage prints them after the options)."""
+        self.materialize(tree=True)
         usage = self.format_usage().split(":", 1)[-1].split()
         sections = [{"heading": "synopsis",
                      "content": ".nh\n.ad l\n.B " + _roff(usage[0]) + "\n" + _roff(" ".join(usage[1:]))}]
@@ -666,15 +687,20 @@ class ParserBuilder:
     # -- sub-commands --
 
     def command(self, name: str, help: str, description: str | None = None,
-                examples: Iterable[tuple[str, str]] = ()) -> ParserBuilder:
-        """A sub-command; its options are read (and its variables looked up) only when it runs."""
+                examples: Iterable[tuple[str, str]] = (),
+                build: Callable[[ParserBuilder], None] | None = None) -> ParserBuilder:
+        """A sub-command; its variables are looked up only when it runs. ``build(sub_builder)``, when given,
+        adds its options only when it runs or is documented (a start pays for one sub-command's parser)."""
         sub = self._subparsers_action()
         examples = list(examples)
         parser = sub.add_parser(name, help=help, description=description or help, style=self.parser.style,
                                 environ=self.parser.environ, epilog=_examples_epilog(examples))
         parser.examples.extend(examples)
         self.parser._commands[name] = parser
-        return ParserBuilder(parser, f"{self.command_name} {name}".strip())
+        sub_builder = ParserBuilder(parser, f"{self.command_name} {name}".strip())
+        if build is not None:
+            parser.defer(lambda: build(sub_builder))
+        return sub_builder
 
     def _subparsers_action(self) -> argparse._SubParsersAction[CommandParser]:
         if self._subparsers is None:

@@ -20,6 +20,7 @@ __all__ = ["SHELLS", "script"]
 
 
 def _flags(parser: CommandParser) -> list[str]:
+    parser.materialize()
     return [name for action in parser.actions if action.help != argparse.SUPPRESS
             for name in action.option_strings]
 

@@ -91,14 +91,18 @@ CLIENT_EXAMPLES = [
 
 
 def _add_server(b: ParserBuilder) -> None:
-    sb = b.command(
+    b.command(
         "server",
         help="start the LinkSocks server (WebSocket endpoint; SOCKS5 port in reverse mode)",
         description="Start a SOCKS5-over-WebSocket server: forward mode dials targets for clients; "
         "reverse mode (-r) offers a SOCKS5 port served by connected providers; "
         "agent mode (-r -c) relays connectors to providers.",
         examples=SERVER_EXAMPLES,
+        build=_server_options,
     )
+
+
+def _server_options(sb: ParserBuilder) -> None:
     sb.option("-H", "--ws-host", env="LINKSOCKS_WEBSOCKET_HOST", default="0.0.0.0",
               help="WebSocket server listen address")
     sb.option("-P", "--ws-port", env="LINKSOCKS_WEBSOCKET_PORT", default=DEFAULT_WS_PORT, type=int,
@@ -129,7 +133,11 @@ def _add_server(b: ParserBuilder) -> None:
 
 
 def _add_client(b: ParserBuilder, name: str, summary: str) -> None:
-    cb = b.command(name, help=summary, examples=CLIENT_EXAMPLES)
+    sub = b.command(name, help=summary, examples=CLIENT_EXAMPLES, build=_client_options)
+    sub.parser.set_defaults(reverse_mode=name == "provider")
+
+
+def _client_options(cb: ParserBuilder) -> None:
     cb.option("-t", "--token", env="LINKSOCKS_TOKEN", default="anonymous", help="authentication token")
     cb.option("-u", "--url", env="LINKSOCKS_URL", default="ws://localhost:8765", help="WebSocket server address")
     cb.flag("-r", "--reverse", help="reverse mode: act as a provider that dials for the server")
@@ -160,7 +168,6 @@ def _add_client(b: ParserBuilder, name: str, summary: str) -> None:
     cb.flag("--direct-upnp-keep", help="accepted for compatibility")
     cb.option("--direct-upnp-external-port", type=int, help="accepted for compatibility")
     _add_common(cb)
-    cb.parser.set_defaults(reverse_mode=name == "provider")
 
 
 EXIT_STATUS = [

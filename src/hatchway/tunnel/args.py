@@ -97,12 +97,16 @@ def _add_client_options(b: ParserBuilder) -> None:
 
 
 def _add_runner(b: ParserBuilder) -> None:
-    rb = b.command(
+    b.command(
         "runner",
         help="serve the runner-side endpoint: /ws/tunnel/{id} and /ws/forward/{id}/{port}",
         description="Serve the KohakuRiver runner's tunnel and forward WebSocket routes.",
         examples=[("hatchway-tunnel runner --port 8001 --token secret", "a runner endpoint that asks for a token")],
+        build=_runner_options,
     )
+
+
+def _runner_options(rb: ParserBuilder) -> None:
     rb.option("--host", env="HATCHWAY_RUNNER_HOST", default="0.0.0.0", help="address to listen on")
     rb.option("--port", env="RUNNER_PORT", default=DEFAULT_RUNNER_PORT, type=int, help="port to listen on")
     rb.option(
@@ -126,14 +130,18 @@ def _add_runner(b: ParserBuilder) -> None:
 
 
 def _add_forward(b: ParserBuilder) -> None:
-    fb = b.command(
+    b.command(
         "forward",
         help="forward a local port to a port inside a container (kohakuriver forward)",
         description="Listen locally and forward each connection (or UDP flow) to REMOTE_PORT "
         "inside the task's container, over one WebSocket.",
         examples=[("hatchway-tunnel forward --url ws://runner:8001 kohakuriver-task-42 8888 -l 18888",
                    "reach Jupyter inside a container on 127.0.0.1:18888")],
+        build=_forward_options,
     )
+
+
+def _forward_options(fb: ParserBuilder) -> None:
     p = fb.parser
     p.add_argument("task_id", metavar="TASK_ID", help="task id (via the host) or container name (direct to a runner)")
     p.add_argument("remote_port", metavar="REMOTE_PORT", type=int, help="port inside the container")
