@@ -105,7 +105,7 @@ class _LogCopy:
         except OSError:
             self._fd = -1
             return
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not _shared(self._fd):
             pipe = InputPipe(os.dup(self._fd), high_water=256 * 1024, on_flow=self._on_flow)
             try:
                 await pipe.open()
@@ -137,6 +137,24 @@ class _LogCopy:
 
 def _factory(pump: OneWayPump) -> Callable[[], OneWayPump]:
     return lambda: pump
+
+
+def _shared(fd: int) -> bool:
+    """``fd`` is the same pipe as another standard fd (``2>&1``): O_NONBLOCK would reach the logger too."""
+    try:
+        mine = os.fstat(fd)
+    except OSError:
+        return False
+    for other in (0, 1, 2):
+        if other == fd:
+            continue
+        try:
+            theirs = os.fstat(other)
+        except OSError:
+            continue
+        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 class MainProcess:
