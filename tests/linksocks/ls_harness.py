@@ -22,6 +22,8 @@ import time
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
+from helpers import wait_until_blocking
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SRC = os.path.join(REPO, "src")
@@ -34,14 +36,11 @@ MiB = 1 << 20
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """The shared blocking wait (tests/helpers.py), with this harness's positional signature."""
+    try:
+        return wait_until_blocking(condition, timeout=timeout, what=what, interval=interval)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 def expect_reset(sock: socket.socket, send: bytes = b"", timeout: float = 20.0) -> None:
@@ -546,6 +545,11 @@ class EngineThread:
         obj = self.call(make, timeout)
         self._objects.append(obj)
         return obj
+
+    @property
+    def objects(self) -> list[Any]:
+        """The Servers and Clients started in this thread, oldest first."""
+        return list(self._objects)
 
     def stop_object(self, obj: Any, timeout: float = 30.0) -> None:
         if obj in self._objects:

@@ -15,6 +15,7 @@ import pytest
 
 import ls_harness as h
 from hatchway.linksocks import Client, Server
+from hatchway.linksocks.channel import TcpChannel
 
 
 def forward_pair(eng, server_options=None, client_options=None, via_proxy=False):
@@ -77,8 +78,10 @@ def test_slow_reader_gets_every_byte_with_bounded_buffers(eng, target):
 
     def sample() -> None:
         def probe():
-            front = client._front
-            sizes = [c.transport.get_write_buffer_size() for c in front._connections if c.transport is not None]
+            # each channel's relay: the Pump on the channel side, its peer Pump holds the SOCKS client's transport
+            pumps = [channel.protocol.peer for channel in client.table.endpoints.values()
+                     if isinstance(channel, TcpChannel) and channel.protocol is not None]
+            sizes = [p.transport.get_write_buffer_size() for p in pumps if p is not None and p.transport is not None]
             gates = [link.gate.blocked for link in client.links]
             return max(sizes, default=0), any(gates)
 

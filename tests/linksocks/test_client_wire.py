@@ -13,8 +13,9 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from hatchway.linksocks import Client, Server, protocol
-from hatchway.linksocks.client import AuthError
+from hatchway.linksocks.client import AuthError, env_proxy
 from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data
+from helpers import wait_until
 from rawpeer import RawServer, read_message, send_message
 
 
@@ -89,10 +90,8 @@ async def test_auth_failure_is_fatal_unless_retry_auth():
     await client.close()
     retrying = fast_client(fake.port, token="bad", retry_auth=True)
     await retrying.start()
-    async with asyncio.timeout(10):
-        while len(attempts) < 4:
-            await asyncio.sleep(0.02)
-    assert not retrying._done.is_set()
+    await wait_until(lambda: len(attempts) >= 4, what="four attempts")
+    assert not retrying.stopped
     await retrying.close()
     await fake.close()
 
@@ -140,9 +139,7 @@ async def test_client_pings_and_drops_a_silent_server():
     client = fast_client(fake.port, ping_interval=0.2, read_timeout=1.0)
     await client.start()
     await client.wait_ready(10)
-    async with asyncio.timeout(10):
-        while len(connections) < 2:
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: len(connections) >= 2, what="the client to drop the silent server and reconnect")
     assert len(pings) >= 3
     await client.close()
     await fake.close()
@@ -214,8 +211,10 @@ async def test_without_grace_a_drop_ends_the_channel():
 
 async def test_socks_port_opens_after_auth_and_requests_wait_for_a_link():
     gate = asyncio.Event()
+    entered = asyncio.Event()
 
     async def handler(ws, request):
+        entered.set()
         await gate.wait()
         await send_message(ws, AuthResponse(True))
         await ws.receive()
@@ -227,7 +226,7 @@ async def test_socks_port_opens_after_auth_and_requests_wait_for_a_link():
     port.close()
     client = fast_client(fake.port, socks_port=socks_port)
     await client.start()
-    await asyncio.sleep(0.3)
+    await wait_until(entered, what="the client to wait for its AuthResponse")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", socks_port)
     gate.set()
@@ -251,9 +250,7 @@ async def test_threads_keep_each_channel_on_one_websocket(target):
                     threads=3)
     await client.start()
     await client.wait_ready(10)
-    async with asyncio.timeout(10):
-        while len(client.links) < 3:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: len(client.links) == 3, what="three WebSockets")
     streams = [await socks_open(client.socks_address[1], target_port=target.port) for _ in range(6)]
     for reader, writer, reply in streams:
         assert reply == 0
@@ -313,8 +310,7 @@ async def test_http_proxy_environment_for_the_websocket(monkeypatch, no_env_prox
     await client.close()
     await server.close()
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    bypass = Client("tok", url="ws://127.0.0.1:1")
-    assert bypass._env_proxy("ws://127.0.0.1:1/socket") is None
+    assert env_proxy("ws://127.0.0.1:1/socket") is None
     await asyncio.get_running_loop().run_in_executor(None, upstream.close)
 
 
@@ -331,9 +327,7 @@ async def test_udp_association_ends_with_its_control_connection():
     reply = await reader.readexactly(10)
     assert reply[1] == 0 and reply[4:8] == socket.inet_aton("127.0.0.1")
     writer.close()
-    async with asyncio.timeout(10):
-        while not any(isinstance(m, protocol.Disconnect) for _, m in log):
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: any(isinstance(m, protocol.Disconnect) for _, m in log), what="the Disconnect")
     connect = next(m for _, m in log if isinstance(m, Connect))
     disconnect = next(m for _, m in log if isinstance(m, protocol.Disconnect))
     assert connect.protocol == protocol.UDP and disconnect.channel_id == connect.channel_id
@@ -351,14 +345,12 @@ async def test_provider_re_adds_its_connector_tokens_after_a_reconnect():
     provider = fast_client(proxy.port, token="auto", reverse=True, connector_token="mine")
     await provider.start()
     await provider.wait_ready(10)
-    async with asyncio.timeout(10):
-        while server.tokens.get("mine") is None:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: server.tokens.get("mine") is not None, what="the connector token")
     first_pool = server.tokens.get("mine").reverse_token
     await asyncio.get_running_loop().run_in_executor(None, proxy.cut)
-    async with asyncio.timeout(10):  # URL-query auth: a new pool per connection, the token follows it
-        while server.tokens.get("mine") is None or server.tokens.get("mine").reverse_token == first_pool:
-            await asyncio.sleep(0.02)
+    # URL-query auth: a new pool per connection, the token follows it
+    await wait_until(lambda: (entry := server.tokens.get("mine")) is not None and entry.reverse_token != first_pool,
+                     what="the token to be re-added for the new pool")
     await provider.close()
     await asyncio.get_running_loop().run_in_executor(None, proxy.close)
     await server.close()

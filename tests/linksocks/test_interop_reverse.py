@@ -102,7 +102,7 @@ def test_round_robin_hatchway_and_go_providers(eng, procs, peer110, target):
 
 
 def _server(eng):
-    return next(obj for obj in eng._objects if isinstance(obj, Server))
+    return next(obj for obj in eng.objects if isinstance(obj, Server))
 
 
 def _providers(eng):
@@ -157,7 +157,7 @@ def test_go_server_autonomy_hatchway_provider_adds_connector(eng, procs, peer110
     h.wait_port(ws_port, 30)
     url = f"ws://127.0.0.1:{ws_port}"
     provider = hatchway_provider(eng, url, connector_token="ours")
-    h.wait_until(lambda: "ours" in provider._connector_tokens, 10, "token remembered")
+    h.wait_until(lambda: "ours" in provider.connector_tokens, 10, "token remembered")
     socks = h.free_port()
     go_connector(procs, peer110, url, "ours", socks)
     h.echo_sha(socks, target.port, 2 * h.MiB)

@@ -255,3 +255,9 @@ def test_an_ack_is_a_zero_length_data_with_a_sequence():
     wire = p.data_header(CID, 0) + p.sequence_trailer(1 << 20)
     assert wire == h("01", "04", "01", CID.hex(), "00", "00000000", "0000000000100000")
     assert p.decode(wire)[1] == Data(p.TCP, CID, b"", sequence=1 << 20)
+
+
+def test_a_half_close_is_a_zero_length_data_flagged_0x80_with_the_end_offset():
+    wire = p.data_header(CID, 0, compression=p.HALF_CLOSE) + p.sequence_trailer(42)
+    assert wire == h("01", "04", "01", CID.hex(), "80", "00000000", "000000000000002a")
+    assert p.decode(wire)[1] == Data(p.TCP, CID, b"", p.HALF_CLOSE, sequence=42)

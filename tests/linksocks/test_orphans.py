@@ -2,6 +2,8 @@
 
 import asyncio
 
+from helpers import wait_until
+
 from hatchway.linksocks.orphans import OrphanBuffer
 
 
@@ -28,9 +30,7 @@ async def test_limits_messages_bytes_and_channels():
 async def test_entries_expire():
     buffer = OrphanBuffer(ttl=0.15)
     buffer.add(b"e" * 16, "old", 3)
-    async with asyncio.timeout(5):
-        while len(buffer):
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: len(buffer) == 0, what="the entry to expire")
     assert buffer.bytes == 0
     buffer.close()
 

@@ -23,6 +23,7 @@ from hatchway.linksocks.protocol import (
     Log,
     Partners,
 )
+from helpers import wait_until
 from rawpeer import RawPeer
 
 
@@ -173,8 +174,11 @@ async def test_resume_unknown_channel_is_refused_without_dialing(server, target)
     await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, resume=True))
     answer = await peer.recv_type(Disconnect)
     assert answer.channel_id == channel_id
-    await asyncio.sleep(0.2)  # a dial, had there been one, would have reached the target by now
-    assert target.connections == before and server.target_dialer.dials == 0
+    # a fresh channel on the same WebSocket, end to end: a dial for the Resume, had one been started
+    # before it, would have reached the target before this one
+    fresh = await open_channel(peer, target)
+    assert await echo(peer, fresh, b"ok") == b"ok"
+    assert target.connections == before + 1 and server.target_dialer.dials == 1
     await peer.close()
 
 
@@ -199,8 +203,7 @@ async def test_data_before_connect_is_replayed(server, target):
     peer = await forward_peer(server)
     channel_id = protocol.new_channel_id()
     await peer.send(Data(protocol.TCP, channel_id, b"E"))
-    await peer.send(Data(protocol.TCP, channel_id, b"early"))
-    await asyncio.sleep(0.05)
+    await peer.send(Data(protocol.TCP, channel_id, b"early"))  # one WebSocket: these arrive before the Connect
     await peer.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port))
     assert (await peer.recv_type(ConnectResponse)).success
     got = b""
@@ -414,30 +417,25 @@ async def test_reverse_listener_binding_linger_and_nowait():
         with _socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", port)) == 0
 
-    srv = Server(ws_host="127.0.0.1", ws_port=0, listener_linger=0.3)
+    srv = Server(ws_host="127.0.0.1", ws_port=0, listener_linger=2.0)
     await srv.start()
     token, port = srv.add_reverse_token("rtok")
     assert 1024 <= port <= 10240
-    await asyncio.sleep(0.1)
-    assert not bound(port)  # waits for the first provider
+    assert srv.reverse_port(token) is None and not bound(port)  # waits for the first provider
     provider = await RawPeer.connect(url(srv), token="rtok", reverse=True)
     await provider.recv()
     assert bound(port)
     await provider.close()
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: len(srv.pools[token]) == 0, what="the provider's departure")
     assert bound(port)  # lingers after the last provider left
-    async with asyncio.timeout(5):
-        while bound(port):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: not bound(port), what="the listener to close after the linger")
     await srv.close()
     nowait = Server(ws_host="127.0.0.1", ws_port=0, socks_wait_client=False)
     await nowait.start()
     outside = 20000 + (port % 1000)
     _, explicit = nowait.add_reverse_token("r2", port=outside)
     assert explicit == outside
-    async with asyncio.timeout(5):
-        while not bound(outside):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: bound(outside), what="--socks-nowait to bind")
     await nowait.close()
 
 
@@ -471,9 +469,7 @@ async def test_removing_a_token_closes_its_links_and_channels(server, target):
     channel_id = await open_channel(peer, target)
     assert server.remove_token("ftok")
     assert await peer.closed(5)
-    async with asyncio.timeout(5):
-        while channel_id in server.table:
-            await asyncio.sleep(0.02)
+    await wait_until(lambda: channel_id not in server.table, what="the channel to be forgotten")
     await peer.close()
 
 

@@ -146,6 +146,8 @@ class TcpChannel(Channel):
         self.ledger = Ledger(keep=offer_ledger or peer_ledger)
         self._writer_paused = False
         self._flow_paused = False
+        self._local_eof = False  # our local end sent EOF (told to a ledger peer as a half-close)
+        self._remote_eof = False
         self._probe_timer: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         table.add(channel_id, self)
@@ -223,6 +225,35 @@ class TcpChannel(Channel):
         if ledger.window_full:
             self._update_flow()
 
+    # -- half-close (#6 item 15): only a ledger peer understands it; upstream's wire has none
+    def can_write_eof(self) -> bool:
+        return self.peer_ledger
+
+    def write_eof(self) -> None:
+        """Local EOF: a ledger peer is told (its target gets EOF, the reply still comes); else the channel ends."""
+        if not self.peer_ledger:
+            self.close()
+            return
+        if self._closing or self._local_eof:
+            return
+        self._local_eof = True
+        if self.state is ChannelState.OPEN:
+            self._send_half_close()
+
+    def _send_half_close(self) -> None:
+        try:
+            self.link.send_half_close(self.id, self.ledger.sent)
+        except ConnectionGone:
+            self.suspend()  # sent again after the Resume (_carry_on)
+
+    def _on_half_close(self, end: int) -> None:
+        if end != self.ledger.received:
+            self._fail(f"half-close at {end}, but {self.ledger.received} bytes arrived")
+            return
+        if not self._remote_eof:
+            self._remote_eof = True
+            self.remote_eof()
+
     def _transmit(self) -> None:
         """Send what the ledger has not put on the wire yet (numbered when the peer keeps a ledger)."""
         ledger = self.ledger
@@ -294,7 +325,10 @@ class TcpChannel(Channel):
         end = message.sequence if self.peer_ledger else 0  # an upstream peer's Sequence means something else
         if not size:
             if end:
-                self._on_ack(end)
+                if message.compression == protocol.HALF_CLOSE:
+                    self._on_half_close(end)
+                else:
+                    self._on_ack(end)
             return
         if self._lost:
             return
@@ -500,6 +534,8 @@ class TcpChannel(Channel):
 
     def _carry_on(self) -> None:
         self._transmit()
+        if self._local_eof and self.state is ChannelState.OPEN:
+            self._send_half_close()  # again after a Resume: the first may have been lost with the link
         if self.protocol is not None and self.state is ChannelState.OPEN:
             self._writer_paused = False
             self.link.writer.add_listener(self)  # pauses us again if the writer is full

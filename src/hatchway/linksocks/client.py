@@ -85,6 +85,18 @@ def _bypass_environment(host: str, proxies: dict[str, str]) -> bool:
     return bypass(host, proxies)
 
 
+def env_proxy(url: str) -> str | None:
+    """http_proxy for ws://, https_proxy for wss:// (no_proxy honoured)."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get("https" if url.startswith("wss://") else "http")
+    if not proxy:
+        return None
+    host = urlsplit(url).hostname or ""
+    if _bypass_environment(host, proxies):
+        return None
+    return proxy
+
+
 def thread_count(requested: int) -> int:
     cpus = os.cpu_count() or 1
     if requested < 0:
@@ -293,17 +305,18 @@ class Client(Service):
         raise aiohttp.ClientError(f"more than {MAX_REDIRECTS} redirects")
 
     def _env_proxy(self, url: str) -> str | None:
-        """http_proxy for ws://, https_proxy for wss:// (no_proxy honoured), unless -E."""
-        if self.options.no_env_proxy:
-            return None
-        proxies = urllib.request.getproxies_environment()
-        proxy = proxies.get("https" if url.startswith("wss://") else "http")
-        if not proxy:
-            return None
-        host = urlsplit(url).hostname or ""
-        if _bypass_environment(host, proxies):
-            return None
-        return proxy
+        return None if self.options.no_env_proxy else env_proxy(url)
+
+    @property
+    def stopped(self) -> bool:
+        """Every connection loop has ended (no reconnect, a fatal auth error, or close())."""
+        return self._done.is_set()
+
+    @property
+    def connector_tokens(self) -> list[str]:
+        """Connector tokens this provider adds after every (re)connect."""
+        return list(self._connector_tokens)
+
 
     def _auth_query(self) -> dict[str, str]:
         return {

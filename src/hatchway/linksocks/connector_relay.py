@@ -164,7 +164,10 @@ class ConnectorBinding:
     def _send(self, link: Any, message: Any) -> None:
         try:
             if type(message) is Data and message.protocol == protocol.TCP:
-                link.send_data(self.id, protocol.data_payload(message), message.sequence)
+                if message.compression == protocol.HALF_CLOSE and not message.data:
+                    link.send_half_close(self.id, message.sequence)
+                else:
+                    link.send_data(self.id, protocol.data_payload(message), message.sequence)
             else:
                 link.send(message)
         except protocol.ProtocolError as exc:

@@ -168,6 +168,11 @@ class Link:
             else:
                 send(header, piece)
 
+    def send_half_close(self, channel_id: bytes, offset: int) -> None:
+        """Ledger half-close: no more bytes after ``offset`` in this direction (the reply may still come)."""
+        header = protocol.data_header(channel_id, 0, self.version, compression=protocol.HALF_CLOSE)
+        self.writer.send(header, protocol.sequence_trailer(offset))
+
     def send_ack(self, channel_id: bytes, offset: int) -> None:
         """Ledger acknowledgement: a zero-length Data whose Sequence is the count of delivered bytes."""
         self.writer.send(protocol.data_header(channel_id, 0, self.version), protocol.sequence_trailer(offset))

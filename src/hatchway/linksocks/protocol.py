@@ -49,6 +49,9 @@ REMOVE = 2
 
 COMPRESSION_NONE = 0
 COMPRESSION_GZIP = 1
+# hatchway's ledger extension: a zero-length TCP Data with this Compression byte and a Sequence is a
+# half-close ("no more bytes after offset Sequence"); only sent to a peer that answered the extension
+HALF_CLOSE = 0x80
 
 DATA_HEADER_SIZE = 24
 SEQUENCE_SIZE = 8
@@ -264,7 +267,9 @@ def sequence_trailer(sequence: int) -> bytes:
     return _pack(_U64, sequence)
 
 
-def data_header(channel_id: bytes, length: int, version: int = VERSION_DEFAULT, protocol: int = TCP) -> bytes:
+def data_header(
+    channel_id: bytes, length: int, version: int = VERSION_DEFAULT, protocol: int = TCP, compression: int = 0
+) -> bytes:
     """The 24-byte header of an uncompressed Data message carrying ``length`` payload bytes.
 
     For TCP the message is exactly header + payload. For UDP append
@@ -272,7 +277,7 @@ def data_header(channel_id: bytes, length: int, version: int = VERSION_DEFAULT, 
     """
     try:
         if len(channel_id) == 16:
-            return _DATA_HEADER.pack(version, 4, protocol, channel_id, 0, length)
+            return _DATA_HEADER.pack(version, 4, protocol, channel_id, compression, length)
     except (struct.error, TypeError) as exc:
         raise ProtocolError(f"cannot build Data header: {exc}") from exc
     raise ProtocolError("channel_id must be 16 raw bytes")
