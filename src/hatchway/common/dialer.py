@@ -184,6 +184,13 @@ async def _connect_direct(
     if not candidates:
         raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"dial tcp: lookup {host}: no such host")
 
+    if len(candidates) == 1:  # nothing to race (an IP literal, a single-address name): the cheap path
+        family, address = candidates[0]
+        try:
+            return await loop.create_connection(protocol_factory, address, port, family=family)
+        except OSError as exc:
+            raise ProxyError(reply_for(exc), go_dial_error(exc, "tcp", httpproxy.join_host_port(address, port))) from None
+
     async def connect(family: int, address: str) -> Attempt:
         return await loop.create_connection(HandoffProtocol, address, port, family=family)
 
