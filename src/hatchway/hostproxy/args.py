@@ -55,6 +55,12 @@ def _serve(b: ParserBuilder) -> None:
             help="capture any method and path on callback listeners (upstream); default GET on the registered path")
     sb.option("--open-rate", env="HATCHWAY_HOSTPROXY_OPEN_RATE", default=10, type=int,
               help="URLs a container may open per minute")
+    sb.option("--request-rate", env="HATCHWAY_HOSTPROXY_REQUEST_RATE", default=600, type=int,
+              help="requests a container may make per minute (0 = unlimited)")
+    sb.option("--callback-per-container", env="HATCHWAY_HOSTPROXY_CALLBACK_PER_CONTAINER", default=2, type=int,
+              help="live callback sessions per container")
+    sb.option("--callback-total", env="HATCHWAY_HOSTPROXY_CALLBACK_TOTAL", default=64, type=int,
+              help="live callback sessions in all")
     sb.option("--browser-command", env="HATCHWAY_HOSTPROXY_BROWSER",
               help="command that opens a URL (the URL is appended as one argument); default per platform")
     sb.option("--browser-timeout", env="HATCHWAY_HOSTPROXY_BROWSER_TIMEOUT", default=10.0, type=duration,

@@ -90,7 +90,9 @@ def _serve(args: Any) -> int:
         server_config = ServerConfig(
             port=args.port, bind=[b.strip() for b in args.bind.split(",") if b.strip()],
             allow_tokenless=args.allow_tokenless, git_hosts=args.git_host, git_allow_store=args.git_allow_store,
-            callback_any_method=args.callback_any_method, open_rate=args.open_rate, neutral_dir=paths.neutral_dir)
+            callback_any_method=args.callback_any_method, open_rate=args.open_rate, neutral_dir=paths.neutral_dir,
+            request_rate=args.request_rate, callback_per_container=args.callback_per_container,
+            callback_total=args.callback_total)
         if "0.0.0.0" in server_config.bind or "::" in server_config.bind:
             raise ValueError("refusing to listen on all interfaces")
     except ValueError as exc:
