@@ -21,7 +21,8 @@ from hatchway.common.dialer import (
     parse_upstream,
     reply_for,
 )
-from hatchway.common.proxyfront import ProxyError, ProxyFront
+from hatchway.common.dialing import ProxyError
+from hatchway.common.proxyfront import ProxyFront
 
 TIMEOUT = 5.0
 CURL_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

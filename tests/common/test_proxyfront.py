@@ -16,8 +16,9 @@ import pytest
 
 from hatchway.common import socks5
 from hatchway.common.dialer import DirectDialer
+from hatchway.common.dialing import ProxyError
 from hatchway.common.httpproxy import HEAD_LIMIT, parse_response_head
-from hatchway.common.proxyfront import ProxyError, ProxyFront
+from hatchway.common.proxyfront import ProxyFront
 from helpers import wait_until
 
 TIMEOUT = 5.0
