@@ -494,3 +494,20 @@ async def test_binary_auth_must_arrive_within_the_auth_timeout():
             closed = await peer.ws.receive()
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         await peer.close()
+
+
+async def test_a_big_message_before_authentication_ends_that_connection_only():
+    """#6 item 7: aiohttp would buffer up to 32 MiB per pre-auth connection; the pre-auth byte budget cuts it."""
+    async with Server(ws_host="127.0.0.1", ws_port=0) as srv:
+        srv.add_forward_token("ftok")
+        greedy = await RawPeer.connect(url(srv, "/socket/"))
+        try:
+            await greedy.send_raw(b"\x01\x04" + b"\0" * (4 * 1024 * 1024))
+        except ConnectionError:
+            pass
+        assert await greedy.closed(10)
+        await greedy.close()
+        assert srv.pre_auth_overruns == 1
+        honest = await RawPeer.connect(url(srv, "/socket/"), token="ftok", query=False)
+        assert await honest.recv() == AuthResponse(True)
+        await honest.close()

@@ -27,7 +27,6 @@ Embedding::
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 import uuid
@@ -36,7 +35,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from hatchway.common import wsconn
-from hatchway.common.httpapi import ConnectionGuard, HttpServer, TcpAddress
+from hatchway.common.httpapi import HttpServer, TcpAddress
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.tasks import TaskSet
@@ -137,17 +136,14 @@ class Server(Service):
     async def start(self) -> Server:
         app = self.build_app()
         options = self.options
-        guard_options: dict[str, Any] = {}
-        if "max_unauthenticated_bytes" in inspect.signature(ConnectionGuard).parameters:
-            guard_options["max_unauthenticated_bytes"] = PRE_AUTH_BYTES
         http = HttpServer(
             app,
             [TcpAddress(options.ws_host, options.ws_port)],
             require="all",
             header_timeout=options.header_timeout,
             max_unauthenticated=options.max_unauthenticated,
+            max_unauthenticated_bytes=PRE_AUTH_BYTES,  # aiohttp's 32 MiB message limit cannot be lowered pre-auth
             backlog=4096,
-            **guard_options,
         )
         await http.start()
         self._http = http
@@ -181,6 +177,11 @@ class Server(Service):
     def unauthenticated(self) -> int:
         """Connections open that have not authenticated yet (capped by ``max_unauthenticated``)."""
         return self._http.guard.unauthenticated if self._http is not None else 0
+
+    @property
+    def pre_auth_overruns(self) -> int:
+        """Connections cut for sending more than the pre-authentication byte budget."""
+        return self._http.guard.over_budget if self._http is not None else 0
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
