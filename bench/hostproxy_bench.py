@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
@@ -208,6 +209,14 @@ async def bridge_bench(tmp: str, megabytes: int, n: int) -> dict[str, float]:
             "rtt_bridge_p99": benchlib.pct(through, 99), "mb_direct": direct_mb, "mb_bridge": through_mb}
 
 
+def run_uvloop(coro: Any) -> Any:
+    """The host side of the bridge under uvloop, as the hatchway-hostproxy bridge runs."""
+    from hatchway.common.lifecycle import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(coro)
+
+
 def idle(proc: benchlib.Proc, seconds: float) -> tuple[float, int]:
     c0 = procstat.cpu_seconds(proc.pid)
     time.sleep(seconds)
@@ -273,7 +282,7 @@ def main() -> int:
                              [[k, benchlib.fnum(v, 3), benchlib.fnum(v * 1000 / args.sessions, 3)]
                               for k, v in s.items()],
                              f"concurrent callback sessions (daemon RSS after: {rss_after / 1e6:.1f} MB)"))
-        b = asyncio.run(bridge_bench(tmp, args.megabytes, args.requests))
+        b = run_uvloop(bridge_bench(tmp, args.megabytes, args.requests))
         print(benchlib.table(["path", "64 B round trip p50 ms", "throughput MB/s (both directions)"], [
             ["direct unix socket", benchlib.fnum(b["rtt_direct_p50"], 3), benchlib.fnum(b["mb_direct"], 0)],
             ["through the bridge", benchlib.fnum(b["rtt_bridge_p50"], 3), benchlib.fnum(b["mb_bridge"], 0)],

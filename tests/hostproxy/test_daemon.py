@@ -234,3 +234,44 @@ async def test_manager(tmp_path: Any, daemons: Daemons) -> None:
     # the detached daemon is this test's child: reap it (a CLI would have exited long before)
     _, status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_token_revoked_on_die_event_and_minted_by_cli(daemons: Daemons, fake: tuple[FakeEngine, str]) -> None:
+    """Case 91: a token minted by `hatchway-hostproxy token` works, and stops working after its container's die."""
+    engine, path = fake
+    agent = engine.add("a", dev__clawker__managed="true", dev__clawker__purpose="agent")
+    other = engine.add("b", dev__clawker__managed="true", dev__clawker__purpose="agent")
+    minted = {}
+    for c in (agent, other):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hatchway.hostproxy", "token", "--container", c.id, "--git-host", "github.com",
+            env=daemons.env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        minted[c.id] = out.decode().strip()
+    tokens = daemons.state / "hostproxy" / "tokens.json"
+    assert os.stat(tokens).st_mode & 0o777 == 0o600
+    port = free_port()
+    proc = await daemons.spawn(port, "--grace-period", "600", docker=path)
+    await daemons.ready(proc)
+
+    async def status(token: str) -> int:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/callback/register", json={"port": 0},
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
+                return r.status
+
+    assert await status(minted[agent.id]) == 400  # admitted (then the port is refused)
+    await wait_until(lambda: engine.streams > 0, what="the daemon subscribed to events")
+    engine.stop(agent)
+    await wait_until(_poll_status(status, minted[agent.id], 401), what="token revoked after die")
+    assert await status(minted[other.id]) == 400
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == 0
+
+
+async def _poll_status(status: Any, token: str, wanted: int) -> bool:
+    """Until a request with ``token`` answers ``wanted`` (the event reaches the daemon asynchronously)."""
+    while await status(token) != wanted:
+        await asyncio.sleep(0.02)  # request pacing, bounded by the caller's wait_until deadline
+    return True

@@ -29,7 +29,7 @@ __all__ = [
 
 DATA, OPEN, CLOSE, PUBKEY, READY, ERROR = 1, 2, 3, 4, 5, 6
 MAX_FRAME = 1 << 20  # largest length value accepted
-MAX_DATA = 64 * 1024  # DATA payloads written at most this large
+MAX_DATA = 64 * 1024  # DATA payloads written at most this large (upstream reads 64 KiB)
 SOCKET_TYPES = ("ssh-agent", "gpg-agent")
 _HEADER = struct.Struct("!BI")
 
