@@ -22,7 +22,9 @@ Stdlib only; needs root for apt-get on a fresh machine.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -85,6 +87,11 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def recipe(fn) -> str:
+    """A stage function's own source: part of its cache key, so editing a recipe rebuilds it."""
+    return inspect.getsource(fn)
 
 
 def key(*parts) -> str:
@@ -287,7 +294,7 @@ def dpkg_source(src: Path, pkg: str, dest: Path) -> Path:
 
 
 def build_zlib(src: Path, tc: Path, env: dict) -> Path:
-    st = Stage("zlib", PINS["debian"]["zlib"], tc.name)
+    st = Stage("zlib", PINS["debian"]["zlib"], tc.name, recipe(build_zlib))
     if st.done:
         return st.dir / "prefix"
     d = st.start()
@@ -301,7 +308,7 @@ def build_zlib(src: Path, tc: Path, env: dict) -> Path:
 
 
 def build_openssl(src: Path, tc: Path, env: dict) -> Path:
-    st = Stage("openssl", PINS["debian"]["openssl"], tc.name)
+    st = Stage("openssl", PINS["debian"]["openssl"], tc.name, recipe(build_openssl), OPENSSL_NO)
     if st.done:
         return st.dir / "prefix"
     d = st.start()
@@ -318,7 +325,7 @@ def build_openssl(src: Path, tc: Path, env: dict) -> Path:
 
 
 def build_mimalloc(src: Path, tc: Path, env: dict) -> Path:
-    st = Stage("mimalloc", PINS["debian"]["mimalloc"], tc.name)
+    st = Stage("mimalloc", PINS["debian"]["mimalloc"], tc.name, recipe(build_mimalloc))
     if st.done:
         return st.dir / "mimalloc.o"
     d = st.start()
@@ -334,15 +341,18 @@ def build_mimalloc(src: Path, tc: Path, env: dict) -> Path:
 OPENSSL_NO = ["no-cms", "no-ts", "no-srp", "no-idea", "no-seed", "no-rc2", "no-rc4", "no-rc5", "no-md4", "no-mdc2",
               "no-whirlpool", "no-camellia", "no-aria", "no-sm2", "no-sm3", "no-sm4", "no-bf", "no-cast", "no-comp",
               "no-gost", "no-siphash"]
+# Stdlib C modules left out: no dependency here (_ctypes: libffi, _sqlite3, ...), not compilable as built-ins (CJK
+# codecs), or unused.  _decimal stays: msgspec imports decimal at start, and _pydecimal costs ~17 ms.
 SETUP_DROP = re.compile(r"^(_codecs_\w+|_multibytecodec|_crypt|_ctypes\w*|_testcapi|_testinternalcapi|_testbuffer|"
                         r"_testimportmultiple|_testmultiphase|_xxtestfuzz|xxsubtype|_xxsubinterpreters|"
                         r"_tkinter|nis|_curses\w*|_dbm|_gdbm|_sqlite3|_uuid|readline|_lzma|_bz2|ossaudiodev|"
-                        r"spwd|syslog|_lsprof|audioop|xxlimited\w*|_decimal|_elementtree|pyexpat|cmath|_multiprocessing|"
+                        r"spwd|syslog|_lsprof|audioop|xxlimited\w*|_elementtree|pyexpat|cmath|_multiprocessing|"
                         r"_posixshmem|_xxsubinterpreters|_testclinic)\b")
 
 
 def build_cpython(src: Path, tc: Path, env: dict, zlib: Path, ssl: Path) -> Path:
-    st = Stage("cpython", PINS["debian"]["python3.11"], tc.name, str(zlib), str(ssl))
+    st = Stage("cpython", PINS["debian"]["python3.11"], tc.name, str(zlib), str(ssl), recipe(build_cpython),
+               SETUP_DROP.pattern)
     if st.done:
         return st.dir / "python3.11"
     d = st.start()
@@ -350,7 +360,8 @@ def build_cpython(src: Path, tc: Path, env: dict, zlib: Path, ssl: Path) -> Path
     # Debian applies its patches with quilt at dpkg-source -x (3.0 (quilt)).
     prefix_map = f"-ffile-prefix-map={tree}=python3.11"
     cenv = {**env, "PKG_CONFIG_LIBDIR": f"{zlib}/lib/pkgconfig:{ssl}/lib/pkgconfig", "PKG_CONFIG_PATH": "",
-            "CFLAGS": f"-O2 {prefix_map}", "CPPFLAGS": f"-I{zlib}/include -I{ssl}/include",
+            "CFLAGS": f"-O2 {prefix_map}", "OPT": "-DNDEBUG -fwrapv -O2 -Wall",  # no -g: stripped anyway
+            "CPPFLAGS": f"-I{zlib}/include -I{ssl}/include",
             "LDFLAGS": f"-static -L{zlib}/lib -L{ssl}/lib", "MODULE_BUILDTYPE": "static"}
     sh(["./configure", "--disable-shared", "--disable-test-modules", "--without-ensurepip", "--prefix=/",
         f"--with-openssl={ssl}", "--with-openssl-rpath=no", "MODULE_BUILDTYPE=static"], cwd=tree, env=cenv, logfile=st.log)
@@ -396,7 +407,8 @@ def ext_table(t: dict[str, Path]) -> list[tuple[str, list[Path], list[str]]]:
 
 
 def build_ext(pypi: Path, tc: Path, env: dict, cpython: Path) -> Path:
-    st = Stage("ext", PINS["pypi"], tc.name, str(cpython))
+    st = Stage("ext", PINS["pypi"], tc.name, str(cpython), recipe(build_ext), recipe(ext_table),
+               recipe(pyext_sources))
     if st.done:
         return st.dir
     d = st.start()
@@ -517,7 +529,7 @@ SITE_PATCHES = {
 
 
 def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
-    st = Stage("stdlib", str(cpython), str(ext), sorted(STDLIB_DROP), SITE_PATCHES)
+    st = Stage("stdlib", str(cpython), str(ext), sorted(STDLIB_DROP), SITE_PATCHES, recipe(build_stdlib), COMPILE)
     if st.done:
         return st.dir
     d = st.start()
@@ -541,7 +553,7 @@ def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
 
 def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Path, mimalloc: Path) -> Path:
     main_c = HERE / "main.c"
-    st = Stage("exe", str(cpython), str(ext), str(zlib), str(ssl), str(mimalloc), sha256(main_c))
+    st = Stage("exe", str(cpython), str(ext), str(zlib), str(ssl), str(mimalloc), sha256(main_c), recipe(link_exe))
     if st.done:
         return st.dir / "hatchway.exe"
     d = st.start()
@@ -651,6 +663,17 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, d
     shutil.rmtree(work)
 
 
+def prune_cache(current: set[str]) -> None:
+    """Remove the cached stages of other keys (older recipes or pins): the cache stays one build's size."""
+    for path in CACHE.iterdir():
+        name, _, rest = path.name.partition("-")
+        if name in RECIPE and name != "toolchain" and path.name.split(".")[0] not in current:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="build/static/build.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory")
@@ -665,6 +688,8 @@ def main(argv=None) -> int:
     if not args.no_setup:
         host_setup()
     CACHE.mkdir(parents=True, exist_ok=True)
+    lock = open(CACHE / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per cache (CI and a developer on one machine)
     src = fetch_sources()
     tc = toolchain()
     env = base_env(tc)
@@ -675,6 +700,7 @@ def main(argv=None) -> int:
     ext = build_ext(CACHE / "pypi", tc, env, cpython)
     exe = link_exe(tc, env, cpython, ext, zlib, ssl, mimalloc)
     stdlib = build_stdlib(cpython, ext, cpython / "python")
+    prune_cache({p.name for p in (zlib.parent, ssl.parent, mimalloc.parent, cpython.parent, ext, exe.parent, stdlib)})
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pack(exe, stdlib, out, programs, cpython / "python", args.deflate_all)

@@ -110,7 +110,7 @@ def children(pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+@pytest.mark.parametrize("prog", sorted(SERVE))
 def test_pid1_in_read_only_container_serves_reaps_orphans_and_exits_0_on_stop(prog, loaded_images):
     """The program as PID 1 of a `--read-only` container (no --init, no tmpfs): one process,
     orphans of the container re-parented to it are reaped, `docker stop` (SIGTERM) exits 0."""
