@@ -329,19 +329,12 @@ class Client(Service):
         if not uses_query_auth(self.url):
             link.send(Auth(self.options.token, self.options.reverse, self.instance))
         async with asyncio.timeout(AUTH_TIMEOUT):
-            while True:
-                msg = await link.ws.receive()
-                if msg.type is aiohttp.WSMsgType.BINARY:
-                    _, message = protocol.decode(msg.data)
+            while True:  # (anything before the AuthResponse is skipped, as Go does)
+                data = await link.receive_message(AUTH_TIMEOUT)
+                if isinstance(data, bytes):
+                    _, message = protocol.decode(data)
                     if isinstance(message, AuthResponse):
                         break
-                    continue
-                if msg.type is aiohttp.WSMsgType.PING:
-                    await link.ws.pong(msg.data)
-                    continue
-                if msg.type in (aiohttp.WSMsgType.PONG, aiohttp.WSMsgType.TEXT):
-                    continue
-                raise ConnectionError("WebSocket closed during authentication")
         if not message.success:
             raise AuthError(f"authentication failed: {message.error or 'invalid token'}")
         if message.token and self.options.token == "anonymous":

@@ -5,36 +5,37 @@ authentication. Sending is synchronous (``MessageWriter``): control messages
 go through :meth:`Link.send`, Data through :meth:`Link.send_data` as header +
 payload without concatenation, split at ``max_payload`` bytes.
 
-:meth:`Link.serve` runs the read loop until the WebSocket ends. Before each
-read it waits on the :class:`InboundGate` (a channel whose local socket is
-full holds the loop: backpressure instead of dropping). Every message is
-decoded and handed to ``dispatch(link, message)``. Keepalive, as Go 1.10.3
-does it on both sides: a ping every ``ping_interval`` seconds, and a read
-deadline of ``read_timeout`` seconds re-armed by any message or pong.
+:meth:`Link.serve` runs common's one read loop (:class:`MuxSession`) until
+the WebSocket ends: before each read it waits on the :class:`InboundGate` (a
+channel whose local socket is full holds the loop: backpressure instead of
+dropping; a reader stalled past the stall timeout is reset), noticing a dead
+connection meanwhile; every message is decoded and handed to
+``dispatch(link, message)``. Keepalive, as Go 1.10.3 does it on both sides: a
+ping every ``ping_interval`` seconds, and a read deadline of ``read_timeout``
+seconds re-armed by any message or pong.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import WSMsgType
 
-from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, InboundGate
+from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, GATE_POLL, InboundGate
+from hatchway.common.muxsession import EndKind, MuxSession, ProtocolViolation
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import ConnectionGone, MessageWriter, close_politely
+from hatchway.common.wsconn import ConnectionGone, MessageWriter
 
 from . import protocol
 from .options import LinkOptions
 from .protocol import ProtocolError
+from .tokens import Role
 
 if TYPE_CHECKING:
     from .channel import Endpoint
-from .tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ MAX_MSG_SIZE = protocol.MAX_MESSAGE + 64 * 1024  # a 32 MiB payload plus its hea
 PING_INTERVAL = 30.0
 READ_TIMEOUT = 60.0
 _TCP_ESTABLISHED = 1  # tcpi_state in Linux's struct tcp_info
-GATE_POLL = 0.25  # while the gate holds the read loop, look this often whether the WebSocket died
-_CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 Dispatch = Callable[["Link", Any], None]
 TRACE = 5
@@ -60,6 +59,22 @@ def tcp_established(sock: Any) -> bool:
     return bool(info) and info[0] == _TCP_ESTABLISHED
 
 
+class ProbingGate(InboundGate):
+    """The inbound gate, whose liveness check while it holds the read loop also asks the kernel.
+
+    A peer's reset or FIN is not seen by the transport while nothing reads it
+    (aiohttp stops reading when its frame queue is full, which is exactly when
+    the gate holds the loop), so the probe looks at the TCP state directly.
+    """
+
+    def __init__(self, stall_timeout: float, socket_of: Callable[[], Any]) -> None:
+        super().__init__(stall_timeout=stall_timeout)
+        self.socket_of = socket_of
+
+    async def wait_until_open(self, alive: Callable[[], bool], poll: float = GATE_POLL) -> bool:
+        return await super().wait_until_open(lambda: alive() and tcp_established(self.socket_of()), poll)
+
+
 def describe(message: Any) -> str:
     """A short text for a trace line: type, channel id, sizes."""
     name = type(message).__name__
@@ -71,6 +86,10 @@ def describe(message: Any) -> str:
     if data is not None:
         parts.append(f"{len(data)} bytes")
     return " ".join(parts)
+
+
+def _ignore(link: Link, message: Any) -> None:
+    """Dispatch before :meth:`Link.serve` (never called: the session only reads from serve on)."""
 
 
 def _traced(dispatch: Dispatch) -> Dispatch:
@@ -89,6 +108,7 @@ class Link:
         ws: aiohttp.ClientWebSocketResponse | aiohttp.web.WebSocketResponse,
         *,
         gate: InboundGate | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         version: int = protocol.VERSION_DEFAULT,
         max_payload: int = 1024 * 1024,
         ping_interval: float = PING_INTERVAL,
@@ -98,7 +118,7 @@ class Link:
         self.ws = ws
         self.writer = MessageWriter(ws)
         # block policy with a stall timeout: one local reader that stopped cannot freeze the link's other channels
-        self.gate = gate if gate is not None else InboundGate(stall_timeout=DEFAULT_STALL_TIMEOUT)
+        self.gate = gate if gate is not None else ProbingGate(stall_timeout, self._socket)
         self.version = version
         self.max_payload = max(1, max_payload)
         self.ping_interval = ping_interval
@@ -113,13 +133,20 @@ class Link:
         self.role: Role | None = None
         self.pool_key: str | None = None  # providers: the pool they serve (the reverse or internal token)
         self._tasks = TaskSet(f"link {name}", logger=log)
+        self._dispatch: Dispatch = _ignore
+        self.session = MuxSession(
+            ws, self, sink=self.writer, gate=self.gate, ping_interval=ping_interval, read_timeout=read_timeout, name=name
+        )
+
+    def _socket(self) -> Any:
+        return self.ws.get_extra_info("socket")
 
     @classmethod
     def with_options(cls, ws: Any, options: LinkOptions, name: str) -> Link:
         """A link configured from the server's or the client's options (their shared :class:`LinkOptions`)."""
         return cls(
             ws,
-            gate=InboundGate(stall_timeout=options.stall_timeout),
+            stall_timeout=options.stall_timeout,
             version=options.wire_version,
             max_payload=options.buffer_size,
             ping_interval=options.ping_interval,
@@ -194,84 +221,37 @@ class Link:
     def alive(self) -> bool:
         return not self.closed and not self.writer.closed
 
-    # -- reading
+    # -- reading: common's one read loop (gate with liveness, keepalive, read deadline, polite close)
     async def serve(self, dispatch: Dispatch) -> None:
         """Read and dispatch until the WebSocket ends; then close it."""
         if log.isEnabledFor(TRACE):  # -dd: every received message (checked once, not per message)
             dispatch = _traced(dispatch)
-        keepalive = self._tasks.spawn(self._keepalive(), name="keepalive") if self.ping_interval > 0 else None
+        self._dispatch = dispatch
         try:
-            await self._read_loop(dispatch)
+            ended = await self.session.run()
+            self.close_reason = str(ended)
+            if ended.kind in (EndKind.READ_TIMEOUT, EndKind.PROTOCOL_ERROR, EndKind.INTERNAL_ERROR):
+                log.warning("%s: %s, closing", self.name, ended)
         finally:
             self.closed = True
-            if keepalive is not None:
-                keepalive.cancel()
             await self.aclose()
-            self.writer.close()
             await self._tasks.aclose()
 
-    async def _read_loop(self, dispatch: Dispatch) -> None:
-        ws = self.ws
-        gate = self.gate
-        timeout = self.read_timeout if self.read_timeout > 0 else None
-        decode = protocol.decode
-        while not self.closed:
-            if gate.blocked and not await self._gate_or_gone():
-                self.close_reason = "connection lost"
-                return
-            try:
-                msg = await ws.receive(timeout=timeout)
-            except TimeoutError:
-                self.close_reason = f"nothing received for {self.read_timeout:g} s"
-                log.warning("%s: %s, closing", self.name, self.close_reason)
-                return
-            kind = msg.type
-            if kind is WSMsgType.BINARY:
-                try:
-                    version, message = decode(msg.data)
-                except ProtocolError as exc:
-                    self.close_reason = f"protocol error: {exc}"
-                    log.warning("%s: %s, closing", self.name, self.close_reason)
-                    return
-                self.peer_version = version
-                try:
-                    dispatch(self, message)
-                except Exception:  # a bug must not take the process down: end this link only
-                    log.exception("%s: failed to handle %s", self.name, type(message).__name__)
-                    self.close_reason = f"internal error handling {type(message).__name__}"
-                    return
-            elif kind is WSMsgType.PING:
-                try:
-                    await ws.pong(msg.data)
-                except (ConnectionError, RuntimeError):
-                    return
-            elif kind is WSMsgType.PONG:
-                continue
-            elif kind in _CLOSED_TYPES:
-                self.close_reason = "closed by peer" if kind is not WSMsgType.ERROR else f"error: {ws.exception()}"
-                return
-            else:  # text frames are not part of the protocol
-                log.debug("%s: ignoring a %s message", self.name, kind.name)
-
-    async def _gate_or_gone(self) -> bool:
-        """Wait for the gate to open; False when the WebSocket died meanwhile (noticed within GATE_POLL)."""
-        return await self.gate.wait_until_open(self._alive_now, GATE_POLL)
-
-    def _alive_now(self) -> bool:
-        """Is the connection still up, without reading from it? (A stalled reader does not read.)"""
-        if self.writer.closed:
-            return False
-        return tcp_established(self.ws.get_extra_info("socket"))
-
-    async def _keepalive(self) -> None:
+    # MessageHandler (common.muxhandler): called by the session for each message
+    def binary_received(self, data: bytes) -> None:
         try:
-            while True:
-                await asyncio.sleep(self.ping_interval)
-                if self.writer.closed:
-                    return
-                await self.ws.ping()
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            return
+            version, message = protocol.decode(data)
+        except ProtocolError as exc:
+            raise ProtocolViolation(f"protocol error: {exc}") from None
+        self.peer_version = version
+        self._dispatch(self, message)
+
+    def text_received(self, text: str) -> None:
+        log.debug("%s: ignoring a text message (not part of the protocol)", self.name)
+
+    async def receive_message(self, timeout: float) -> bytes | str:
+        """Handshake phase (authentication): the next message; raises SessionEnded (a ConnectionError)."""
+        return await self.session.receive_message(timeout)
 
     def close(self) -> None:
         """Ask the read loop to end (the WebSocket is closed by :meth:`serve`)."""
@@ -284,4 +264,4 @@ class Link:
     async def aclose(self) -> None:
         """Close the WebSocket politely (no data frame after our Close; 2 s for the peer's, then abort)."""
         self.closed = True
-        await close_politely(self.ws, self.writer)
+        await self.session.close()

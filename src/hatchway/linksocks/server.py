@@ -32,7 +32,7 @@ import socket
 import uuid
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from hatchway.common import wsconn
 from hatchway.common.httpapi import HttpServer, TcpAddress
@@ -316,21 +316,15 @@ class Server(Service):
             raise AuthFailed(str(exc)) from None
         return auth, protocol.uuid_text(message.instance), False
 
-    async def _first_message(self, link: Link) -> Any:
-        async with asyncio.timeout(self.options.auth_timeout):
-            while True:
-                msg = await link.ws.receive()
-                if msg.type is WSMsgType.BINARY:
-                    try:
-                        return protocol.decode(msg.data)[1]
-                    except protocol.ProtocolError:
-                        raise AuthFailed(INVALID_AUTH_MESSAGE) from None
-                if msg.type is WSMsgType.PING:
-                    await link.ws.pong(msg.data)
-                elif msg.type is WSMsgType.TEXT:
-                    raise AuthFailed(INVALID_AUTH_MESSAGE)
-                elif msg.type is not WSMsgType.PONG:
-                    raise ConnectionError("closed before authenticating")
+    async def _first_message(self, link: Link) -> protocol.Message:
+        """The binary-auth message (SessionEnded, a ConnectionError, when none comes in time)."""
+        data = await link.receive_message(self.options.auth_timeout)
+        if isinstance(data, str):
+            raise AuthFailed(INVALID_AUTH_MESSAGE)
+        try:
+            return protocol.decode(data)[1]
+        except protocol.ProtocolError:
+            raise AuthFailed(INVALID_AUTH_MESSAGE) from None
 
     def _accepted(self, link: Link, what: str, request: web.Request) -> bool:
         if not link.try_send(AuthResponse(True)):
