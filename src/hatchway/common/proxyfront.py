@@ -38,6 +38,8 @@ DEFAULT_REALM = "proxy"
 UDP_BIND_HOST = "127.0.0.1"  # only local SOCKS clients may use UDP (linksocks.md section 10)
 
 EntryRule = Callable[[str, int], bool]
+RequestHook = Callable[[tuple[str, int], httpproxy.ProxyRequest], None]
+HttpRefusal = Callable[[httpproxy.ProxyRequest, ProxyError], bytes]
 
 
 __all__ = ["DEFAULT_REALM", "Dialer", "FrontConnection", "ProxyError", "ProxyFront", "UdpAssociation"]
@@ -68,6 +70,11 @@ class ProxyFront(Service):
     * ``unsupported_command_reply``: the reply for BIND and unknown commands
       (default 0x07, RFC 1928); None closes the connection without a reply
       (as upstream LinkSocks does).
+    * ``on_http_request(client, request)``: called for each HTTP proxy request
+      once its head is read, before the dial (a program's access log line).
+    * ``http_refusal(request, error)``: the bytes to answer an HTTP proxy
+      request whose dial failed (default: ``httpproxy.response(error.status,
+      error.message)``); lets a program keep its upstream's exact answers.
     """
 
     def __init__(
@@ -83,6 +90,8 @@ class ProxyFront(Service):
         handshake_timeout: float = 30.0,
         realm: str = DEFAULT_REALM,
         unsupported_command_reply: int | None = socks5.Rep.COMMAND_NOT_SUPPORTED,
+        on_http_request: RequestHook | None = None,
+        http_refusal: HttpRefusal | None = None,
     ) -> None:
         self.dialer = dialer
         self.host = host
@@ -93,6 +102,8 @@ class ProxyFront(Service):
         self.handshake_timeout = handshake_timeout
         self.realm = realm
         self.unsupported_command_reply = unsupported_command_reply
+        self.on_http_request = on_http_request
+        self.http_refusal = http_refusal
         self.bound: list[tuple[str, int]] = []
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[FrontConnection] = set()
@@ -244,6 +255,8 @@ class FrontConnection(asyncio.Protocol):
             self._stop_timer()
             request = negotiation.request
             assert request is not None
+            if self.front.on_http_request is not None:
+                self.front.on_http_request(self.client, request)
             if not self._entry_allowed(request.host, request.port):
                 log.debug("%s: HTTP proxy request refused: 403 blocked by access rules", self._who())
                 self._send_and_close(httpproxy.response(403, "blocked by access rules"))
@@ -295,7 +308,8 @@ class FrontConnection(asyncio.Protocol):
         try:
             relay = await self._dial(request.host, request.port)
         except ProxyError as exc:
-            self._send_and_close(httpproxy.response(exc.status, exc.message))
+            refusal = self.front.http_refusal
+            self._send_and_close(httpproxy.response(exc.status, exc.message) if refusal is None else refusal(request, exc))
             return
         if relay is None:
             return

@@ -1,0 +1,91 @@
+"""The ``mesh`` backend (default): arkitekt-mesh, an in-process Tailscale-compatible node.
+
+``Node.start`` joins; every dial is a CONNECT through the node's own local
+proxy (``node.proxy_url``), i.e. common's
+:class:`~hatchway.common.dialer.UpstreamProxyDialer`, so names are resolved by
+the node's netmap (short name, FQDN, tailnet IP) and nothing falls back to
+host DNS. arkitekt-mesh 0.8.0 exposes no peer list, counters or handshake
+times: ``/status`` reports self (addresses) and ``"peers": []``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from ..common import socks5
+from ..common.dialer import UpstreamProxyDialer, is_ip_literal
+from ..common.dialing import Connected, ProxyError, UdpAssociation
+from ..common.httpproxy import join_host_port
+from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError
+from .status import NodeInfo, PeerStatus, Status
+
+__all__ = ["MESH_VERSION", "MeshBackend", "order_addresses"]
+
+MESH_VERSION = "0.8.0"  # the pinned arkitekt-mesh (pyproject extra "sidecar")
+
+
+def order_addresses(addresses: list[str]) -> list[str]:
+    """IPv4 first, then IPv6 (Go's ``TailscaleIPs`` order); prefix lengths dropped."""
+    parsed = [str(a).split("/")[0] for a in addresses]
+    return sorted(parsed, key=lambda a: ipaddress.ip_address(a).version)
+
+
+class MeshBackend:
+    """arkitekt-mesh's ``Node`` as the sidecar's Dialer/Resolver."""
+
+    name = "mesh"
+
+    def __init__(self, *, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.node: Any = None
+        self.info = NodeInfo()
+        self._dialer: UpstreamProxyDialer | None = None
+
+    async def start(self, join: JoinConfig, login_url: LoginUrlHook) -> NodeInfo:
+        import arkitekt_mesh  # imported only when this backend runs
+
+        try:
+            node = await arkitekt_mesh.Node.start(
+                join.statedir,
+                join.hostname,
+                control_url=join.control_url or None,
+                auth_key=join.auth_key or None,
+                timeout=join.timeout,
+            )
+        except arkitekt_mesh.NeedsLogin as exc:
+            # arkitekt-mesh gives no login URL: fail fast so the parent's wait_ready() does not hang.
+            raise NeedsLoginError(f"needs login: {exc or 'no auth key given'}") from None
+        except arkitekt_mesh.MeshError as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        self.node = node
+        self._dialer = UpstreamProxyDialer(str(node.proxy_url), timeout=self.timeout, udp_direct=False)
+        self.info = NodeInfo(hostname=join.hostname, tailscale_ips=order_addresses(list(node.addresses)), online=True)
+        return self.info
+
+    async def status(self) -> Status:
+        state = "Running" if self.node is not None else "Stopped"
+        return Status(self_=PeerStatus.of(self.info), peers=[], backend_state=state)
+
+    async def open(self, host: str, port: int, client: tuple[str, int]) -> Connected:
+        if self._dialer is None:
+            raise ProxyError(socks5.Rep.GENERAL_FAILURE, "the mesh node is not running")
+        return await self._dialer.open(host, port, client)
+
+    async def associate(self, client: tuple[str, int]) -> UdpAssociation:
+        raise ProxyError(socks5.Rep.COMMAND_NOT_SUPPORTED, "UDP is not supported")
+
+    async def resolve(
+        self, host: str, port: int, *, kind: int = socket.SOCK_STREAM, family: int = 0
+    ) -> list[tuple[int, str]]:
+        """IP literals only: the node resolves names itself when dialled (it has no lookup API)."""
+        if is_ip_literal(host):
+            return [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
+        raise ProxyError(socks5.Rep.HOST_UNREACHABLE, f"{join_host_port(host, port)}: names resolve inside the mesh node")
+
+    async def aclose(self) -> None:
+        node, self.node = self.node, None
+        self._dialer = None
+        if node is not None:
+            node.close()
