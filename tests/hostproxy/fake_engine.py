@@ -121,6 +121,25 @@ class FakeEngine:
         return web.json_response(out)
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        try:
+            filters = json.loads(request.query.get("filters") or "{}")
+        except ValueError:
+            return web.json_response({"message": "invalid filters"}, status=500)
+        for key in filters:
+            if key not in ("type", "container", "event", "label"):
+                return web.json_response({"message": f"Invalid filter '{key}'"}, status=400)
+
+        def wanted(event: dict[str, Any]) -> bool:
+            for key, field in (("type", event["Type"]), ("event", event["Action"])):
+                if key in filters and field not in _labels(filters[key]):
+                    return False
+            if "container" in filters:
+                ids = _labels(filters["container"])
+                c = self.containers.get(event["Actor"]["ID"])
+                if not any(event["Actor"]["ID"].startswith(i) or (c is not None and c.name == i) for i in ids):
+                    return False
+            return True
+
         response = web.StreamResponse()
         response.content_type = "application/json"
         await response.prepare(request)
@@ -130,6 +149,8 @@ class FakeEngine:
                 event = await self.events.get()
                 if event is None:
                     return response
+                if not wanted(event):
+                    continue
                 await response.write(json.dumps(event).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             return response

@@ -13,6 +13,7 @@ from fake_engine import FakeEngine
 
 from hatchway.hostproxy.engine import ContainerSummary, DockerError, EngineClient
 from hatchway.hostproxy.watcher import AGENT_FILTERS, WatchEnd, Watcher
+from helpers import wait_until
 
 
 class Lister:
@@ -98,3 +99,29 @@ async def test_engine_client_errors_and_close(fake: tuple[FakeEngine, str], tmp_
     with pytest.raises(DockerError):
         await gone.list_containers()
     await gone.close()
+
+
+async def test_watch_die(fake: tuple[FakeEngine, str]) -> None:
+    """Case 65: a die event ends the watch; a stream error is returned; cancellation propagates."""
+    from hatchway.hostproxy.bridge import watch_die
+
+    engine, path = fake
+    target, bystander = engine.add("t"), engine.add("b")
+    client = EngineClient(path)
+    try:
+        task = asyncio.ensure_future(watch_die(client, target.id))
+        await wait_until(lambda: engine.streams == 1, what="subscribed")
+        engine.stop(bystander)  # filtered out by container
+        engine.stop(target)
+        assert await wait_until(task, what="die seen") is None
+        task = asyncio.ensure_future(watch_die(client, target.id))
+        await wait_until(lambda: engine.streams >= 1, what="subscribed again")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        missing = EngineClient(path + ".missing")
+        error = await watch_die(missing, target.id)
+        await missing.close()
+        assert isinstance(error, DockerError)
+    finally:
+        await client.close()

@@ -20,9 +20,10 @@ from hatchway.common.relay import Relay
 from hatchway.common.sink import LengthPrefixedSink
 
 from .bridgelink import BridgeLink
+from .engine import DockerError, EngineClient
 from .muxproto import BridgeProtocol, Event, Failed, Opened, Ready
 
-__all__ = ["BridgeError", "HostBridge", "agent_sockets", "run_bridge"]
+__all__ = ["BridgeError", "HostBridge", "agent_sockets", "run_bridge", "watch_die"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,18 @@ class HostBridge:
             self._transport.close()
 
 
+async def watch_die(engine: EngineClient, container: str) -> DockerError | None:
+    """Until ``container`` dies: None; a failed or ended event stream: the error (the bridge stops either way)."""
+    filters = {"type": ["container"], "container": [container], "event": ["die"]}
+    try:
+        async for event in engine.events(filters):
+            if event.Action == "die" or event.status == "die":
+                return None
+    except DockerError as exc:
+        return exc
+    return DockerError(0, "the event stream ended")
+
+
 async def agent_sockets(gpg: bool) -> tuple[str | None, str | None, bytes]:
     """The host's SSH agent socket, GPG extra socket and public keyring (each None/empty when absent)."""
     ssh = os.environ.get("SSH_AUTH_SOCK") or None
@@ -190,16 +203,28 @@ async def run_bridge(args: Any) -> int:
         fd = os.open(args.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
+    engine = EngineClient()
     try:
         await bridge.start()
         log.info("bridge to %s ready", escape(args.container))
-        await bridge.wait()
+        died = asyncio.ensure_future(watch_die(engine, args.container))
+        ended = asyncio.ensure_future(bridge.wait())
+        try:
+            await asyncio.wait([died, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (died, ended):
+                task.cancel()
+            await asyncio.gather(died, ended, return_exceptions=True)
+        if died.done() and not died.cancelled():
+            error = died.result()
+            log.info("stopping the bridge: %s", error if error is not None else "the container died")
         return 0
     except BridgeError as exc:
         log.error("%s", exc)
         return 1
     finally:
         await bridge.stop()
+        await engine.close()
         if args.pid_file:
             try:
                 os.unlink(args.pid_file)
