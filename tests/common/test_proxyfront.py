@@ -666,3 +666,27 @@ async def test_wire_values_are_escaped_in_logs(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "hatchway.common.proxyfront"]
     assert any("x\\x1b[31m\\nFORGED" in line for line in lines), lines
     assert not any("\x1b" in line or "\n" in line for line in lines)
+
+
+async def test_http_request_hook_and_refusal_hook():
+    """The sidecar's hooks: an access-log callback per HTTP request, and its own answer for a failed dial."""
+    seen = []
+
+    def hook(client, request):
+        seen.append((request.head.method, request.host, request.port))
+        raise RuntimeError("a broken hook does not break the connection")
+
+    def refusal(request, error):
+        return b"HTTP/1.1 502 Bad Gateway\r\n\r\n" if request.tunnel else b"HTTP/1.1 502 Bad Gateway\r\n\r\nProxy Error: " + error.message.encode()
+
+    dialer = FailingDialer(ProxyError(0x05, "connection refused"))
+    async with ProxyFront(dialer, "127.0.0.1", 0, on_http_request=hook, http_refusal=refusal) as front:
+        for raw, answer in [
+            (b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 502 Bad Gateway\r\n\r\n"),
+            (b"GET http://example.com/x HTTP/1.1\r\n\r\n", b"HTTP/1.1 502 Bad Gateway\r\n\r\nProxy Error: connection refused"),
+        ]:
+            reader, writer = await connect(front)
+            writer.write(raw)
+            assert await read_all(reader) == answer
+            writer.close()
+    assert seen == [("CONNECT", "example.com", 443), ("GET", "example.com", 80)]

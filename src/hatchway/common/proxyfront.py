@@ -256,7 +256,10 @@ class FrontConnection(asyncio.Protocol):
             request = negotiation.request
             assert request is not None
             if self.front.on_http_request is not None:
-                self.front.on_http_request(self.client, request)
+                try:
+                    self.front.on_http_request(self.client, request)
+                except Exception:  # a program's hook must not break the connection
+                    log.exception("%s: on_http_request hook failed", self._who())
             if not self._entry_allowed(request.host, request.port):
                 log.debug("%s: HTTP proxy request refused: 403 blocked by access rules", self._who())
                 self._send_and_close(httpproxy.response(403, "blocked by access rules"))
