@@ -63,12 +63,21 @@ async def test_health_head_405_404(proxy: Proxy) -> None:
     (b'{"url":"data:text/html,x"}', "only http and https URLs are allowed"),
     (b'{"url":"/relative"}', "only http and https URLs are allowed"),
     (b'{"url":"http://[::1"}', "invalid URL format"),
+    (b"null", "url field is required"),
+    (b'{"URL":""} trailing', "url field is required"),
+    (b'{"url":5}', "invalid JSON request body"),
     (b'{"url":' + b'"' + b"x" * (1 << 20) + b'"}', "invalid JSON request body"),
 ])
 async def test_open_url_errors(proxy: Proxy, body: bytes, error: str) -> None:
     status, reply = await proxy.post("/open/url", raw=body)
     assert (status, reply["success"], reply["error"]) == (400, False, error)
     assert proxy.opener.calls == []
+
+
+async def test_go_decoding_rules(proxy: Proxy) -> None:
+    """First JSON value only, keys case-insensitive, unknown fields ignored."""
+    status, reply = await proxy.post("/open/url", raw=b'{"URL":"https://e.com/","extra":1} {"url":"x"}')
+    assert (status, reply) == (200, {"success": True, "url": "https://e.com/"})
 
 
 async def test_open_url_success_and_opener_failure(proxy: Proxy) -> None:

@@ -22,7 +22,15 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from hatchway.common.httpapi import GUARD_KEY, ApiError, HttpServer, TcpAddress, decode_json, json_response
+from hatchway.common.httpapi import (
+    GUARD_KEY,
+    ApiError,
+    HttpServer,
+    TcpAddress,
+    decode_json,
+    fold_keys,
+    json_response,
+)
 from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.tasks import TaskSet
@@ -281,6 +289,14 @@ class HostProxyServer(Service):
         try:
             return decode_json(raw, kind)
         except ApiError:
+            pass
+        # Go's json.Decoder reads only the first value: `{...} trailing` and `null` decode
+        import json
+
+        try:
+            value, _ = json.JSONDecoder().raw_decode(raw.decode("utf-8").lstrip())
+            return kind() if value is None else msgspec.convert(fold_keys(value, kind), kind)
+        except (ValueError, msgspec.ValidationError):
             raise ApiError(400, "invalid JSON request body") from None
 
     # ------------------------------------------------------------------ routes
