@@ -130,3 +130,11 @@ async def test_upstream_host_without_pubkey_fails_within_timeout(tmp_path: Any, 
     finally:
         for fd in (to_server_r, to_server_w, from_server_r, from_server_w):
             os.close(fd)
+
+
+def test_ssh_agent_check(ssh_agent: tuple[str, str], tmp_path: Any) -> None:
+    from hatchway.hostproxy.bridge import check_ssh_agent
+
+    assert check_ssh_agent({}) == "SSH_AUTH_SOCK is not set"
+    assert "not reachable" in (check_ssh_agent({"SSH_AUTH_SOCK": str(tmp_path / "none.sock")}) or "")
+    assert check_ssh_agent({"SSH_AUTH_SOCK": ssh_agent[0]}) is None

@@ -6,8 +6,10 @@ Names are imported lazily, so each role loads only what it runs.
 from typing import Any
 
 __all__ = [
+    "BridgeManager",
     "CallbackChannel",
     "Daemon",
+    "HostBridge",
     "DaemonConfig",
     "EngineClient",
     "HostProxyServer",
@@ -31,6 +33,8 @@ _WHERE = {
     "EngineClient": ".engine",
     "Manager": ".manager",
     "Watcher": ".watcher",
+    "BridgeManager": ".bridgemanager",
+    "HostBridge": ".bridge",
 }
 
 

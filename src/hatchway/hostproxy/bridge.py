@@ -23,7 +23,7 @@ from .bridgelink import BridgeLink
 from .engine import DockerError, EngineClient
 from .muxproto import BridgeProtocol, Event, Failed, Opened, Ready
 
-__all__ = ["BridgeError", "HostBridge", "agent_sockets", "run_bridge", "watch_die"]
+__all__ = ["BridgeError", "HostBridge", "agent_sockets", "check_ssh_agent", "run_bridge", "watch_die"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,24 @@ class HostBridge:
                     self._transport.kill()
                     await self.done
             self._transport.close()
+
+
+def check_ssh_agent(environ: dict[str, str] | None = None) -> str | None:
+    """None when ``SSH_AUTH_SOCK`` names a socket that accepts a connection, else why not (a warning)."""
+    import socket
+
+    path = (os.environ if environ is None else environ).get("SSH_AUTH_SOCK", "")
+    if not path:
+        return "SSH_AUTH_SOCK is not set"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        return f"SSH agent at {path} is not reachable: {exc.strerror or exc}"
+    finally:
+        probe.close()
+    return None
 
 
 async def watch_die(engine: EngineClient, container: str) -> DockerError | None:
