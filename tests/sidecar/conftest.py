@@ -8,3 +8,19 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+
+from collections.abc import AsyncIterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from origins import InProcess  # noqa: E402
+
+
+@pytest.fixture
+async def sidecars(tmp_path: Path) -> AsyncIterator[InProcess]:
+    made = InProcess(str(tmp_path))
+    try:
+        yield made
+    finally:
+        await made.aclose()

@@ -9,9 +9,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
-from helpers import wait_until
-
 from hatchway.sidecar.signals import Signal, parse_signal
+from helpers import wait_until
 
 SIDECAR = [sys.executable, "-m", "hatchway.sidecar"]
 

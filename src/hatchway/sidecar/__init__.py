@@ -4,7 +4,7 @@ from ..common.lazy import lazy_exports
 
 __all__ = [
     "Backend", "DirectBackend", "DirectScript", "MeshBackend", "Sidecar", "SidecarConfig", "SidecarError",
-    "SidecarProcess", "Signal", "Status", "parse_signal",
+    "Signal", "Status", "parse_signal",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -15,7 +15,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "Sidecar": ".service",
     "SidecarConfig": ".service",
     "SidecarError": ".service",
-    "SidecarProcess": ".process",
     "Signal": ".signals",
     "Status": ".status",
     "parse_signal": ".signals",

@@ -133,9 +133,10 @@ class Sidecar(Service):
                 except OSError as exc:
                     self.status_api = None
                     raise _bind_error("status server", status_port, exc) from None
-                host, bound = self.status_api.addresses[0]  # type: ignore[misc]  # a TcpAddress gives (host, port)
-                self.status_url = f"http://{host}:{bound}/status"
-                signals.status_api(f"{host}:{bound}")
+                bound_at = self.status_api.addresses[0]
+                assert isinstance(bound_at, tuple)  # a TcpAddress binds to (host, port)
+                self.status_url = f"http://{bound_at[0]}:{bound_at[1]}/status"
+                signals.status_api(f"{bound_at[0]}:{bound_at[1]}")
             self.front = build_front(self.backend, config.mode, port, signals, timeout=config.dial_timeout)
             try:
                 await self.front.start()  # bound before any line says so
