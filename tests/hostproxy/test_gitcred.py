@@ -125,3 +125,11 @@ def test_neutral_dir_is_empty_and_isolated(tmp_path: Any) -> None:
     runner.prepare()
     assert "GIT_DIR" not in runner.env and runner.env["GIT_CEILING_DIRECTORIES"] == str(tmp_path / "n")
     assert runner.env["GIT_TERMINAL_PROMPT"] == "0"
+
+
+async def test_non_empty_neutral_dir_refuses_to_run_git(proxy: Proxy, tmp_path: Any) -> None:
+    neutral = tmp_path / "neutral"
+    neutral.mkdir(exist_ok=True)
+    (neutral / ".git").mkdir()  # someone planted a repository where git would run
+    status, reply = await proxy.post("/git/credential", GET)
+    assert (status, reply) == (500, {"success": False, "error": "git credential forwarding is not available"})

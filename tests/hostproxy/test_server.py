@@ -110,6 +110,8 @@ async def test_register_data_delete_via_legacy_route(proxy: Proxy) -> None:
     status, reply = await proxy.get(f"/callback/{sid}/data")
     assert status == 200 and reply["received"] is True
     assert reply["callback"]["query"] == "code=abc&state=s" and reply["callback"]["path"] == f"/cb/{sid}/cb"
+    async with proxy.http.get(f"{proxy.base}/cb/{sid}/cb?code=other", headers=proxy.headers(TOKEN_B)) as r:
+        assert r.status == 404  # another container cannot inject into this session
     async with proxy.http.get(f"{proxy.base}/cb/{'f' * 32}/x", headers=proxy.headers()) as r:
         assert r.status == 404 and await r.text() == "Session not found or expired"
     assert await proxy.delete(f"/callback/{sid}") == (200, {"success": True})

@@ -365,7 +365,12 @@ class HostProxyServer(Service):
             return fail(500, "git credential forwarding is not configured")
         audit.info("git %s container=%s protocol=%s host=%s", body.action, identity.label, escape(body.protocol),
                    escape(body.host))  # never the password
-        result = await self.git.run(body.action, body.protocol, body.host, body.path, body.username, body.password)
+        try:
+            result = await self.git.run(body.action, body.protocol, body.host, body.path, body.username,
+                                        body.password)
+        except (RuntimeError, OSError) as exc:  # the neutral directory is not usable: never run git elsewhere
+            log.error("git credential: %s", exc)
+            return fail(500, "git credential forwarding is not available")
         if not result.ok:
             return fail(200, result.error)
         if body.action != "get":
@@ -440,7 +445,7 @@ class HostProxyServer(Service):
 
     async def legacy_capture(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session"]
-        if self.store.get(session_id) is None:
+        if self._owned(session_id, request[IDENTITY]) is None:  # another container's session looks absent
             return web.Response(text="Session not found or expired", status=404)
         return await self._capture(session_id, request)
 
