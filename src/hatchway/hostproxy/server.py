@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("hatchway.hostproxy.audit")
 
 MAX_JSON_BODY = 1 << 20
+HEALTH_BODY = msgspec.json.encode(Health()) + b"\n"  # the same bytes json_response would give, built once
 MAX_HTTP_TTL = 30 * 60.0  # upstream's cap; the policy's (10 min) applies after it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -301,7 +302,7 @@ class HostProxyServer(Service):
 
     # ------------------------------------------------------------------ routes
     async def health(self, request: web.Request) -> web.Response:
-        return json_response(Health())
+        return web.Response(body=HEALTH_BODY, content_type="application/json", charset=None)
 
     async def open_url(self, request: web.Request) -> web.Response:
         identity: Identity = request[IDENTITY]
