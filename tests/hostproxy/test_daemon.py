@@ -275,3 +275,22 @@ async def _poll_status(status: Any, token: str, wanted: int) -> bool:
     while await status(token) != wanted:
         await asyncio.sleep(0.02)  # request pacing, bounded by the caller's wait_until deadline
     return True
+
+
+async def test_status_and_stop_commands(daemons: Daemons) -> None:
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hatchway.hostproxy", *args,
+                                                    env=daemons.env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    assert await cli("status") == (0, "Host proxy daemon is not running\n")
+    port = free_port()
+    proc = await daemons.spawn(port, "--no-watch")
+    await daemons.ready(proc)
+    assert await cli("status") == (0, f"Host proxy daemon is running (PID: {proc.pid})\n")
+    code, out = await cli("stop", "--wait", "10s")
+    assert code == 0 and out == "Stop signal sent to host proxy daemon\nHost proxy daemon stopped\n"
+    assert await proc.wait() == 0
+    assert await cli("stop") == (0, "Host proxy daemon is not running\n")

@@ -203,3 +203,28 @@ def test_credential_helper_get_store() -> None:
     assert run_credential_helper("get", refused, io.StringIO("\n"), io.StringIO(), err) == 1  # type: ignore[arg-type]
     assert "host not allowed" in err.getvalue()
     assert run_credential_helper("store", P(200, {"success": False}), io.StringIO("\n")) == 0  # type: ignore[arg-type]
+
+
+def test_host_open_does_not_open_when_registration_fails() -> None:
+    class Refusing(RecordingProxy):
+        def request(self, method: str, path: str, body: Any = None) -> ProxyReply:
+            self.bodies.append((path, json.dumps(body).encode()))
+            if path == "/callback/register":
+                return ProxyReply(500, b'{"success":false,"error":"failed to start listener on port 8085: in use"}')
+            return ProxyReply(200, b'{"success":true}')
+
+    proxy = Refusing()
+    err = io.StringIO()
+    url = "https://a.example/auth?redirect_uri=http%3A%2F%2Flocalhost%3A8085%2Fcallback"
+    assert run_host_open(url, proxy, err=err) == 1  # type: ignore[arg-type]
+    assert [p for p, _ in proxy.bodies] == ["/callback/register"] and "port 8085" in err.getvalue()
+
+
+def test_cli_roles_require_their_inputs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from hatchway.hostproxy.cli import main
+
+    for name in ("CALLBACK_SESSION", "CALLBACK_PORT", "CLAWKER_HOST_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["callback-forwarder"]) == 1
+    assert main(["open", "https://example.com/"]) == 1
+    assert "CLAWKER_HOST_PROXY is not set" in capsys.readouterr().err
