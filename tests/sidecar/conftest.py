@@ -24,3 +24,15 @@ async def sidecars(tmp_path: Path) -> AsyncIterator[InProcess]:
         yield made
     finally:
         await made.aclose()
+
+
+@pytest.fixture(scope="module")
+def fake_tailnet():  # type: ignore[no-untyped-def]
+    from tailnet import FakeTailnet
+
+    net = FakeTailnet()
+    try:
+        net.start()
+        yield net
+    finally:
+        net.stop()

@@ -25,8 +25,9 @@ class SidecarProc:
     """``async with SidecarProc([...]) as sc``: started; ``sc.lines`` grows as stdout arrives."""
 
     def __init__(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-                 direct: bool = True) -> None:
-        self.argv = [*SIDECAR, *(["-backend", "direct"] if direct else []), *args]
+                 direct: bool = True, command: Sequence[str] | None = None) -> None:
+        base = list(command) if command is not None else [*SIDECAR, *(["-backend", "direct"] if direct else [])]
+        self.argv = [*base, *args]
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.lines: list[str] = []
