@@ -150,6 +150,34 @@ async def echo_server(path: str) -> asyncio.AbstractServer:
     return await asyncio.get_running_loop().create_unix_server(Echo, path)
 
 
+async def sink_server(path: str, total: int, done: asyncio.Future[float]) -> asyncio.AbstractServer:
+    """Counts what arrives; resolves ``done`` with the time the last byte came."""
+
+    class Sink(asyncio.Protocol):
+        got = 0
+
+        def data_received(self, data: bytes) -> None:
+            Sink.got += len(data)
+            if Sink.got >= total and not done.done():
+                done.set_result(time.perf_counter())
+
+    return await asyncio.get_running_loop().create_unix_server(Sink, path)
+
+
+async def one_way(path: str, total: int, done: asyncio.Future[float]) -> float:
+    _, writer = await asyncio.open_unix_connection(path)
+    chunk = b"\0" * (256 * 1024)
+    t = time.perf_counter()
+    sent = 0
+    while sent < total:
+        writer.write(chunk)
+        await writer.drain()
+        sent += len(chunk)
+    end = await done
+    writer.close()
+    return total / (end - t) / 1e6
+
+
 async def pingpong(path: str, n: int) -> list[float]:
     reader, writer = await asyncio.open_unix_connection(path)
     out = []
@@ -205,8 +233,29 @@ async def bridge_bench(tmp: str, megabytes: int, n: int) -> dict[str, float]:
     finally:
         await bridge.stop()
         server.close()
+    # one way: the container-side client writes, the host "agent" only counts
+    loop = asyncio.get_running_loop()
+    total = megabytes << 20
+    one = {}
+    for label in ("direct", "bridge"):
+        done: asyncio.Future[float] = loop.create_future()
+        sink_path = os.path.join(tmp, f"sink-{label}.sock")
+        sink = await sink_server(sink_path, total, done)
+        if label == "direct":
+            one[label] = await one_way(sink_path, total, done)
+        else:
+            inside2 = os.path.join(tmp, "ctr2", "agent.sock")
+            os.environ["CLAWKER_REMOTE_SOCKETS"] = json.dumps([{"path": inside2, "type": "ssh-agent"}])
+            bridge = HostBridge([sys.executable, "-m", "hatchway.hostproxy", "socket-server"], ssh_socket=sink_path)
+            await bridge.start()
+            try:
+                one[label] = await one_way(inside2, total, done)
+            finally:
+                await bridge.stop()
+        sink.close()
     return {"rtt_direct_p50": benchlib.pct(direct, 50), "rtt_bridge_p50": benchlib.pct(through, 50),
-            "rtt_bridge_p99": benchlib.pct(through, 99), "mb_direct": direct_mb, "mb_bridge": through_mb}
+            "rtt_bridge_p99": benchlib.pct(through, 99), "mb_direct": direct_mb, "mb_bridge": through_mb,
+            "one_direct": one["direct"], "one_bridge": one["bridge"]}
 
 
 def run_uvloop(coro: Any) -> Any:
@@ -283,11 +332,13 @@ def main() -> int:
                               for k, v in s.items()],
                              f"concurrent callback sessions (daemon RSS after: {rss_after / 1e6:.1f} MB)"))
         b = run_uvloop(bridge_bench(tmp, args.megabytes, args.requests))
-        print(benchlib.table(["path", "64 B round trip p50 ms", "throughput MB/s (both directions)"], [
-            ["direct unix socket", benchlib.fnum(b["rtt_direct_p50"], 3), benchlib.fnum(b["mb_direct"], 0)],
-            ["through the bridge", benchlib.fnum(b["rtt_bridge_p50"], 3), benchlib.fnum(b["mb_bridge"], 0)],
+        print(benchlib.table(["path", "64 B round trip p50 ms", "echo MB/s (both directions)", "one-way MB/s"], [
+            ["direct unix socket", benchlib.fnum(b["rtt_direct_p50"], 3), benchlib.fnum(b["mb_direct"], 0),
+             benchlib.fnum(b["one_direct"], 0)],
+            ["through the bridge", benchlib.fnum(b["rtt_bridge_p50"], 3), benchlib.fnum(b["mb_bridge"], 0),
+             benchlib.fnum(b["one_bridge"], 0)],
             ["added / ratio", benchlib.fnum(b["rtt_bridge_p50"] - b["rtt_direct_p50"], 3),
-             benchlib.ratio(b["mb_bridge"], b["mb_direct"])]],
+             benchlib.ratio(b["mb_bridge"], b["mb_direct"]), benchlib.ratio(b["one_bridge"], b["one_direct"])]],
             f"socket bridge (bridge p99 {b['rtt_bridge_p99']:.3f} ms)"))
     return 0
 
