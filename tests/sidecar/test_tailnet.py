@@ -59,7 +59,8 @@ async def test_mesh_sidecar_reaches_service_by_every_name(fake_tailnet: FakeTail
             assert await curl(net, "-p", "-x", proxy, url) == (0, SVC_BODY), f"CONNECT {url}"
         assert await curl(net, "-x", proxy, "http://svc:8081/") == (0, "port 8081")
         code, body = await curl(net, "-i", "-x", proxy, "http://nosuch/")
-        assert code == 0 and body.startswith("HTTP/1.1 502 ") and "Proxy Error: " in body  # no host DNS fallback
+        assert code == 0 and body.startswith("HTTP/1.1 502 ")  # no host DNS fallback (decision 8.3, case 41)
+        assert body.endswith("\r\n\r\nProxy Error: nosuch:80: no peer named nosuch on the mesh\n")
         doc = await status_of(net, STATUS_PORT)
         connected = sc.signal_of("CONNECTED")
         assert connected is not None
@@ -143,3 +144,16 @@ async def test_go_sidecar_socks5_cannot_resolve_tailnet_names(fake_tailnet: Fake
         assert await curl(net, "--socks5-hostname", f"127.0.0.1:{GO_PORT}", f"http://{net.ipv4_of('svc')}/") == \
             (0, SVC_BODY)
         await go.terminate()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_mesh_needs_login_is_an_error_line(fake_tailnet: FakeTailnet, tmp_path: Path) -> None:
+    """No auth key and no state: arkitekt-mesh raises NeedsLogin (no URL to show) -> ERROR and exit 1, fast."""
+    net = fake_tailnet
+    args = ["-coordserver", CONTROL_URL, "-statedir", str(tmp_path / "state"), "-port", str(PROXY_PORT),
+            "-join-timeout", "20s"]
+    env = net.env({"TS_AUTHKEY": "", "TS_AUTH_KEY": ""})
+    async with SidecarProc(args, command=net.command([sys.executable, "-m", "hatchway.sidecar"]), env=env) as sc:
+        assert await sc.wait(30) == 1
+    assert [s.word for s in sc.signals] == ["STARTING", "CONNECTING", "ERROR"]
+    assert sc.signals[-1].detail.startswith("tailnet connection failed: needs login"), sc.signals[-1]

@@ -66,6 +66,7 @@ class UpstreamProxy(msgspec.Struct, frozen=True):
     port: int
     username: str | None = None
     password: str | None = None
+    error_body_limit: int = 0  # http: read a refusal's body (up to this size) as the error text; 0 = status line only
 
     @property
     def address(self) -> str:
@@ -270,7 +271,10 @@ def _negotiation(
 ) -> tuple[ClientNegotiation, Callable[[Exception], ProxyError]]:
     if proxy.scheme == "socks5":
         return socks5.ClientNegotiation(host, port, proxy.username, proxy.password), _socks5_failure
-    return httpproxy.ConnectNegotiation(host, port, proxy.username, proxy.password), _http_failure
+    negotiation = httpproxy.ConnectNegotiation(
+        host, port, proxy.username, proxy.password, error_body_limit=proxy.error_body_limit
+    )
+    return negotiation, _http_failure
 
 
 async def _connect_via(

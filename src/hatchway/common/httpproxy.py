@@ -431,12 +431,19 @@ class ConnectNegotiation:
     bytes); ``error`` is set on anything else.
     """
 
-    def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, username: str | None = None, password: str | None = None, *,
+        error_body_limit: int = 0,
+    ) -> None:
         self._request = build_connect(host, port, username, password)
         self._buffer = bytearray()
         self.response: ResponseHead | None = None
         self.error: HttpProxyError | None = None
         self.done = False
+        # > 0: a refusal with a Content-Length up to this size is read whole, and its body (the proxy's own
+        # error text, e.g. arkitekt-mesh's "nosuch:80: no peer named nosuch on the mesh") becomes the message.
+        self.error_body_limit = error_body_limit
+        self._body_wanted = -1
 
     def initial(self) -> bytes:
         return self._request
@@ -452,6 +459,9 @@ class ConnectNegotiation:
         self._buffer += data
         if self.done or self.error is not None:
             return
+        if self._body_wanted >= 0:
+            self._finish_refusal()
+            return
         try:
             parsed = parse_response_head(self._buffer)
         except HttpProxyError as exc:
@@ -464,6 +474,27 @@ class ConnectNegotiation:
         self.response = head
         if 200 <= head.status < 300:
             self.done = True
-        else:
-            self.error = HttpProxyError(head.status, f"HTTP CONNECT failed: {head.status_line}")
+            return
+        length = head_content_length(head) if self.error_body_limit > 0 else None
+        if length is not None and 0 < length <= self.error_body_limit:
+            self._body_wanted = length
+            self._finish_refusal()
+            return
+        self.error = HttpProxyError(head.status, f"HTTP CONNECT failed: {head.status_line}")
+
+    def _finish_refusal(self) -> None:
+        if len(self._buffer) < self._body_wanted or self.response is None:
+            return
+        body = bytes(self._buffer[: self._body_wanted]).decode("utf-8", "replace").strip()
+        del self._buffer[: self._body_wanted]
+        head = self.response
+        self.error = HttpProxyError(head.status, body or f"HTTP CONNECT failed: {head.status_line}")
+
+
+def head_content_length(head: ResponseHead) -> int | None:
+    """The Content-Length of a response head, or None (absent or not a number)."""
+    for key, value in head.headers:
+        if key.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else None
+    return None
 

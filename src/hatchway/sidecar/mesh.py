@@ -14,8 +14,10 @@ import ipaddress
 import socket
 from typing import Any
 
+import msgspec
+
 from ..common import socks5
-from ..common.dialer import UpstreamProxyDialer, is_ip_literal
+from ..common.dialer import UpstreamProxyDialer, is_ip_literal, parse_upstream
 from ..common.dialing import Connected, ProxyError, UdpAssociation
 from ..common.httpproxy import join_host_port
 from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError
@@ -24,6 +26,7 @@ from .status import NodeInfo, PeerStatus, Status
 __all__ = ["MESH_VERSION", "MeshBackend", "order_addresses"]
 
 MESH_VERSION = "0.8.0"  # the pinned arkitekt-mesh (pyproject extra "sidecar")
+ERROR_BODY_LIMIT = 4096
 
 
 def order_addresses(addresses: list[str]) -> list[str]:
@@ -60,7 +63,9 @@ class MeshBackend:
         except arkitekt_mesh.MeshError as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         self.node = node
-        self._dialer = UpstreamProxyDialer(str(node.proxy_url), timeout=self.timeout, udp_direct=False)
+        # the node's 502 body is its error text ("nosuch:80: no peer named nosuch on the mesh"): keep it
+        upstream = msgspec.structs.replace(parse_upstream(str(node.proxy_url)), error_body_limit=ERROR_BODY_LIMIT)
+        self._dialer = UpstreamProxyDialer(upstream, timeout=self.timeout, udp_direct=False)
         self.info = NodeInfo(hostname=join.hostname, tailscale_ips=order_addresses(list(node.addresses)), online=True)
         return self.info
 
