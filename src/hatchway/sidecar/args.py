@@ -82,10 +82,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
             ("2", "usage error"),
         ],
         notes=[
-            ("environment", "TS_AUTHKEY, then TS_AUTH_KEY: the auth key when -authkey is empty. "
-             f"{BACKEND_ENV}: default of -backend. ARKITEKT_MESH_CA_FILE: an extra CA arkitekt-mesh trusts."),
-            ("signals", "SIGTERM and SIGINT print @@SIDECAR:SHUTDOWN@@, stop accepting, close the tailnet node and "
-             "exit 0 within 5 s."),
+            ("auth key", "TS_AUTHKEY, then TS_AUTH_KEY: the auth key when -authkey is empty (tsnet's order). "
+             "ARKITEKT_MESH_CA_FILE: an extra CA (PEM file) arkitekt-mesh trusts for TLS (DERP)."),
+            ("shutdown", "SIGTERM and SIGINT print @@SIDECAR:SHUTDOWN@@, stop accepting, close the tailnet node and "
+             "exit 0 within 4.5 s (parents such as arkitekt-gateway send SIGKILL after 5 s)."),
             ("stdout", "Arkitekt Sidecar VERSION, then @@SIDECAR:STARTING@@ VERSION, CONNECTING HOSTNAME, "
              "[AUTH_REQUIRED URL], CONNECTED ips=[V4 V6], LISTENING mode=M addr=A and READY M://A (only after "
              "the proxy socket is bound), SHUTDOWN; ERROR TEXT on failure. Parents match "
