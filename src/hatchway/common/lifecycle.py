@@ -117,7 +117,8 @@ async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float, on_sig
     import asyncio
 
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(main())
+    task = asyncio.current_task()  # main runs in this task: nothing is started that could outlive it
+    assert task is not None
     stopping = False
 
     def stop(signum: int) -> None:
@@ -136,7 +137,7 @@ async def _supervise(main: Callable[[], Awaitable[Any]], deadline: float, on_sig
     if reaper is not None:
         reaper.install(loop)
     try:
-        result = await task
+        result = await main()
     except asyncio.CancelledError:
         if not stopping:
             raise

@@ -39,6 +39,7 @@ from aiohttp import WSMsgType
 
 from .gate import InboundGate, wait_drained
 from .muxhandler import Ended, EndKind, MessageHandler, ProtocolViolation, SessionEnded
+from .tasks import TaskSet
 from .wsconn import CLOSE_TIMEOUT, AnyWebSocket, WebSocketSink, close_politely
 
 __all__ = ["Ended", "EndKind", "MessageHandler", "MuxSession", "ProtocolViolation", "SessionEnded"]
@@ -76,6 +77,7 @@ class MuxSession:
         self.close_timeout = close_timeout
         self.ended: Ended | None = None
         self._closing = False
+        self._tasks = TaskSet(name, logger=log)
         self._keepalive: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -121,7 +123,7 @@ class MuxSession:
         tells its channels, so their local ends are reset, not closed).
         """
         if self.ping_interval > 0:
-            self._keepalive = asyncio.ensure_future(self._ping_loop())
+            self._keepalive = self._tasks.spawn(self._ping_loop(), name=f"{self.name} keepalive")
         try:
             ended = await self._read_loop()
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -222,7 +224,7 @@ class MuxSession:
             return
         self._closing = True
         self.sink.mark_closing()  # from this moment nothing more is sent
-        self._closer = asyncio.ensure_future(self._close())
+        self._closer = self._tasks.spawn(self._close(), name=f"{self.name} close")
 
     async def _close(self) -> None:
         await close_politely(self.ws, self.sink, self.close_timeout)

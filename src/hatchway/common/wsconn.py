@@ -43,6 +43,7 @@ from aiohttp._websocket.helpers import websocket_mask as _mask
 
 from .relay import HIGH_WATER, LOW_WATER
 from .sink import Buffer, FlowListener, SinkClosed, TransportSink
+from .tasks import TaskSet
 
 __all__ = [
     "ConnectionGone",
@@ -98,7 +99,7 @@ class WebSocketSink(TransportSink):
         self._protocol: Any = writer.protocol
         self._masked: bool = writer.use_mask
         self._transport.set_write_buffer_limits(high_water, low_water)
-        self._watcher: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("websocket sink", logger=log)
 
     # -- sending
     def send(self, *parts: Buffer, opcode: int = _OP_BINARY) -> None:
@@ -130,7 +131,7 @@ class WebSocketSink(TransportSink):
 
     def _pause(self) -> None:
         self._flow.pause()
-        self._watcher = asyncio.ensure_future(self._wait_resume())
+        self._tasks.spawn(self._wait_resume(), name="websocket sink drain")
 
     async def _wait_resume(self) -> None:
         try:
@@ -140,8 +141,7 @@ class WebSocketSink(TransportSink):
         self._flow.resume()
 
     def close(self) -> None:
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.cancel()
+        self._tasks.cancel()
         super().close()
 
 

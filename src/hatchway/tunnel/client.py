@@ -25,6 +25,7 @@ import yarl
 
 from hatchway.common.lifecycle import Service
 from hatchway.common.reconnect import GaveUp, reconnect_loop
+from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import dial
 
 from .options import ClientOptions
@@ -77,7 +78,10 @@ class TunnelClient(Service):
         self.connections_made = 0
         self._ssl_context = ssl_context
         self._live: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("tunnel client", logger=log)
+        self._background: asyncio.Task[None] | None = None
+        self._stopped = False  # the background run ended (see _failure)
+        self._failure: BaseException | None = None
 
     # -- foreground
     async def run(self) -> None:
@@ -144,37 +148,43 @@ class TunnelClient(Service):
     # -- background
     async def start(self) -> None:
         """Run the reconnect loop as a background task."""
-        if self._task is None:
+        if self._background is None:
             self._live_event()
-            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"tunnel client {self.url}")
+            self._stopped = False
+            self._failure = None
+            self._background = self._tasks.spawn(self._run_in_background(), name=f"tunnel client {self.url}")
+
+    async def _run_in_background(self) -> None:
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # kept for connected(); a GaveUp after close() is not an error
+            self._failure = exc
+        finally:
+            self._stopped = True
+            self._live_event().set()  # wakes connected() so it reports the end
 
     async def connected(self, timeout: float | None = None) -> TunnelSession:
         """Wait for a live tunnel and return its session (raises if the client stopped)."""
         live = self._live_event()
         async with asyncio.timeout(timeout):
-            while not live.is_set() or self.session is None:
-                if self._task is not None and self._task.done():
-                    self._task.result()
+            while True:
+                if self._stopped:
+                    if self._failure is not None:
+                        raise self._failure
                     raise RuntimeError("the tunnel client has stopped")
-                waiter = asyncio.ensure_future(live.wait())
-                waits: set[asyncio.Future[Any]] = {waiter}
-                if self._task is not None:
-                    waits.add(self._task)
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-        return self.session
+                if live.is_set() and self.session is not None:
+                    return self.session
+                await live.wait()  # set while a session is live, and when the client stops
 
     async def aclose(self) -> None:
         """Stop: close the WebSocket with a close frame and end the reconnect loop."""
-        task, self._task = self._task, None
-        if task is None:
+        if self._background is None:
             return
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: a GaveUp before close() is not an error here
+        self._background = None
+        await self._tasks.aclose()
+        self._tasks = TaskSet("tunnel client", logger=log)
 
     def _live_event(self) -> asyncio.Event:
         if self._live is None:

@@ -47,6 +47,7 @@ from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
 from hatchway.common.sink import Buffer, SinkClosed
+from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import WebSocketSink, client_session, dial
 
 from .channel import TunnelChannel
@@ -121,6 +122,7 @@ class Forwarder(Service):
         self.gate = InboundGate(self.policy, stall_timeout)
         self._server: asyncio.AbstractServer | None = None
         self._udp: UdpForward | None = None
+        self._tasks = TaskSet("forward channel", logger=log)
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -133,7 +135,7 @@ class Forwarder(Service):
         except BaseException:
             await self.aclose()
             raise
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name="forward read loop")
+        self._reader = self._tasks.spawn(self._read_loop(), name="forward read loop")
 
     async def _open_channel(self) -> None:
         self._http = client_session()
@@ -301,8 +303,8 @@ class Forwarder(Service):
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
             except TimeoutError:
-                self._reader.cancel()
-                await asyncio.wait({self._reader})
+                pass
+            await self._tasks.aclose()
         else:
             self._link_down()
         if self._server is not None:

@@ -50,6 +50,7 @@ from hatchway.common.lifecycle import Fatal, Service, announce_ready, setup_logg
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
+from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import WebSocketSink, accept
 
 from .access import CLOSE_POLICY, PROTO_NAMES, TEXT_CONNECTED, TEXT_TAKEN, forward_refusal, presented_token
@@ -250,16 +251,16 @@ class TunnelEndpoint:
             return
         for session in sessions:
             session.sink.mark_closing()
-        closing = [
-            asyncio.ensure_future(session.ws.close(code=CLOSE_GOING_AWAY, message=b"runner shutting down"))
-            for session in sessions
-        ]
-        _, pending = await asyncio.wait(closing, timeout=timeout)
-        for session in sessions:
-            if not session.ws.closed:
-                session.sink.abort()
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        async with TaskSet("runner shutdown", logger=log) as closing:
+            for session in sessions:
+                closing.spawn(session.ws.close(code=CLOSE_GOING_AWAY, message=b"runner shutting down"),
+                              name=f"close {session.name}")
+            _, pending = await asyncio.wait(list(closing), timeout=timeout)
+            for session in sessions:
+                if not session.ws.closed:
+                    session.sink.abort()
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
