@@ -342,5 +342,16 @@ async def test_compat_switch_admits_tokenless_and_warns(tmp_path: Any, caplog: p
             async with http.post(f"http://127.0.0.1:{server.port}/open/url", json={"url": "https://e.com/"},
                                  headers={"Authorization": "Bearer unknown"}) as r:
                 assert r.status == 401
+            form = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+            async with http.post(f"http://127.0.0.1:{server.port}/open/url", data=b'{"url":"https://e.com/2"}',
+                                 headers=form) as r:
+                assert r.status == 200
+            async with http.post(f"http://127.0.0.1:{server.port}/open/url", data=b'{"url":"https://e.com/3"}',
+                                 headers={**form, "Origin": "https://evil.example"}) as r:
+                assert r.status == 403  # browsers are still kept out
+            async with http.post(f"http://127.0.0.1:{server.port}/open/url", data=b'{"url":"https://e.com/4"}',
+                                 headers={**form, "Host": "rebound.example:80"}) as r:
+                assert r.status == 403
+            assert opener.calls == ["https://e.com/", "https://e.com/2"]
     finally:
         await server.aclose()

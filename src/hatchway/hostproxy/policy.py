@@ -45,12 +45,13 @@ class HostGuard:
         self.allowed = frozenset(f"{name.lower()}:{port}" for name in names)
         self.require_json = require_json
 
-    def check(self, method: str, host: str | None, origin: str | None, content_type: str | None) -> Refusal | None:
+    def check(self, method: str, host: str | None, origin: str | None, content_type: str | None,
+              *, require_json: bool | None = None) -> Refusal | None:
         if origin is not None:
             return Refusal(403, "cross-origin requests are not allowed")
         if host is None or host.lower() not in self.allowed:
             return Refusal(403, "host not allowed")
-        if self.require_json and method == "POST":
+        if (self.require_json if require_json is None else require_json) and method == "POST":
             mime = (content_type or "").split(";", 1)[0].strip().lower()
             if mime != "application/json":
                 return Refusal(415, "Content-Type must be application/json")

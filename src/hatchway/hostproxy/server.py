@@ -174,8 +174,9 @@ class HostProxyServer(Service):
 
     async def start(self) -> HostProxyServer:
         if self.config.allow_tokenless:
-            log.warning("compatibility mode: requests without a container token are admitted "
-                        "(unmodified upstream containers); any local process or container can use this proxy")
+            log.warning("compatibility mode: requests without a container token are admitted, with any "
+                        "Content-Type (unmodified upstream containers); any local process or container can use "
+                        "this proxy")
         self.http = HttpServer(
             self.app,
             [TcpAddress(host, self.config.port) for host in self.config.bind],
@@ -254,8 +255,10 @@ class HostProxyServer(Service):
 
     @web.middleware
     async def _checks(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # compatibility mode: a tokenless (upstream) client may send any Content-Type; Origin and Host still apply
+        relaxed = self.config.allow_tokenless and "Authorization" not in request.headers
         refusal = self.guard.check(request.method, request.headers.get("Host"), request.headers.get("Origin"),
-                                   request.headers.get("Content-Type"))
+                                   request.headers.get("Content-Type"), require_json=False if relaxed else None)
         shape = "received" if request.path.endswith("/data") else "success"
         if refusal is not None:
             log.info("refused %s %s: %s", request.method, escape(request.path), refusal.error)
