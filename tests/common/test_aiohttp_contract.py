@@ -3,7 +3,7 @@
 pyproject.toml pins aiohttp to the minor these tests pass on. Each test names the
 hatchway code that depends on the internal it checks; public replacements are
 used everywhere else (``protocol.writing_paused``, ``ws.get_extra_info("socket")``,
-``runner.addresses``).
+``HttpServer.addresses``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 
 from hatchway.common import wsconn
+from hatchway.common.httpapi import TcpAddress, serve_app
 
 TESTED_MINOR = (3, 14)
 
@@ -51,7 +52,8 @@ async def _pair():
 
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    runner = await serve_app(app, [TcpAddress("127.0.0.1", 0)])
+    bound = runner.addresses
     session = wsconn.client_session()
     client = await wsconn.dial(session, f"ws://127.0.0.1:{bound[0][1]}/ws")
     server = await asyncio.wait_for(server_side, 5)
@@ -60,7 +62,7 @@ async def _pair():
         release.set()
         await client.close()
         await session.close()
-        await runner.cleanup()
+        await runner.aclose()
 
     return runner, client, server, close
 
@@ -105,7 +107,7 @@ async def test_drain_helper_raises_connection_error_when_the_connection_is_lost(
 
 
 async def test_public_socket_and_addresses():
-    """set_ws_nodelay uses ws.get_extra_info("socket"); serve_app uses runner.addresses."""
+    """set_ws_nodelay uses ws.get_extra_info("socket"); HttpServer reports the bound addresses."""
     runner, client, server, close = await _pair()
     try:
         for ws in (client, server):

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hatchway.common import wsconn
 from hatchway.common.gate import InboundGate
+from hatchway.common.httpapi import TcpAddress, serve_app
 from hatchway.common.muxsession import (
     EndKind,
     MuxSession,
@@ -58,7 +59,8 @@ async def peer(script, *, autoping=True):
 
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    runner = await serve_app(app, [TcpAddress("127.0.0.1", 0)])
+    bound = runner.addresses
     session = wsconn.client_session()
     try:
         ws = await wsconn.dial(session, f"ws://127.0.0.1:{bound[0][1]}/ws", autoping=False)
@@ -67,7 +69,7 @@ async def peer(script, *, autoping=True):
         await asyncio.wait_for(server_done, 10)
     finally:
         await session.close()
-        await runner.cleanup()
+        await runner.aclose()
 
 
 async def test_dispatches_binary_and_text_then_reports_the_peers_close():

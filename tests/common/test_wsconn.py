@@ -5,6 +5,7 @@ import aiohttp
 from aiohttp import web
 
 from hatchway.common import wsconn
+from hatchway.common.httpapi import TcpAddress, serve_app
 from helpers import wait_until
 
 
@@ -24,7 +25,8 @@ class Listener:
 async def start_server(handler):
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    runner = await serve_app(app, [TcpAddress("127.0.0.1", 0)])
+    bound = runner.addresses
     return runner, f"ws://127.0.0.1:{bound[0][1]}/ws"
 
 
@@ -56,7 +58,7 @@ async def test_client_writer_masks_and_joins_parts():
         writer.send(b"")
         await asyncio.wait_for(done.wait(), 5)
         await ws.close()
-    await runner.cleanup()
+    await runner.aclose()
     assert received == [(aiohttp.WSMsgType.BINARY, b"abcd"), (aiohttp.WSMsgType.BINARY, big), (aiohttp.WSMsgType.BINARY, b"")]
 
 
@@ -75,7 +77,7 @@ async def test_server_writer_sends_unmasked_messages():
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert msg.type == aiohttp.WSMsgType.BINARY and msg.data == payload
         await ws.close()
-    await runner.cleanup()
+    await runner.aclose()
 
 
 async def test_writer_pauses_listeners_when_peer_stops_reading_and_resumes_after():
@@ -116,7 +118,7 @@ async def test_writer_pauses_listeners_when_peer_stops_reading_and_resumes_after
             sent += 1
         await asyncio.wait_for(got_all.wait(), 20)
         await ws.close()
-    await runner.cleanup()
+    await runner.aclose()
 
 
 async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
@@ -141,5 +143,5 @@ async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
         else:
             raise AssertionError("a data frame was sent after our Close")
         await asyncio.wait_for(closing, 5)
-    await runner.cleanup()
+    await runner.aclose()
     assert received == [(aiohttp.WSMsgType.TEXT, "héllo world"), (aiohttp.WSMsgType.BINARY, b"\x00")]

@@ -29,6 +29,7 @@ from hatchway.common import wsconn
 from hatchway.common.channel import Channel
 from hatchway.common.framedsession import FramedSession
 from hatchway.common.gate import InboundGate
+from hatchway.common.httpapi import TcpAddress, serve_app
 from hatchway.common.muxhandler import ProtocolViolation
 from hatchway.common.muxsession import MuxSession
 from hatchway.common.relay import Relay
@@ -208,7 +209,8 @@ async def _websocket(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
 
     app = web.Application()
     app.router.add_get("/mux", handler)
-    runner, bound = await wsconn.serve_app(app, "127.0.0.1", 0)
+    runner = await serve_app(app, [TcpAddress("127.0.0.1", 0)])
+    bound = runner.addresses
     http = wsconn.client_session()
     ws = await wsconn.dial(http, f"ws://127.0.0.1:{bound[0][1]}/mux")
     client = MuxSession(ws, a, gate=a.gate)
@@ -228,7 +230,7 @@ async def _websocket(a: WireMux, b: WireMux, path_closers: list[Any]) -> None:
         await client.close()
         await reader
         await http.close()
-        await runner.cleanup()
+        await runner.aclose()
 
     path_closers.append(close)
 

@@ -1,4 +1,4 @@
-"""WebSocket helpers on aiohttp: dialing, serving, a synchronous message sink, a polite close.
+"""WebSocket helpers on aiohttp: dialing, accepting, a synchronous message sink, a polite close.
 
 aiohttp does the handshake, the frame parsing, ping/pong and close. What it
 lacks for a multiplexer is a way to send a message from inside a Protocol
@@ -18,8 +18,8 @@ test instead of stalling a link):
   frames go;
 * ``BaseProtocol._drain_helper()``: the wait for the buffer to drain.
 
-Public API is used for the rest: ``protocol.writing_paused``,
-``ws.get_extra_info("socket")`` and ``runner.addresses``.
+Public API is used for the rest: ``protocol.writing_paused`` and
+``ws.get_extra_info("socket")``. Serving is :class:`hatchway.common.httpapi.HttpServer`.
 
 RFC 6455 section 5.5.1: no data frame may follow our own Close frame.
 :func:`close_politely` marks the sink closing before it calls ``ws.close()``,
@@ -34,7 +34,6 @@ import os
 import random
 import socket
 import struct
-from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -240,21 +239,3 @@ async def accept(
     await ws.prepare(request)
     set_ws_nodelay(ws)
     return ws
-
-
-async def serve_app(
-    app: web.Application, host: str | Iterable[str], port: int, *, reuse_address: bool = True
-) -> tuple[web.AppRunner, list[tuple[str, int]]]:
-    """Start ``app`` on host:port (port 0 picks one); returns the runner and bound addresses."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    hosts = [host] if isinstance(host, str) else list(host)
-    try:
-        for one in hosts:
-            site = web.TCPSite(runner, one, port, reuse_address=reuse_address, backlog=4096)
-            await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound: list[tuple[str, int]] = [(str(address[0]), int(address[1])) for address in runner.addresses]
-    return runner, bound
