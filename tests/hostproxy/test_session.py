@@ -153,3 +153,22 @@ def test_canonical_header_is_go_like(name: str) -> None:
     out = canonical_header(name)
     assert out.lower() == name.lower()
     assert all(part[:1] == part[:1].upper() for part in out.split("-"))
+
+
+def test_timestamps_are_go_rfc3339(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    from hatchway.hostproxy.session import rfc3339_full, rfc3339_seconds
+
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    try:
+        assert rfc3339_seconds(1_700_000_000.75) == "2023-11-14T22:13:20Z"
+        assert rfc3339_full(1_700_000_000.5) == "2023-11-14T22:13:20.5Z"
+        assert rfc3339_full(1_700_000_000.0) == "2023-11-14T22:13:20Z"
+        monkeypatch.setenv("TZ", "Europe/Berlin")
+        _time.tzset()
+        assert rfc3339_seconds(1_700_000_000) == "2023-11-14T23:13:20+01:00"
+    finally:
+        monkeypatch.undo()
+        _time.tzset()

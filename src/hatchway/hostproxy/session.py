@@ -70,12 +70,23 @@ def local_time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC).astimezone()
 
 
+def _go_zone(text: str) -> str:
+    """Go writes a zero offset as ``Z`` (time.RFC3339)."""
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def rfc3339_seconds(epoch: float) -> str:
-    return local_time(epoch).replace(microsecond=0).isoformat()
+    """Go's ``time.RFC3339``: ``2026-12-02T17:05:00+01:00`` (``Z`` for UTC)."""
+    return _go_zone(local_time(epoch).replace(microsecond=0).isoformat())
 
 
 def rfc3339_full(epoch: float) -> str:
-    return local_time(epoch).isoformat(timespec="microseconds")
+    """Go's ``time.RFC3339Nano``: the fraction without trailing zeros (none when zero)."""
+    moment = local_time(epoch)
+    base = moment.replace(microsecond=0).isoformat()
+    stamp, zone = base[:19], base[19:]
+    fraction = f"{moment.microsecond:06d}".rstrip("0")
+    return _go_zone(stamp + (f".{fraction}" if fraction else "") + zone)
 
 
 class Session:
