@@ -250,6 +250,25 @@ def test_version_and_help_import_no_networking(argv):
     assert not {"aiohttp", "ssl", "asyncio", "socket", "msgspec", "uvloop"} & modules
 
 
+SERVER_MACHINERY = {"aiohttp.web", "aiohttp.web_app", "aiohttp.web_ws", "hatchway.common.wsserver", "hatchway.common.httpapi"}
+CLIENT_MACHINERY = {"hatchway.common.wsclient", "hatchway.common.reconnect", "hatchway.tunnel.client",
+                    "hatchway.tunnel.session"}
+
+
+@pytest.mark.parametrize(("module", "forbidden"), [
+    ("hatchway.tunnel.client", SERVER_MACHINERY),
+    ("hatchway.tunnel.forward", SERVER_MACHINERY),
+    ("hatchway.tunnel.runner", CLIENT_MACHINERY),
+])
+def test_each_side_imports_only_its_own_websocket_half(module, forbidden):
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], capture_output=True,
+                         text=True, timeout=60, env=plain_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    modules = imported(out.stderr)
+    assert module in modules and "hatchway.common.wsconn" in modules
+    assert not forbidden & modules
+
+
 def test_usage_error_exits_2():
     out = subprocess.run([sys.executable, "-m", "hatchway.tunnel", "-r", "ws://r:1", "-c", "c", "--bogus"],
                          capture_output=True, text=True, timeout=60, env=plain_env())
@@ -277,6 +296,7 @@ async def test_client_run_logs_json_and_imports_no_runner(runner, tmp_path):
     modules = imported(text)
     assert "hatchway.tunnel.client" in modules
     assert not {"hatchway.tunnel.runner", "hatchway.tunnel.forward", "hatchway.tunnel.registry"} & modules
+    assert not SERVER_MACHINERY & modules  # a client run imports no server half
     entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert any(entry.get("ready") for entry in entries)
     assert not [entry for entry in entries if entry["level"] == "info" and not entry.get("ready")]  # WARNING applied

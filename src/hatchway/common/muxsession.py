@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -40,7 +41,10 @@ from aiohttp import WSMsgType
 from .gate import InboundGate, wait_drained
 from .muxhandler import Ended, EndKind, MessageHandler, ProtocolViolation, SessionEnded
 from .tasks import TaskSet
-from .wsconn import CLOSE_TIMEOUT, AnyWebSocket, WebSocketSink, close_politely
+from .wsconn import CLOSE_TIMEOUT, WebSocketSink, close_politely
+
+if TYPE_CHECKING:
+    from .wsconn import AnyWebSocket
 
 __all__ = ["Ended", "EndKind", "MessageHandler", "MuxSession", "ProtocolViolation", "SessionEnded"]
 

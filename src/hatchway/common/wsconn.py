@@ -1,4 +1,11 @@
-"""WebSocket helpers on aiohttp: dialing, accepting, a synchronous message sink, a polite close.
+"""WebSocket helpers shared by both ends on aiohttp: a synchronous message sink, a polite close.
+
+The side-specific halves live apart so a run imports only its own:
+:mod:`hatchway.common.wsclient` (``client_session``, ``dial``) and
+:mod:`hatchway.common.wsserver` (``accept``; serving is
+:class:`hatchway.common.httpapi.HttpServer`). Their old names here
+(``wsconn.dial``, ``wsconn.client_session``, ``wsconn.accept``) still work and
+import the half on first use.
 
 aiohttp does the handshake, the frame parsing, ping/pong and close. What it
 lacks for a multiplexer is a way to send a message from inside a Protocol
@@ -34,10 +41,9 @@ import os
 import random
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import web
 from aiohttp._websocket.helpers import websocket_mask as _mask
 
 from .relay import HIGH_WATER, LOW_WATER
@@ -45,12 +51,17 @@ from .sink import Buffer, FlowListener, SinkClosed, TransportSink
 from .tasks import TaskSet
 
 __all__ = [
+    "AnyWebSocket",
     "ConnectionGone",
     "FlowListener",
     "MessageWriter",
     "WebSocketSink",
+    "accept",
+    "client_session",
     "close_politely",
+    "dial",
     "frame_header",
+    "set_ws_nodelay",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,7 +75,13 @@ _PACK_2 = struct.Struct("!BBH").pack
 _PACK_8 = struct.Struct("!BBQ").pack
 _rand32 = random.Random(os.urandom(16)).getrandbits
 
-AnyWebSocket = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .wsclient import client_session, dial
+    from .wsserver import accept
+
+    AnyWebSocket = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
 
 ConnectionGone = SinkClosed  # the name tunnel/ and linksocks/ import
 
@@ -178,64 +195,19 @@ def set_ws_nodelay(ws: AnyWebSocket) -> None:
             pass
 
 
-def client_session(**kwargs: Any) -> aiohttp.ClientSession:
-    """A session whose connector sets TCP_NODELAY and does not pool WebSockets."""
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, ssl=kwargs.pop("ssl", True))
-    return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), **kwargs)
+_MOVED = {"client_session": "wsclient", "dial": "wsclient", "accept": "wsserver"}
 
+if not TYPE_CHECKING:
 
-async def dial(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    heartbeat: float | None = None,
-    max_msg_size: int = MAX_MESSAGE_DEFAULT,
-    timeout: float = 30.0,
-    headers: dict[str, str] | None = None,
-    proxy: str | None = None,
-    autoping: bool = True,
-) -> aiohttp.ClientWebSocketResponse:
-    """Open a WebSocket: no compression offered, no subprotocol, TCP_NODELAY set.
+    def __getattr__(name: str) -> object:
+        """The old names, imported on first use so neither side pays for the other."""
+        import importlib
 
-    ``autoping=False`` hands PING/PONG frames to the reader (which must answer
-    pings), for programs that run their own keepalive and read deadline.
-    """
-    ws = await _ws_connect(session, url, heartbeat, max_msg_size, timeout, headers, proxy, autoping)
-    set_ws_nodelay(ws)
-    return ws
+        if name == "AnyWebSocket":
+            from aiohttp import web
 
-
-async def _ws_connect(
-    session: aiohttp.ClientSession,
-    url: str,
-    heartbeat: float | None,
-    max_msg_size: int,
-    timeout: float,
-    headers: dict[str, str] | None,
-    proxy: str | None,
-    autoping: bool = True,
-) -> aiohttp.ClientWebSocketResponse:
-    async with asyncio.timeout(timeout):
-        return await session.ws_connect(
-            url,
-            compress=0,
-            autoping=autoping,
-            heartbeat=heartbeat,
-            max_msg_size=max_msg_size,
-            headers=headers,
-            proxy=proxy,
-        )
-
-
-async def accept(
-    request: web.Request,
-    *,
-    heartbeat: float | None = None,
-    max_msg_size: int = MAX_MESSAGE_DEFAULT,
-    autoping: bool = True,
-) -> web.WebSocketResponse:
-    """Upgrade a request: permessage-deflate declined, TCP_NODELAY set (``autoping`` as in :func:`dial`)."""
-    ws = web.WebSocketResponse(compress=False, heartbeat=heartbeat, max_msg_size=max_msg_size, autoping=autoping)
-    await ws.prepare(request)
-    set_ws_nodelay(ws)
-    return ws
+            return aiohttp.ClientWebSocketResponse | web.WebSocketResponse
+        home = _MOVED.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{__package__}.{home}"), name)

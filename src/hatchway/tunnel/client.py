@@ -26,7 +26,7 @@ import yarl
 from hatchway.common.lifecycle import Service
 from hatchway.common.reconnect import GaveUp, reconnect_loop
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import dial
+from hatchway.common.wsclient import dial
 
 from .options import ClientOptions
 from .session import TunnelSession
@@ -120,10 +120,10 @@ class TunnelClient(Service):
         try:
             ws = await dial(
                 http,
-                self._wire_url,  # type: ignore[arg-type]  # aiohttp takes a URL; wsconn.dial's annotation says str
+                self._wire_url,
                 heartbeat=options.heartbeat or None,
                 max_msg_size=options.max_message_size,
-                timeout=options.connect_timeout or None,  # type: ignore[arg-type]  # None = no deadline
+                timeout=options.connect_timeout or None,  # None = no deadline
                 headers=headers,
             )
         except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
