@@ -261,3 +261,16 @@ def test_a_half_close_is_a_zero_length_data_flagged_0x80_with_the_end_offset():
     wire = p.data_header(CID, 0, compression=p.HALF_CLOSE) + p.sequence_trailer(42)
     assert wire == h("01", "04", "01", CID.hex(), "80", "00000000", "000000000000002a")
     assert p.decode(wire)[1] == Data(p.TCP, CID, b"", p.HALF_CLOSE, sequence=42)
+
+
+def test_repeated_rewinds_inside_chunks_keep_the_accounting_exact():
+    ledger = Ledger()
+    for chunk in (b"abcd", b"efgh", b"ijkl"):
+        ledger.record(chunk)
+    drain(ledger)
+    ledger.rewind(6)  # inside "efgh"
+    assert drain(ledger) == [(8, b"gh"), (12, b"ijkl")]
+    ledger.rewind(2)  # inside "abcd", after the split
+    assert drain(ledger) == [(4, b"cd"), (6, b"ef"), (8, b"gh"), (12, b"ijkl")]
+    ledger.on_ack(12)
+    assert ledger.unacked == 0 and ledger.next_unsent() is None

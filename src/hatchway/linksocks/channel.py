@@ -18,96 +18,36 @@ Beyond the shared channel it adds:
   and re-sends from the peer's count on Resume; a hole or an impossible
   count fails the channel loudly (reset), never a silent gap.
 
-Every channel is registered in a :class:`ChannelTable` keyed by the 16-byte
-channel id; messages are routed by id across all links of a peer.
+Every channel is registered in a :class:`~.channel_table.ChannelTable` keyed
+by the 16-byte channel id; messages are routed by id across all links of a peer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from typing import Any, Protocol
+import time
+from typing import Any
 
 from hatchway.common.channel import Channel
 from hatchway.common.sink import MessageSink
 from hatchway.common.wsconn import ConnectionGone
 
 from . import protocol
+from .channel_table import CHANNEL_EXPIRED, EOF_TEXT, ChannelTable, Endpoint, ResumableEndpoint
 from .mux import ChannelEvent, ChannelState, Ledger, StreamGap, transition
 from .protocol import Connect, ConnectResponse, Disconnect
+
+__all__ = [
+    "CHANNEL_EXPIRED", "EOF_TEXT", "HOLD_LIMIT", "RESUME_PROBE", "RESUME_WAIT",
+    "ChannelTable", "Endpoint", "ResumableEndpoint", "TcpChannel",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 HOLD_LIMIT = 1024 * 1024  # bytes held for a channel whose local end is not connected yet
 RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from an upstream dialer
 RESUME_WAIT = 15.0  # a hatchway dialer answers a Resume within this, else the channel fails
-EOF_TEXT = "EOF"
-CHANNEL_EXPIRED = "channel expired"
-
-
-class Endpoint(Protocol):
-    """One entry of the channel table: a TCP channel, a UDP association or a connector binding.
-
-    The dispatcher hands it the channel messages of its id, from whichever link
-    of the peer they arrived on; the link's loss is told through ``suspend``
-    (when ``resumable`` and the grace period is on) or ``link_lost``.
-    """
-
-    @property
-    def resumable(self) -> bool: ...
-    def on_data(self, link: Any, message: protocol.Data) -> None: ...
-    def on_disconnect(self, link: Any, message: Disconnect) -> None: ...
-    def on_connect_response(self, link: Any, message: ConnectResponse) -> None: ...
-    def link_lost(self) -> None: ...
-    def suspend(self) -> None: ...
-
-
-class ResumableEndpoint(Endpoint, Protocol):
-    """An endpoint that outlives its link for the grace period (TCP channels and connector bindings)."""
-
-    suspended_at: float
-
-    @property
-    def suspended(self) -> bool: ...
-    def is_closing(self) -> bool: ...
-    def expire(self) -> None: ...
-    def rebind(self, link: Any, probe: float = 0.0) -> None: ...
-    def connect_message(self, resume: bool = False) -> Connect: ...
-
-
-class ChannelTable:
-    """Channel id -> endpoint, plus a short memory of recently closed ids."""
-
-    RECENT_MAX = 4096
-
-    def __init__(self) -> None:
-        self.endpoints: dict[bytes, Endpoint] = {}
-        self._recent: OrderedDict[bytes, None] = OrderedDict()
-
-    def get(self, channel_id: bytes) -> Endpoint | None:
-        return self.endpoints.get(channel_id)
-
-    def add(self, channel_id: bytes, endpoint: Endpoint) -> None:
-        self.endpoints[channel_id] = endpoint
-        self._recent.pop(channel_id, None)
-
-    def remove(self, channel_id: bytes, endpoint: Endpoint) -> None:
-        if self.endpoints.get(channel_id) is endpoint:
-            del self.endpoints[channel_id]
-            recent = self._recent
-            recent[channel_id] = None
-            if len(recent) > self.RECENT_MAX:
-                recent.popitem(last=False)
-
-    def recently_closed(self, channel_id: bytes) -> bool:
-        return channel_id in self._recent
-
-    def __len__(self) -> int:
-        return len(self.endpoints)
-
-    def __contains__(self, channel_id: bytes) -> bool:
-        return channel_id in self.endpoints
 
 
 class TcpChannel(Channel):
@@ -431,7 +371,7 @@ class TcpChannel(Channel):
         if self._closing or self.state is ChannelState.SUSPENDED:
             return
         self._event(ChannelEvent.LINK_LOST)
-        self.suspended_at = asyncio.get_running_loop().time()
+        self.suspended_at = time.monotonic()
         self.link.writer.remove_listener(self)
         self._writer_paused = False
         self._cancel_probe()

@@ -45,7 +45,7 @@ from . import protocol
 from .channel import RESUME_PROBE, ChannelTable
 from .channel_dialer import ChannelDialer
 from .grace import GraceKeeper
-from .link import MAX_MSG_SIZE, Link
+from .link import MAX_MSG_SIZE, Link, call_later
 from .options import LinkSocksClientOptions, unknown_options
 from .orphans import OrphanBuffer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
@@ -135,7 +135,7 @@ class Client(Service):
         self._threads = TaskSet("WebSocket connections", logger=log)  # one task per -T connection
         self._front: ProxyFront | None = None
         self._front_lock = asyncio.Lock()
-        self.grace = GraceKeeper(options.transport_grace)
+        self.grace = GraceKeeper(options.transport_grace, call_later)
         self._connector_tokens: list[str] = []
         self._connector_waiters: dict[bytes, asyncio.Future[ConnectorResponse]] = {}
         self._tasks = TaskSet("client", logger=log)

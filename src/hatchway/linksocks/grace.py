@@ -11,21 +11,36 @@ Channels not resumed in time are closed. Grace 0 closes them at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Hashable
-from typing import Any, cast
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, cast
 
-from .channel import ResumableEndpoint
+from .channel_table import ResumableEndpoint
 
 log = logging.getLogger(__name__)
 
 
+class Timer(Protocol):
+    """What a scheduler returns (``asyncio.TimerHandle``): something to cancel."""
+
+    def cancel(self) -> None: ...
+
+
+class Schedule(Protocol):
+    """``loop.call_later`` as far as the keeper uses it."""
+
+    def __call__(self, delay: float, callback: Callable[[], None], /) -> Timer: ...
+
+
 class GraceKeeper:
-    def __init__(self, grace: float) -> None:
+    """Keeps the suspended endpoints of lost links; ``schedule(delay, fn)`` is the loop's ``call_later``."""
+
+    def __init__(self, grace: float, schedule: Schedule) -> None:
         self.grace = grace
+        self.schedule = schedule
         self._held: dict[Hashable, set[ResumableEndpoint]] = {}
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: set[Timer] = set()
 
     def link_lost(self, key: Hashable, link: Any) -> None:
         """``link`` is gone: suspend what it carried (or close it without grace)."""
@@ -43,14 +58,20 @@ class GraceKeeper:
         if not kept:
             return
         self._held.setdefault(key, set()).update(kept)
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.grace, self._expire, key, kept)
-        self._timers.add(timer)
+        timers = self._timers
+        timer: Timer | None = None
+
+        def expire() -> None:
+            if timer is not None:
+                timers.discard(timer)
+            self._expire(key, kept)
+
+        timer = self.schedule(self.grace, expire)
+        timers.add(timer)
 
     def _expire(self, key: Hashable, endpoints: set[ResumableEndpoint]) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         held = self._held.get(key)
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # the clock of ``suspended_at``
         expired = 0
         for endpoint in endpoints:
             if endpoint.suspended and now - endpoint.suspended_at >= self.grace * 0.99:

@@ -17,6 +17,7 @@ seconds re-armed by any message or pong.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from .protocol import ProtocolError
 from .tokens import Role
 
 if TYPE_CHECKING:
-    from .channel import Endpoint
+    from .channel_table import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ _TCP_ESTABLISHED = 1  # tcpi_state in Linux's struct tcp_info
 
 Dispatch = Callable[["Link", Any], None]
 TRACE = 5
+
+
+def call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    """The running loop's ``call_later``, looked up when called (GraceKeeper's scheduler)."""
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 def tcp_established(sock: Any) -> bool:

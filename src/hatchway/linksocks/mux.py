@@ -99,7 +99,7 @@ class Ledger:
     """
 
     __slots__ = (
-        "keep", "sent", "sent_on_wire", "acked", "_replay", "_replay_start",
+        "keep", "sent", "sent_on_wire", "acked", "_replay", "_replay_start", "_pending",
         "received", "ack_sent", "window", "ack_every",
     )  # fmt: skip
 
@@ -110,36 +110,33 @@ class Ledger:
         self.sent = 0  # bytes taken from the local socket (offset of the end)
         self.sent_on_wire = 0  # bytes handed to a link
         self.acked = 0  # bytes the peer confirmed
-        self._replay: deque[bytes] = deque()  # chunks covering [_replay_start, sent)
+        self._replay: deque[bytes | memoryview] = deque()  # on the wire, not acknowledged: [_replay_start, sent_on_wire)
         self._replay_start = 0
+        self._pending: deque[bytes | memoryview] = deque()  # not on the wire yet: [sent_on_wire, sent)
         self.received = 0  # bytes delivered to the local socket
         self.ack_sent = 0
 
-    # -- outbound
+    # -- outbound (every step O(1) per chunk; only a Resume walks the kept chunks)
     def record(self, data: bytes) -> None:
         """A chunk from the local socket, to be sent after everything recorded before it."""
-        self._replay.append(data)
+        self._pending.append(data)
         self.sent += len(data)
 
     def next_unsent(self) -> tuple[int, memoryview | bytes] | None:
         """(end offset, bytes) of the next piece not yet on the wire, or None."""
-        if self.sent_on_wire >= self.sent:
+        if not self._pending:
             return None
-        offset = self._replay_start
-        for chunk in self._replay:
-            end = offset + len(chunk)
-            if end > self.sent_on_wire:
-                skip = self.sent_on_wire - offset
-                return end, (memoryview(chunk)[skip:] if skip else chunk)
-            offset = end
-        raise StreamGap("ledger inconsistent")  # pragma: no cover - sent > sent_on_wire implies a chunk
+        chunk = self._pending[0]
+        return self.sent_on_wire + len(chunk), chunk
 
     def transmitted(self, end: int) -> None:
-        """Bytes up to ``end`` are on the wire."""
-        if end > self.sent_on_wire:
-            self.sent_on_wire = end
-        if not self.keep:
-            self._trim(end)
+        """The piece :meth:`next_unsent` returned (ending at ``end``) is on the wire."""
+        chunk = self._pending.popleft()
+        self.sent_on_wire = end
+        if self.keep:
+            self._replay.append(chunk)
+        else:
+            self._replay_start = end
 
     def pass_through(self, size: int) -> None:
         """Fast path of a channel that keeps nothing and has nothing queued: ``size`` bytes sent at once."""
@@ -179,14 +176,29 @@ class Ledger:
         """
         if peer_received > self.sent:
             raise StreamGap(f"the peer claims {peer_received} bytes, only {self.sent} were sent")
+        if peer_received > self.sent_on_wire:
+            raise StreamGap(f"the peer claims {peer_received} bytes, only {self.sent_on_wire} were put on the wire")
         if peer_received < self._replay_start:
             raise StreamGap(f"{self._replay_start - peer_received} bytes lost in flight were not kept")
+        # move what the peer lacks from the replay back in front of the pending chunks
+        replay, pending = self._replay, self._pending
+        end = self.sent_on_wire
+        while replay and end - len(replay[-1]) >= peer_received:
+            chunk = replay.pop()
+            end -= len(chunk)
+            pending.appendleft(chunk)
+        if end > peer_received:  # a chunk straddles the peer's count: split it, re-send its tail
+            view = memoryview(replay.pop())
+            head = len(view) - (end - peer_received)
+            replay.append(view[:head])
+            pending.appendleft(view[head:])
         self.sent_on_wire = peer_received
 
     def stop_keeping(self) -> None:
         """The peer does not take part: keep only what is not on the wire yet."""
         self.keep = False
-        self._trim(self.sent_on_wire)
+        self._replay.clear()
+        self._replay_start = self.sent_on_wire
 
     # -- inbound
     def accept(self, size: int, end: int) -> int:

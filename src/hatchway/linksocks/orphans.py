@@ -11,9 +11,9 @@ no payload bytes but still a few hundred bytes of memory).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class OrphanBuffer:
         max_bytes: int = MAX_BYTES,
         max_channels: int = MAX_CHANNELS,
         max_total_messages: int = MAX_TOTAL_MESSAGES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_messages = max_messages
         self.max_channels = max_channels
@@ -43,10 +44,12 @@ class OrphanBuffer:
         self._entries: dict[bytes, tuple[float, list[Any]]] = {}
         self._bytes = 0
         self._warned = False
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._clock = clock
+        self._next_sweep = 0.0
 
     def add(self, channel_id: bytes, message: Any, size: int = 0) -> bool:
         """Keep ``message`` for ``channel_id``; False when a limit is reached (the message is not kept)."""
+        self.sweep()
         if self._messages >= self.max_total_messages:
             self._warn_full()
             return False
@@ -55,8 +58,7 @@ class OrphanBuffer:
             if len(self._entries) >= self.max_channels:
                 log.warning("orphan buffer holds %d channels, message not kept", len(self._entries))
                 return False
-            entry = self._entries[channel_id] = (time.monotonic(), [])
-            self._arm_sweeper()
+            entry = self._entries[channel_id] = (self._clock(), [])
         messages = entry[1]
         if len(messages) >= self.max_messages or self._bytes + size > self.max_bytes:
             self._warn_full()
@@ -86,6 +88,7 @@ class OrphanBuffer:
         self.take(channel_id)
 
     def __len__(self) -> int:
+        self.sweep()
         return len(self._entries)
 
     @property
@@ -96,22 +99,17 @@ class OrphanBuffer:
     def messages(self) -> int:
         return self._messages
 
-    def _arm_sweeper(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(self.ttl / 3, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        deadline = time.monotonic() - self.ttl
+    def sweep(self) -> None:
+        """Forget entries older than the TTL (done lazily on use: no timer, no I/O)."""
+        now = self._clock()
+        if now < self._next_sweep or not self._entries:
+            return
+        self._next_sweep = now + self.ttl / 3
+        deadline = now - self.ttl
         for channel_id in [cid for cid, (born, _) in self._entries.items() if born < deadline]:
             self.discard(channel_id)
-        if self._entries:
-            self._arm_sweeper()
 
     def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         self._entries.clear()
         self._bytes = 0
         self._messages = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .channel import ChannelTable
+from .channel_table import ChannelTable
 from .orphans import OrphanBuffer
 from .protocol import ConnectResponse, Data, Disconnect
 

@@ -45,7 +45,7 @@ from .access import AccessRules
 from .channel import RESUME_PROBE, ChannelTable
 from .connector_relay import ConnectorRelay
 from .grace import GraceKeeper
-from .link import MAX_MSG_SIZE, Link
+from .link import MAX_MSG_SIZE, Link, call_later
 from .options import ServerOptions as ServerOptions  # the public name (hatchway.linksocks.ServerOptions)
 from .options import unknown_options
 from .orphans import OrphanBuffer
@@ -109,7 +109,7 @@ class Server(Service):
         self.orphans = OrphanBuffer()
         self.target_dialer = TargetDialer(self.table, self.orphans, upstream=options.upstream_proxy)
         self.connector_relay = ConnectorRelay(self.table, self.orphans, wait=options.connector_wait)
-        self.grace = GraceKeeper(options.transport_grace)
+        self.grace = GraceKeeper(options.transport_grace, call_later)
         self.pools: dict[str, ProviderPool] = {}
         self.listeners: dict[str, ReverseListener] = {}
         self.connectors: dict[str, list[Link]] = {}

@@ -13,11 +13,10 @@ UDP channels are not resumed after a WebSocket drop; they end with the link.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatchway.common import socks5
 from hatchway.common.dialer import SYSTEM_RESOLVER, DirectUdpAssociation, is_ip_literal
@@ -26,7 +25,10 @@ from hatchway.common.logsafe import escape
 
 from . import protocol
 from .access import AccessRules
-from .channel import EOF_TEXT, ChannelTable
+
+if TYPE_CHECKING:
+    import asyncio
+from .channel_table import EOF_TEXT, ChannelTable
 from .protocol import Disconnect
 
 log = logging.getLogger(__name__)
