@@ -624,14 +624,15 @@ def write_zip(path: Path, trees: list[Path], stored: set[str], deflate_all: bool
             z.writestr(info, b"" if name.endswith("/") else entries[name], compresslevel=9)
 
 
-def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, deflate_all: bool = False) -> None:
+def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, deflate_all: bool = False,
+         src: Path = REPO / "src") -> None:
     """The project's code (compiled by the build tree's interpreter: same magic number)
     plus the cached stdlib/dependency .pyc, as one stored zip appended to the executable."""
     work = out / ".build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     own = work / "own"
-    compile_tree(pyexe, REPO / "src", own, strip_docs=False)
+    compile_tree(pyexe, src, own, strip_docs=False)
     disp = (HERE / "dispatch.py").read_text().replace('("@PROGRAMS@",)', repr(tuple(programs)))
     (work / "disp").mkdir()
     (work / "disp" / "_hatchway_exe.py").write_text(disp)
@@ -679,6 +680,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--programs", default=None, help="comma-separated programs [all in packaging/programs.json]")
     p.add_argument("--no-setup", action="store_true", help="no apt-get")
+    p.add_argument("--src", default=str(REPO / "src"), help="the tree whose packages are packed [src]")
     p.add_argument("--deflate-all", action="store_true",
                    help="deflate every module (smaller; the default stores those a run imports at start)")
     args = p.parse_args(argv)
@@ -703,7 +705,7 @@ def main(argv=None) -> int:
     prune_cache({p.name for p in (zlib.parent, ssl.parent, mimalloc.parent, cpython.parent, ext, exe.parent, stdlib)})
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    pack(exe, stdlib, out, programs, cpython / "python", args.deflate_all)
+    pack(exe, stdlib, out, programs, cpython / "python", args.deflate_all, Path(args.src).resolve())
     log(f"wrote {out}/hatchway and {', '.join('hatchway-' + x for x in programs)} "
         f"({(out / 'hatchway').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
     return 0

@@ -131,7 +131,9 @@ class Docker:
         return [self.client, *args]
 
     def run(self, *args: str, timeout=120, check=True, **kw) -> subprocess.CompletedProcess:
-        return run(self.cmd(*args), env=self.env, timeout=timeout, check=check, **kw)
+        """`docker ARGS` against this daemon; ``env=`` replaces the environment (keep DOCKER_HOST from .env)."""
+        env = kw.pop("env", self.env)
+        return run(self.cmd(*args), env=env, timeout=timeout, check=check, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -105,7 +105,8 @@ def test_pex_runs_with_python311(prog, release_artefact, tmp_path):
     res = run([str(pex), "--version"], env=env, timeout=120, cwd=tmp_path)
     assert res.stdout.decode().startswith(f"hatchway-{prog} ") and VERSION in res.stdout.decode()
     res = run([str(pex), "--help"], env=env, timeout=120, cwd=tmp_path)
-    assert res.stdout.decode().startswith(f"usage: hatchway-{prog}")
+    out = res.stdout.decode() + res.stderr.decode()
+    assert out.startswith((f"usage: hatchway-{prog}", f"Usage of hatchway-{prog}")), out[:300]
 
 
 def test_sha256sums_cover_dist(release_artefact):

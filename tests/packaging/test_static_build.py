@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,9 +18,10 @@ BUILD = REPO / "build" / "static" / "build.py"
 PINS = json.loads((REPO / "build" / "static" / "pins.json").read_text())
 
 
-def build(out) -> None:
+def build(out, src) -> None:
     # --no-setup: build/test (via build/release) has installed the toolchain and filled the cache
-    res = subprocess.run([sys.executable, str(BUILD), "--no-setup", "--out", str(out)], capture_output=True,
+    res = subprocess.run([sys.executable, str(BUILD), "--no-setup", "--out", str(out), "--src", str(src)],
+                         capture_output=True,
                          timeout=1800, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr.decode()[-4000:] + res.stdout.decode()[-4000:]
 
@@ -36,8 +38,11 @@ def test_every_source_is_pinned_with_a_sha256():
 
 def test_two_builds_give_the_same_bytes_and_embed_no_checkout_path(static_binary, tmp_path):
     static_binary("tunnel")  # the cache is filled by build/release
-    build(tmp_path / "a")
-    build(tmp_path / "b")
+    # one snapshot of src/ for both builds (other work may edit the checkout meanwhile)
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    build(tmp_path / "a", src)
+    build(tmp_path / "b", src)
     names = sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith("."))
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith("."))
     assert "hatchway" in names and "hatchway-tunnel" in names

@@ -148,7 +148,8 @@ def test_multicall_runs_each_program_by_first_argument(multicall_binary):
         assert res.returncode == 0, res.stderr
         assert res.stdout.decode().startswith(f"hatchway-{prog} ")
         res = subprocess.run([str(multicall_binary), prog, "--help"], capture_output=True, timeout=60)
-        assert res.returncode == 0 and res.stdout.decode().startswith(f"usage: hatchway-{prog}")
+        out = res.stdout.decode() + res.stderr.decode()
+        assert res.returncode == 0 and out.startswith((f"usage: hatchway-{prog}", f"Usage of hatchway-{prog}"))
 
 
 def test_multicall_runs_each_program_by_the_name_it_is_called_under(multicall_binary, tmp_path):
