@@ -58,6 +58,7 @@ class Reaper:
         self.discarded = 0
         self._on_stranger: list[Callable[[int, int], None]] = []
         self._previous: Callable[[int, FrameType | None], Any] | int | None = None
+        self._python_handler = False  # install() fell back to signal.signal (uvloop)
 
     # -- registration --
 
@@ -131,11 +132,14 @@ class Reaper:
                 loop.call_soon_threadsafe(self.reap)
 
             self._previous = signal.signal(signal.SIGCHLD, on_sigchld)
+            self._python_handler = True
         self.reap()
 
     def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGCHLD, self._previous)
+        if self._python_handler:
+            # None: the previous handler was not Python's (uvloop/libuv's C handler): back to the default
+            signal.signal(signal.SIGCHLD, self._previous if self._previous is not None else signal.SIG_DFL)
             self._previous = None
+            self._python_handler = False
         else:
             loop.remove_signal_handler(signal.SIGCHLD)
