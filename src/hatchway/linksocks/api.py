@@ -257,9 +257,8 @@ def setup(app: web.Application, server: Any) -> None:
 
     Uses ``server.tokens`` (the registry), ``server.options.api_key`` and
     ``server.options.api_keys``, ``server.entry_rules`` / ``server.dial_rules``
-    (replaced by ``PUT /api/config/access``), ``server.links`` (authenticated
-    links carrying ``token`` and, for providers, ``pool_key``) and
-    ``server.version`` when present.
+    (replaced by ``PUT /api/config/access``) and ``server.links`` (authenticated
+    links carrying ``token`` and, for providers, ``pool_key``).
     """
     keys = [server.options.api_key or "", *server.options.api_keys]
     app.add_subapp(
@@ -267,7 +266,7 @@ def setup(app: web.Application, server: Any) -> None:
         api_app(
             server.tokens,
             keys,
-            version=getattr(server, "version", DEFAULT_VERSION),
+            version=DEFAULT_VERSION,
             clients_count=link_counter(lambda: server.links),
             access=ServerAccess(server),
         ),
