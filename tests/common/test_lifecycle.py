@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hatchway.common import lifecycle
+from helpers import wait_until
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -192,3 +193,59 @@ def test_service_requires_start_and_aclose():
 
     with pytest.raises(TypeError, match="aclose"):
         NoClose()
+
+
+class _Recorded(lifecycle.Service):
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.events: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("start")
+        if self.fail is not None:
+            raise self.fail
+
+    async def aclose(self) -> None:
+        self.events.append("aclose")
+
+
+async def test_run_service_announces_ready_waits_and_closes(capsys):
+    import asyncio
+
+    service = _Recorded()
+    stop = asyncio.Event()
+
+    async def until() -> None:
+        service.events.append("waiting")
+        stop.set()
+
+    code = await lifecycle.run_service(service, lambda: "thing 1", start_failed=lambda exc: 9,
+                                       started=lambda: service.events.append("started"), until=until, ended=3)
+    assert code == 3
+    assert service.events == ["start", "started", "waiting", "aclose"]
+    assert "READY thing 1" in capsys.readouterr().err
+
+
+async def test_run_service_start_failure_goes_to_start_failed_without_ready(capsys):
+    service = _Recorded(fail=OSError(98, "Address in use"))
+    failures: list[Exception] = []
+
+    def failed(exc: Exception) -> int:
+        failures.append(exc)
+        return 7
+
+    assert await lifecycle.run_service(service, lambda: "never", start_failed=failed) == 7
+    assert service.events == ["start"] and isinstance(failures[0], OSError)
+    assert "READY" not in capsys.readouterr().err
+
+
+async def test_run_service_closes_when_cancelled_while_waiting():
+    import asyncio
+
+    service = _Recorded()
+    task = asyncio.ensure_future(lifecycle.run_service(service, lambda: "forever", start_failed=lambda exc: 1))
+    await wait_until(lambda: "start" in service.events, what="the service started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert service.events == ["start", "aclose"]

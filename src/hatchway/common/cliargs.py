@@ -541,13 +541,17 @@ class _PrintAction(argparse.Action):
         parser.exit(0)
 
 
-class _HelpCommandAction(argparse.Action):
-    """``help [command]``: the command's help (or the program's) on stdout, exit 0."""
+class _RootAction(argparse.Action):
+    """An action that needs the root :class:`CommandParser` (passed as ``root=``)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, root: CommandParser | None = None,
                  **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.root = root
+
+
+class _HelpCommandAction(_RootAction):
+    """``help [command]``: the command's help (or the program's) on stdout, exit 0."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
@@ -559,11 +563,8 @@ class _HelpCommandAction(argparse.Action):
         parser.exit(0)
 
 
-class _CompletionAction(argparse.Action):
-    def __init__(self, option_strings: Sequence[str], dest: str, root: CommandParser | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.root = root
+class _CompletionAction(_RootAction):
+    """``completion SHELL``: the completion script on stdout, exit 0."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "level_from_name",
     "loop_factory",
     "run",
+    "run_service",
     "setup_logging",
 ]
 
@@ -311,3 +312,40 @@ class Service(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def run_service(
+    service: Service,
+    ready: Callable[[], str],
+    *,
+    start_failed: Callable[[Exception], int],
+    start_errors: tuple[type[Exception], ...] = (OSError,),
+    started: Callable[[], None] | None = None,
+    until: Callable[[], Awaitable[object]] | None = None,
+    ended: int = EXIT_OK,
+) -> int:
+    """The body of a serving command: start, announce READY, wait, close; returns the exit code.
+
+    * ``service.start()`` raising one of ``start_errors`` goes to ``start_failed``, which returns the exit
+      code or raises :class:`Fatal`;
+    * then ``READY <ready()>`` (:func:`announce_ready`) and ``started()`` (e.g. the "listening on" line);
+    * then it waits for ``until()`` (default: until cancelled by a stop signal) and returns ``ended``;
+    * ``service.aclose()`` runs however the wait ends.
+    """
+    import asyncio
+
+    try:
+        await service.start()
+    except start_errors as exc:
+        return start_failed(exc)
+    try:
+        announce_ready(ready())
+        if started is not None:
+            started()
+        if until is None:
+            await asyncio.Event().wait()
+        else:
+            await until()
+        return ended
+    finally:
+        await service.aclose()

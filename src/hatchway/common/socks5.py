@@ -243,12 +243,18 @@ def build_greeting(methods: bytes | list[int] | tuple[int, ...]) -> bytes:
     return bytes((VERSION, len(methods))) + methods
 
 
-def parse_method_selection(buf: Buffer) -> tuple[MethodSelection, int] | None:
+def _parse_two_bytes(buf: Buffer, version: int, what: str) -> int | None:
+    """VER VALUE: the shape the method selection and the username/password status share."""
     if len(buf) < 2:
         return None
-    if buf[0] != VERSION:
-        raise Socks5Error(f"unsupported SOCKS version {buf[0]}")
-    return MethodSelection(buf[1]), 2
+    if buf[0] != version:
+        raise Socks5Error(f"unsupported {what} version {buf[0]}")
+    return buf[1]
+
+
+def parse_method_selection(buf: Buffer) -> tuple[MethodSelection, int] | None:
+    method = _parse_two_bytes(buf, VERSION, "SOCKS")
+    return None if method is None else (MethodSelection(method), 2)
 
 
 def build_method_selection(method: int) -> bytes:
@@ -282,11 +288,8 @@ def build_userpass(username: str, password: str) -> bytes:
 
 
 def parse_userpass_status(buf: Buffer) -> tuple[UserPassStatus, int] | None:
-    if len(buf) < 2:
-        return None
-    if buf[0] != USERPASS_VERSION:
-        raise Socks5Error(f"unsupported username/password version {buf[0]}")
-    return UserPassStatus(buf[1]), 2
+    status = _parse_two_bytes(buf, USERPASS_VERSION, "username/password")
+    return None if status is None else (UserPassStatus(status), 2)
 
 
 def build_userpass_status(ok: bool) -> bytes:
@@ -364,7 +367,43 @@ class Phase(enum.Enum):
     FAILED = "failed"  # send data_to_send(), then close
 
 
-class ServerNegotiation:
+class _Negotiation:
+    """What both sides of the handshake share: bytes in, ``_step()`` until it needs more, bytes out."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.GREETING
+        self.error: Socks5Error | None = None
+        self._buffer = bytearray()
+        self._out = bytearray()
+
+    @property
+    def leftover(self) -> bytes:
+        return bytes(self._buffer) if self.phase is Phase.DONE else b""
+
+    def data_to_send(self) -> bytes:
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def receive_data(self, data: Buffer) -> None:
+        self._buffer += data
+        if self.phase in (Phase.DONE, Phase.FAILED):
+            return
+        try:
+            while self._step():
+                pass
+        except Socks5Error as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Socks5Error) -> None:
+        self.error = exc
+        self.phase = Phase.FAILED
+
+    def _step(self) -> bool:
+        """Handle one message from the buffer; False when it needs more bytes or the phase is final."""
+        raise NotImplementedError
+
+
+class ServerNegotiation(_Negotiation):
     """The proxy side of a SOCKS5 handshake, up to and including the request.
 
     With both ``username`` and ``password`` set, method 0x02 is required
@@ -379,38 +418,15 @@ class ServerNegotiation:
     """
 
     def __init__(self, username: str | None = None, password: str | None = None) -> None:
+        super().__init__()
         self._credentials = None
         if username and password:
             self._credentials = (_raw(username), _raw(password))
-        self.phase = Phase.GREETING
         self.request: Request | None = None
         self.username: str | None = None
-        self.error: Socks5Error | None = None
-        self._buffer = bytearray()
-        self._out = bytearray()
-
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self._buffer) if self.phase is Phase.DONE else b""
-
-    def data_to_send(self) -> bytes:
-        out, self._out = bytes(self._out), bytearray()
-        return out
-
-    def receive_data(self, data: Buffer) -> None:
-        if self.phase in (Phase.DONE, Phase.FAILED):
-            self._buffer += data
-            return
-        self._buffer += data
-        try:
-            while self._step():
-                pass
-        except Socks5Error as exc:
-            self._fail(exc)
 
     def _fail(self, exc: Socks5Error, answer: bytes | None = None) -> None:
-        self.error = exc
-        self.phase = Phase.FAILED
+        super()._fail(exc)
         if answer is None:
             answer = build_reply(exc.reply) if exc.reply else b""
         self._out += answer
@@ -476,7 +492,7 @@ class ServerNegotiation:
 # --------------------------------------------------------------- client negotiation
 
 
-class ClientNegotiation:
+class ClientNegotiation(_Negotiation):
     """The client side: dial ``host:port`` through a SOCKS5 proxy.
 
     Send :meth:`initial` first, then for every chunk received call
@@ -494,13 +510,10 @@ class ClientNegotiation:
         password: str | None = None,
         command: int = CMD_CONNECT,
     ) -> None:
+        super().__init__()
         self._request = build_request(command, host, port)
         self._auth = build_userpass(username, password) if username and password else None
-        self.phase = Phase.GREETING
         self.reply: Reply | None = None
-        self.error: Socks5Error | None = None
-        self._buffer = bytearray()
-        self._out = bytearray()
 
     def initial(self) -> bytes:
         return build_greeting((METHOD_USERPASS,) if self._auth else (METHOD_NO_AUTH,))
@@ -509,25 +522,6 @@ class ClientNegotiation:
     def done(self) -> bool:
         """The proxy accepted the request (``phase`` is DONE)."""
         return self.phase is Phase.DONE
-
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self._buffer) if self.phase is Phase.DONE else b""
-
-    def data_to_send(self) -> bytes:
-        out, self._out = bytes(self._out), bytearray()
-        return out
-
-    def receive_data(self, data: Buffer) -> None:
-        self._buffer += data
-        if self.phase in (Phase.DONE, Phase.FAILED):
-            return
-        try:
-            while self._step():
-                pass
-        except Socks5Error as exc:
-            self.error = exc
-            self.phase = Phase.FAILED
 
     def _step(self) -> bool:
         if self.phase is Phase.GREETING:

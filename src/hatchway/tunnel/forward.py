@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
-from hatchway.common.lifecycle import Service, announce_ready, setup_logging
+from hatchway.common.lifecycle import Service, run_service, setup_logging
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
 from hatchway.common.sink import Buffer, SinkClosed
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import WebSocketSink, client_session, dial
+from hatchway.common.wsclient import client_session, dial
+from hatchway.common.wsconn import WebSocketSink
 
 from .channel import TunnelChannel
 from .mux import Closed, Connected, ForwardError, ForwardMux, ProtocolError, Received, Stream
@@ -331,18 +332,19 @@ async def run_from_args(args: Any) -> int:
         stall_timeout=args.stall_timeout,
         buffer_limit=getattr(args, "buffer_limit", DEFAULT_BUFFER_LIMIT),
     )
-    try:
-        await forwarder.start()
-    except ForwardError as exc:
+
+    def cannot_open(exc: Exception) -> int:
         print(str(exc), file=sys.stderr, flush=True)
         return 1
-    try:
-        announce_ready(f"forward {forwarder.local_host}:{forwarder.local_port}")
+
+    def forwarding() -> None:
         log.info(
             "forwarding %s:%d/%s -> %s port %d", forwarder.local_host, forwarder.local_port,
             forwarder.proto, args.task_id, args.remote_port,
         )
-        await forwarder.wait_closed()
-        return 1  # the far side ended the forward channel
-    finally:
-        await forwarder.aclose()
+
+    # ends with 1 when the far side ends the forward channel
+    return await run_service(
+        forwarder, lambda: f"forward {forwarder.local_host}:{forwarder.local_port}", start_errors=(ForwardError,),
+        start_failed=cannot_open, started=forwarding, until=forwarder.wait_closed, ended=1,
+    )

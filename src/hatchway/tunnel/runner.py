@@ -46,12 +46,13 @@ from aiohttp import web
 
 from hatchway.common.gate import Drainable, SlowConsumerPolicy
 from hatchway.common.httpapi import GUARD_KEY, HttpServer, TcpAddress
-from hatchway.common.lifecycle import Fatal, Service, announce_ready, setup_logging
+from hatchway.common.lifecycle import Fatal, Service, run_service, setup_logging
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import WebSocketSink, accept
+from hatchway.common.wsconn import WebSocketSink
+from hatchway.common.wsserver import accept
 
 from .access import CLOSE_POLICY, PROTO_NAMES, TEXT_CONNECTED, TEXT_TAKEN, forward_refusal, presented_token
 from .links import ForwardLink, TunnelLink
@@ -409,15 +410,14 @@ async def run_from_args(args: Any) -> int:
         buffer_limit=args.buffer_limit,
         allow_tokenless_tunnels=args.allow_tokenless_tunnels,
     )
-    try:
-        await runner.start()
-    except OSError as exc:
-        raise Fatal(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    try:
-        announce_ready(f"runner {args.host}:{runner.port}")
+
+    def cannot_listen(exc: Exception) -> int:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise Fatal(f"cannot listen on {args.host}:{args.port}: {text}") from None
+
+    def listening() -> None:
         log.info("runner endpoint listening on %s:%d%s", args.host, runner.port,
                  " (token required on /ws/forward and /ws/tunnel)" if args.token else "")
-        await asyncio.Event().wait()
-    finally:
-        await runner.aclose()
-    return 0
+
+    return await run_service(runner, lambda: f"runner {args.host}:{runner.port}", start_failed=cannot_listen,
+                             started=listening)
