@@ -88,9 +88,11 @@ async def test_retries_go_beyond_ten_with_capped_backoff_reset_after_success(bac
     assert gaps[-1] >= 0.08 * 0.8  # grew to the cap
     before = len(backend.dials)
     await client.aclose()
-    await wait_until(lambda: len(backend.dials) > before and backend.registry.clients, what="reconnected")
+    assert agent.dialer is not None
+    dialer = agent.dialer
+    await wait_until(lambda: dialer.connected == 2, what="reconnected")
+    assert len(backend.dials) == before + 1  # at once, after the reset backoff (no failed dial between)
     assert backend.dials[-1] - backend.dials[-2] >= 0.02 * 0.8
-    assert agent.dialer is not None and agent.dialer.connected == 2
 
 
 async def test_retry_limit_gives_up(backend: Backend) -> None:

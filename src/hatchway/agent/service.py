@@ -40,6 +40,23 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signa
              signal.SIGWINCH)
 
 
+# Agents embedded without a reaper of their own share one per process: a SIGCHLD handler is process-wide,
+# and several reapers installed and removed out of order would leave a stale one behind.
+_SHARED_REAPER = Reaper()
+_shared_users: dict[asyncio.AbstractEventLoop, int] = {}
+
+
+def _use_shared_reaper(loop: asyncio.AbstractEventLoop, delta: int) -> None:
+    count = _shared_users.get(loop, 0) + delta
+    if count > 0:
+        if delta > 0 and count == 1:
+            _SHARED_REAPER.install(loop)
+        _shared_users[loop] = count
+    else:
+        _shared_users.pop(loop, None)
+        _SHARED_REAPER.uninstall(loop)
+
+
 class AgentConfig(msgspec.Struct, kw_only=True):
     addr: str = ":9111"
     callback: str = ""
@@ -60,7 +77,7 @@ class Agent(Service):
     def __init__(self, config: AgentConfig, *, reaper: Reaper | None = None) -> None:
         self.config = config
         self._own_reaper = reaper is None
-        self.reaper = reaper if reaper is not None else Reaper()
+        self.reaper = reaper if reaper is not None else _SHARED_REAPER
         environ = dict(os.environ) if config.environ is None else dict(config.environ)
         self.main: MainProcess | None = None
         if config.keep_alive:
@@ -93,7 +110,7 @@ class Agent(Service):
         self._loop = loop
         self._done = loop.create_future()
         if self._own_reaper:
-            self.reaper.install(loop)
+            _use_shared_reaper(loop, +1)
         config = self.config
         if self.main is not None:
             try:
@@ -194,5 +211,6 @@ class Agent(Service):
 
     async def _uninstall(self) -> None:
         if self._own_reaper and self._loop is not None:
-            self.reaper.uninstall(self._loop)
+            self._own_reaper = False
+            _use_shared_reaper(self._loop, -1)
 
