@@ -202,9 +202,7 @@ class Client(Service):
         await self._threads.aclose()
         await self._tasks.aclose()
         for endpoint in list(self.table.endpoints.values()):
-            closer = getattr(endpoint, "link_lost", None)
-            if closer is not None:
-                closer()
+            endpoint.link_lost()
         self.grace.close()
         await self.target_dialer.close()
         if self._front is not None:

@@ -221,12 +221,15 @@ class ConnectorBinding:
     def suspend(self) -> None:
         if self.closed:
             return
-        for side in ("connector", "provider"):
-            link = getattr(self, side)
-            if link is not None and not link.alive:
-                link.channels.discard(self)
-                link.writer.remove_listener(self._to_connector if side == "connector" else self._to_provider)
-                setattr(self, side, None)
+        connector, provider = self.connector, self.provider
+        if connector is not None and not connector.alive:
+            connector.channels.discard(self)
+            connector.writer.remove_listener(self._to_connector)
+            self.connector = None
+        if provider is not None and not provider.alive:
+            provider.channels.discard(self)
+            provider.writer.remove_listener(self._to_provider)
+            self.provider = None
         self._to_connector.resume_writing()
         self._to_provider.resume_writing()
         if self.connector is None and self.provider is None:

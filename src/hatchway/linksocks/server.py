@@ -164,9 +164,7 @@ class Server(Service):
         await self.connector_relay.close()
         await self.target_dialer.close()
         for endpoint in list(self.table.endpoints.values()):
-            closer = getattr(endpoint, "link_lost", None)
-            if closer is not None:
-                closer()
+            endpoint.link_lost()
         self.grace.close()
         for listener in list(self.listeners.values()):
             await listener.close()
