@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hatchway.tunnel.access import CLOSE_INTERNAL, CLOSE_POLICY, forward_refusal, presented_token
+from hatchway.tunnel.access import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    Admission,
+    forward_refusal,
+    presented_token,
+    tunnel_admission,
+)
 from hatchway.tunnel.mux import ForwardMux, Phase
 from hatchway.tunnel.protocol import Proto
 from hatchway.tunnel.udp_sources import UdpSources
@@ -109,3 +116,14 @@ def test_udp_flow_state_holds_drops_and_expires():
     assert state.idle_delay(37.0) is None
     assert state.end() and not state.end()
     assert not state.to_service(b"late", 40.0, ready=True, buffered=0) and not state.to_runner(40.0, paused=False)
+
+
+@pytest.mark.parametrize(("token", "credential", "allow", "expected"), [
+    (None, None, False, Admission.ADMIT),
+    ("t", "t", False, Admission.ADMIT),
+    ("t", None, False, Admission.REFUSE),
+    ("t", None, True, Admission.ADMIT_WITHOUT_TOKEN),
+    ("t", "t", True, Admission.ADMIT),
+])
+def test_tunnel_admission(token, credential, allow, expected):
+    assert tunnel_admission(token, credential, allow_tokenless=allow) is expected

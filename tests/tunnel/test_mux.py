@@ -23,7 +23,7 @@ from hatchway.tunnel.mux import (
     ToUser,
     TunnelSide,
 )
-from hatchway.tunnel.protocol import Proto, ProtocolError
+from hatchway.tunnel.protocol import MsgType, Proto, ProtocolError
 
 H = bytes.fromhex
 
@@ -370,3 +370,76 @@ def test_forward_handshake(first, shown):
     with pytest.raises(mux.ForwardError) as refused:
         ForwardMux.handshake(first)
     assert str(refused.value) == shown
+
+
+# ---------------------------------------------------------------- Router.deliver: the slow-consumer decision
+class _ListSink:
+    """A sink without sockets: records what is sent; ``paused``/``closed`` set by the test."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.paused = False
+        self.closed = False
+
+    def send(self, *parts: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            raise ConnectionError("closed")
+        self.sent.append(b"".join(bytes(p) for p in parts))
+
+    async def drained(self) -> None:  # pragma: no cover - never awaited here
+        raise AssertionError("not awaited in a sans-I/O test")
+
+
+class _Tunnel(TunnelSide):
+    __slots__ = ("sink",)
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(container_id)
+        self.sink = _ListSink()
+
+
+class _Forward(ForwardSide):
+    __slots__ = ("sink",)
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(container_id, 8080, Proto.TCP)
+        self.sink = _ListSink()
+
+
+def _deliver_setup(reset_slow: bool = False):
+    router = Router(reset_slow=reset_slow)
+    tunnel, user = _Tunnel("c1"), _Forward("c1")
+    router.deliver(router.from_user(user, tunnel, H("0100000000011f90")))  # CONNECT: tunnel id 1
+    return router, tunnel, user
+
+
+@pytest.mark.parametrize("reset_slow", [False, True])
+def test_deliver_sends_in_order_and_waits_only_for_a_full_sink_under_block(reset_slow):
+    router, tunnel, user = _deliver_setup(reset_slow)
+    assert tunnel.sink.sent == [H("0100000000011f90")]
+    assert router.deliver(router.from_tunnel(tunnel, H("0300000000010000") + b"one")) is None
+    user.sink.paused = True
+    waited = router.deliver(router.from_tunnel(tunnel, H("0300000000010000") + b"two"))
+    assert user.sink.sent == [H("0300000000010000") + b"one", H("0300000000010000") + b"two"]
+    assert waited is (None if reset_slow else user.sink)  # reset never stops the tunnel's reader
+
+
+def test_deliver_a_full_tunnel_always_stops_the_user_reader():
+    router, tunnel, user = _deliver_setup(reset_slow=True)
+    tunnel.sink.paused = True
+    assert router.deliver(router.from_user(user, tunnel, H("0300000000010000") + b"up")) is tunnel.sink
+
+
+def test_deliver_a_tunnel_that_cannot_take_data_fails_the_route_with_an_error_to_the_user():
+    router, tunnel, user = _deliver_setup()
+    tunnel.sink.closed = True
+    assert router.deliver(router.from_user(user, tunnel, H("0300000000010000") + b"lost")) is None
+    assert len(user.sink.sent) == 1 and user.sink.sent[0][0] == MsgType.ERROR
+    assert not user.routes and not tunnel.routes
+
+
+def test_deliver_a_closing_user_link_drops_its_message_and_keeps_the_route():
+    router, tunnel, user = _deliver_setup()
+    user.sink.closed = True
+    assert router.deliver(router.from_tunnel(tunnel, H("0300000000010000") + b"late")) is None
+    assert user.sink.sent == [] and tunnel.routes

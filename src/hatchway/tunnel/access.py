@@ -2,6 +2,8 @@
 
 * A token, when the runner has one, is taken from ``Authorization: Bearer``
   or ``?token=`` and compared in constant time.
+* ``/ws/tunnel/{id}`` without the token is refused (HTTP 401) unless the
+  compatibility switch admits it, with a warning (:func:`tunnel_admission`).
 * ``/ws/forward/{id}/{port}?proto=`` is refused (text ``Error: ...``, then a
   close code) for a missing or wrong token (1008), a port outside 1-65535 or
   not a number (1008), a proto other than tcp/udp (1008), and a container with
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import enum
 import hmac
 
 from .mux import not_connected_text
@@ -50,3 +53,16 @@ def forward_refusal(
     if not tunnel_live:
         return "Error: " + not_connected_text(container_id), CLOSE_INTERNAL
     return None
+
+
+class Admission(enum.Enum):
+    ADMIT = "admit"
+    ADMIT_WITHOUT_TOKEN = "admit without token"  # the compatibility switch: log a warning
+    REFUSE = "refuse"  # HTTP 401, no WebSocket
+
+
+def tunnel_admission(token: str | None, credential: str | None, *, allow_tokenless: bool) -> Admission:
+    """Whether a tunnel registration may proceed: the runner's ``token``, what the request presented."""
+    if token is None or credential is not None:
+        return Admission.ADMIT
+    return Admission.ADMIT_WITHOUT_TOKEN if allow_tokenless else Admission.REFUSE

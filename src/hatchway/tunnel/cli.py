@@ -25,13 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hatchway.common import lifecycle
 
     if args.command == "runner":
-        from .runner import run_from_args as run_runner
-
         lifecycle.setup_logging(args.log_level, args.log_format)
         return lifecycle.run(lambda: run_runner(args))
     if args.command == "forward":
-        from .forward import run_from_args as run_forward
-
         lifecycle.setup_logging(args.log_level, args.log_format)
         return lifecycle.run(lambda: run_forward(args))
     return lifecycle.run(lambda: run_client(args))
@@ -82,6 +78,78 @@ async def run_client(args: Any) -> int:
     except TunnelGaveUp as exc:
         raise Fatal(str(exc), EXIT_FAILURE) from None
     return 0
+
+
+async def run_runner(args: Any) -> int:
+    """``hatchway-tunnel runner``: serve until SIGTERM/SIGINT."""
+    import logging
+
+    from hatchway.common.lifecycle import Fatal, run_service
+
+    from .runner import Runner
+
+    runner = Runner(
+        args.host,
+        args.port,
+        token=args.token,
+        heartbeat=args.heartbeat,
+        slow_consumer=args.slow_consumer,
+        buffer_limit=args.buffer_limit,
+        allow_tokenless_tunnels=args.allow_tokenless_tunnels,
+    )
+
+    def cannot_listen(exc: Exception) -> int:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise Fatal(f"cannot listen on {args.host}:{args.port}: {text}") from None
+
+    def listening() -> None:
+        logging.getLogger("hatchway.tunnel.runner").info(
+            "runner endpoint listening on %s:%d%s", args.host, runner.port,
+            " (token required on /ws/forward and /ws/tunnel)" if args.token else "")
+
+    return await run_service(runner, lambda: f"runner {args.host}:{runner.port}", start_failed=cannot_listen,
+                             started=listening)
+
+
+async def run_forward(args: Any) -> int:
+    """``hatchway-tunnel forward``: forward until the channel ends (exit 1) or SIGTERM/SIGINT (exit 0)."""
+    import logging
+
+    from hatchway.common.lifecycle import run_service
+
+    from .forward import DEFAULT_BUFFER_LIMIT, Forwarder
+    from .mux import ForwardError
+    from .urls import host_for_url
+
+    server = args.url or f"ws://{host_for_url(args.server_host)}:{args.server_port}"
+    forwarder = Forwarder(
+        server,
+        args.task_id,
+        args.remote_port,
+        local_port=args.local_port,
+        local_host=args.local_host,
+        proto=args.proto,
+        token=args.token,
+        udp_idle_timeout=args.udp_idle_timeout,
+        slow_consumer=args.slow_consumer,
+        stall_timeout=args.stall_timeout,
+        buffer_limit=getattr(args, "buffer_limit", DEFAULT_BUFFER_LIMIT),
+    )
+
+    def cannot_open(exc: Exception) -> int:
+        print(str(exc), file=sys.stderr, flush=True)
+        return 1
+
+    def forwarding() -> None:
+        logging.getLogger("hatchway.tunnel.forward").info(
+            "forwarding %s:%d/%s -> %s port %d", forwarder.local_host, forwarder.local_port,
+            forwarder.proto, args.task_id, args.remote_port,
+        )
+
+    return await run_service(
+        forwarder, lambda: f"forward {forwarder.local_host}:{forwarder.local_port}", start_errors=(ForwardError,),
+        start_failed=cannot_open, started=forwarding, until=forwarder.wait_closed, ended=1,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
-from hatchway.common.lifecycle import Service, run_service, setup_logging
+from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
@@ -54,7 +53,7 @@ from hatchway.common.wsconn import WebSocketSink
 from .channel import TunnelChannel
 from .mux import Closed, Connected, ForwardError, ForwardMux, ProtocolError, Received, Stream
 from .protocol import Proto
-from .urls import forward_url, host_for_url
+from .urls import forward_url
 
 if TYPE_CHECKING:
     from .forward_udp import UdpForward
@@ -313,38 +312,3 @@ class Forwarder(Service):
         if self._http is not None:
             await self._http.close()
             self._http = None
-
-
-async def run_from_args(args: Any) -> int:
-    """``hatchway-tunnel forward``: forward until the channel ends or SIGTERM/SIGINT."""
-    setup_logging(args.log_level)
-    server = args.url or f"ws://{host_for_url(args.server_host)}:{args.server_port}"
-    forwarder = Forwarder(
-        server,
-        args.task_id,
-        args.remote_port,
-        local_port=args.local_port,
-        local_host=args.local_host,
-        proto=args.proto,
-        token=args.token,
-        udp_idle_timeout=args.udp_idle_timeout,
-        slow_consumer=args.slow_consumer,
-        stall_timeout=args.stall_timeout,
-        buffer_limit=getattr(args, "buffer_limit", DEFAULT_BUFFER_LIMIT),
-    )
-
-    def cannot_open(exc: Exception) -> int:
-        print(str(exc), file=sys.stderr, flush=True)
-        return 1
-
-    def forwarding() -> None:
-        log.info(
-            "forwarding %s:%d/%s -> %s port %d", forwarder.local_host, forwarder.local_port,
-            forwarder.proto, args.task_id, args.remote_port,
-        )
-
-    # ends with 1 when the far side ends the forward channel
-    return await run_service(
-        forwarder, lambda: f"forward {forwarder.local_host}:{forwarder.local_port}", start_errors=(ForwardError,),
-        start_failed=cannot_open, started=forwarding, until=forwarder.wait_closed, ended=1,
-    )

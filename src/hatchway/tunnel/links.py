@@ -20,6 +20,7 @@ class TunnelLink(TunnelSide):
     """One tunnel connection: its routing state, WebSocket and sink."""
 
     __slots__ = ("ws", "sink", "peer", "credential", "ended")
+    sink: WebSocketSink
 
     def __init__(
         self, container_id: str, ws: web.WebSocketResponse, sink: WebSocketSink, peer: str, credential: str | None
@@ -43,6 +44,7 @@ class ForwardLink(ForwardSide):
     """One forward channel: its routing state, WebSocket and sink (``congested`` follows the sink)."""
 
     __slots__ = ("ws", "sink", "peer")
+    sink: WebSocketSink
 
     def __init__(
         self, container_id: str, port: int, proto: Proto, ws: web.WebSocketResponse, sink: WebSocketSink, peer: str

@@ -332,10 +332,27 @@ class ForwardMux(StreamTable):
 
 
 # ---------------------------------------------------------------- runner
+class LinkSink(Protocol):
+    """Where a link's messages go (a common ``MessageSink``): ``send`` raises ConnectionError once it is closed."""
+
+    def send(self, *parts: bytes | bytearray | memoryview) -> None: ...
+
+    @property
+    def paused(self) -> bool:
+        """Over its high-water mark: the reading side should wait for :meth:`drained`."""
+        ...
+
+    async def drained(self) -> None: ...
+
+
 class TunnelSide:
-    """The routing state of one tunnel link (one WebSocket on ``/ws/tunnel/{id}``)."""
+    """The routing state of one tunnel link (one WebSocket on ``/ws/tunnel/{id}``).
+
+    ``sink`` is set by the driver's subclass (the runner's TunnelLink).
+    """
 
     __slots__ = ("container_id", "routes", "alive")
+    sink: LinkSink
 
     def __init__(self, container_id: str) -> None:
         self.container_id = container_id
@@ -346,10 +363,12 @@ class TunnelSide:
 class ForwardSide:
     """The routing state of one forward link (one WebSocket on ``/ws/forward/{id}/{port}``).
 
-    ``congested`` is kept by the driver: True while the link's write buffer is over its limit.
+    ``congested`` is kept by the driver: True while the link's write buffer is over its limit;
+    ``sink`` is set by the driver's subclass (the runner's ForwardLink).
     """
 
     __slots__ = ("container_id", "port", "proto", "routes", "congested", "closed")
+    sink: LinkSink
 
     def __init__(self, container_id: str, port: int, proto: Proto) -> None:
         self.container_id = container_id
@@ -398,7 +417,25 @@ Output = ToUser | ToTunnel
 
 
 class Router:
-    """The runner's routing rules between tunnel links and forward links."""
+    """The runner's routing rules between tunnel links and forward links.
+
+    Backpressure. Each forward WebSocket has its own sink, so writes to
+    one user never queue behind another's. ``buffer_limit`` bounds the bytes
+    buffered toward one forward WebSocket; when it is reached the slow-consumer
+    policy applies:
+
+    * ``block`` (default; no data is ever dropped): the tunnel's read loop waits
+      until that forward channel drains below a quarter of the limit. Other
+      forward channels on the same container wait too, exactly as TCP
+      backpressure would make them; a forward channel that stays frozen is
+      eventually ended by its WebSocket heartbeat, which releases the tunnel.
+    * ``reset``: DATA for a route whose forward channel is over the limit resets
+      just that route: CLOSE to the container, ERROR ``Slow consumer ...`` to the
+      user. The tunnel never waits for a user.
+
+    The other direction (users -> container) always blocks: a forward channel's
+    read loop waits while the tunnel's writer is over its high-water mark.
+    """
 
     def __init__(self, *, reset_slow: bool = False) -> None:
         self.reset_slow = reset_slow
@@ -473,6 +510,38 @@ class Router:
         return [ToTunnel(tunnel, pack_header(_CONNECT, proto, route.tunnel_id, port), b"", route)]
 
     # -- what the driver reports
+    def deliver(self, outputs: list[Output]) -> LinkSink | None:
+        """Send each output on its link's sink; returns the sink the reading side must wait for, if any.
+
+        The slow-consumer decision: under the block policy a forward link over its limit stops the
+        tunnel's reader (the sink is returned); under reset it never does (``from_tunnel`` resets the
+        route instead). A full tunnel always stops the user's reader. A message the tunnel cannot take
+        fails its route (ERROR to the user); a message a closing forward link cannot take is dropped
+        (that link's end cleans up).
+        """
+        wait_for: LinkSink | None = None
+        for out in outputs:
+            if type(out) is ToUser:
+                sink = out.forward.sink
+                try:
+                    sink.send(out.head, out.payload) if out.payload else sink.send(out.head)
+                except ConnectionError:
+                    continue
+                if sink.paused and not self.reset_slow:
+                    wait_for = sink
+            else:
+                assert type(out) is ToTunnel
+                sink = out.tunnel.sink
+                try:
+                    sink.send(out.head, out.payload) if out.payload else sink.send(out.head)
+                except ConnectionError:
+                    if out.route is not None:
+                        self.deliver(self.send_failed(out.route))
+                    continue
+                if sink.paused:
+                    wait_for = sink
+        return wait_for
+
     def send_failed(self, route: Route) -> list[Output]:
         """A CONNECT or DATA could not be written to the tunnel: ERROR to the user."""
         return self._fail(route, ERROR_SEND_FAILED)

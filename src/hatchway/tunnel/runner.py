@@ -18,35 +18,22 @@ token, ``/ws/tunnel`` without it gets HTTP 401 before any WebSocket exists
 by :class:`~hatchway.common.httpapi.HttpServer`: a deadline on request heads,
 a cap on connections that have not passed their checks (issue #6 items 7-8).
 
-Backpressure. Each forward WebSocket has its own sink, so writes to
-one user never queue behind another's. ``buffer_limit`` bounds the bytes
-buffered toward one forward WebSocket; when it is reached the slow-consumer
-policy applies:
-
-* ``block`` (default; no data is ever dropped): the tunnel's read loop waits
-  until that forward channel drains below a quarter of the limit. Other
-  forward channels on the same container wait too, exactly as TCP
-  backpressure would make them; a forward channel that stays frozen is
-  eventually ended by its WebSocket heartbeat, which releases the tunnel.
-* ``reset``: DATA for a route whose forward channel is over the limit resets
-  just that route: CLOSE to the container, ERROR ``Slow consumer ...`` to the
-  user. The tunnel never waits for a user.
-
-The other direction (users -> container) always blocks: a forward channel's
-read loop waits while the tunnel's writer is over its high-water mark.
+Backpressure: each forward WebSocket has its own sink (writes to one user never
+queue behind another's); which reader waits for which sink is
+:meth:`~hatchway.tunnel.mux.Router.deliver`'s decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
 from hatchway.common.gate import Drainable, SlowConsumerPolicy
 from hatchway.common.httpapi import GUARD_KEY, HttpServer, TcpAddress
-from hatchway.common.lifecycle import Fatal, Service, run_service, setup_logging
+from hatchway.common.lifecycle import Service
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
@@ -54,9 +41,18 @@ from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import WebSocketSink
 from hatchway.common.wsserver import accept
 
-from .access import CLOSE_POLICY, PROTO_NAMES, TEXT_CONNECTED, TEXT_TAKEN, forward_refusal, presented_token
+from .access import (
+    CLOSE_POLICY,
+    PROTO_NAMES,
+    TEXT_CONNECTED,
+    TEXT_TAKEN,
+    Admission,
+    forward_refusal,
+    presented_token,
+    tunnel_admission,
+)
 from .links import ForwardLink, TunnelLink
-from .mux import Output, ProtocolError, Router, ToTunnel, ToUser, not_connected_text
+from .mux import Output, ProtocolError, Router, not_connected_text
 from .registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
@@ -128,29 +124,8 @@ class TunnelEndpoint:
 
     # ------------------------------------------------------------------ sending what the router says
     def deliver(self, outputs: list[Output]) -> Drainable | None:
-        """Send each output; returns the sink the reading side should wait for (block policy), if any."""
-        wait_for: Drainable | None = None
-        for out in outputs:
-            if type(out) is ToUser:
-                link = cast(ForwardLink, out.forward)
-                try:
-                    link.sink.send(out.head, out.payload) if out.payload else link.sink.send(out.head)
-                except SinkClosed:
-                    continue  # the forward channel is ending; its handler cleans up
-                if link.sink.paused and not self.router.reset_slow:
-                    wait_for = link.sink
-            else:
-                assert type(out) is ToTunnel
-                tunnel = cast(TunnelLink, out.tunnel)
-                try:
-                    tunnel.sink.send(out.head, out.payload) if out.payload else tunnel.sink.send(out.head)
-                except SinkClosed:
-                    if out.route is not None:
-                        self.deliver(self.router.send_failed(out.route))
-                    continue
-                if tunnel.sink.paused:
-                    wait_for = tunnel.sink  # the tunnel is full: stop reading this user
-        return wait_for
+        """Send each output; returns the sink the reading side should wait for (the rule is Router.deliver's)."""
+        return self.router.deliver(outputs)
 
     # ------------------------------------------------------------------ auth
     def _presented(self, request: web.Request) -> str | None:
@@ -169,10 +144,11 @@ class TunnelEndpoint:
         container_id = request.match_info["container_id"]
         peer = str(request.remote)
         credential = self._presented(request)
-        if self.token is not None and credential is None:
-            if not self.allow_tokenless_tunnels:
-                log.warning("tunnel refused: container=%s from %s: missing or wrong token", escape(container_id), peer)
-                return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        admission = tunnel_admission(self.token, credential, allow_tokenless=self.allow_tokenless_tunnels)
+        if admission is Admission.REFUSE:
+            log.warning("tunnel refused: container=%s from %s: missing or wrong token", escape(container_id), peer)
+            return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        if admission is Admission.ADMIT_WITHOUT_TOKEN:
             log.warning("tunnel without a token admitted: container=%s from %s", escape(container_id), peer)
         self._authenticated(request)  # before the upgrade: its first frames must not count as pre-auth bytes
         ws = await accept(request, heartbeat=self.heartbeat)
@@ -396,28 +372,3 @@ class Runner(Service):
         if server is not None:
             await self.endpoint.close()
             await server.aclose()
-
-
-async def run_from_args(args: Any) -> int:
-    """``hatchway-tunnel runner``: serve until SIGTERM/SIGINT."""
-    setup_logging(args.log_level)
-    runner = Runner(
-        args.host,
-        args.port,
-        token=args.token,
-        heartbeat=args.heartbeat,
-        slow_consumer=args.slow_consumer,
-        buffer_limit=args.buffer_limit,
-        allow_tokenless_tunnels=args.allow_tokenless_tunnels,
-    )
-
-    def cannot_listen(exc: Exception) -> int:
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise Fatal(f"cannot listen on {args.host}:{args.port}: {text}") from None
-
-    def listening() -> None:
-        log.info("runner endpoint listening on %s:%d%s", args.host, runner.port,
-                 " (token required on /ws/forward and /ws/tunnel)" if args.token else "")
-
-    return await run_service(runner, lambda: f"runner {args.host}:{runner.port}", start_failed=cannot_listen,
-                             started=listening)
