@@ -297,3 +297,30 @@ def test_half_close_keeps_the_reply_coming(eng, target):
         sock.shutdown(socket.SHUT_WR)
         assert h._recv_exact(sock, 32) == hashlib.sha256(payload).digest()
 
+
+
+@pytest.mark.parametrize("cut", ["provider", "connector"])
+def test_agent_mode_download_cut_mid_transfer_arrives_whole(eng, target, cut):
+    """#6 item 3 in agent mode: the ledger runs end to end (connector <-> provider) through the server's binding."""
+    proxy, provider, connector = start_agent(eng, cut=cut)
+    size = 32 * h.MiB
+    try:
+        sock, _ = h.socks_connect(connector.socks_address[1], "127.0.0.1", target.port, timeout=60)
+        with sock:
+            sock.sendall(b"D" + struct.pack("!Q", size))
+            digest, count, done_cut = hashlib.sha256(), 0, False
+            while count < size:
+                data = sock.recv(262144)
+                if not data:
+                    break
+                digest.update(data)
+                count += len(data)
+                if not done_cut and count >= 6 * h.MiB:
+                    done_cut = True
+                    before = proxy.accepted
+                    proxy.cut()
+                    h.wait_until(lambda: proxy.accepted > before, 30, "the cut side to reconnect")
+        assert count == size, f"clean EOF after {count} of {size} bytes"
+        assert digest.hexdigest() == h.expected_download(size)
+    finally:
+        proxy.close()

@@ -134,6 +134,11 @@ class ConnectorBinding:
 
     def connector_resumed(self, link: Any, message: Connect) -> None:
         """The connector sent Connect(Resume = 1) on ``link``; with a ledger count, the provider re-sends from it."""
+        if message.received is not None and not self._queued_for_provider:
+            # the provider re-sends everything after the connector's count: what is queued for it would come first
+            self._queued = [(m, size) for m, size in self._queued if type(m) is not Data]
+            self._queued_bytes = 0
+            self._release_hold()
         self.rebind(link)
         if message.received is not None and self.provider is not None and self.provider.alive:
             self._send(self.provider, message)
