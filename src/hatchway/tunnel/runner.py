@@ -259,7 +259,7 @@ class _TunnelHandler:
         except ProtocolError as exc:
             log.debug("container=%s: dropping a message: %s", escape(self.link.container_id), exc)
             return None
-        return self.endpoint.deliver(outputs) if outputs else None
+        return self.router.deliver(outputs) if outputs else None
 
     def text_received(self, text: str) -> Drainable | None:
         log.debug("container=%s: ignoring a text message from the tunnel client", escape(self.link.container_id))
@@ -282,7 +282,7 @@ class _ForwardHandler:
             outputs = self.router.from_user(self.link, self.registry.get(self.link.container_id), data)
         except ProtocolError:
             return None
-        return self.endpoint.deliver(outputs) if outputs else None
+        return self.router.deliver(outputs) if outputs else None
 
     def text_received(self, text: str) -> Drainable | None:
         log.debug("%r: ignoring a text message", self.link)
