@@ -42,16 +42,15 @@ import aiohttp
 
 from hatchway.common.gate import Drainable, InboundGate, SlowConsumerPolicy
 from hatchway.common.lifecycle import Service
-from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import EndKind, MuxSession, SessionEnded
 from hatchway.common.relay import Relay
-from hatchway.common.sink import Buffer, SinkClosed
 from hatchway.common.tasks import TaskSet
 from hatchway.common.wsclient import client_session, dial
 from hatchway.common.wsconn import WebSocketSink
 
 from .channel import TunnelChannel
-from .mux import Closed, Connected, ForwardError, ForwardMux, ProtocolError, Received, Stream
+from .forward_streams import ForwardStreams
+from .mux import ForwardError, ForwardMux
 from .protocol import Proto
 from .urls import forward_url
 
@@ -115,6 +114,7 @@ class Forwarder(Service):
         self.handshake_timeout = handshake_timeout
         self.heartbeat = heartbeat or None
         self.mux = ForwardMux(remote_port)
+        self.streams = ForwardStreams(self.mux)
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._writer: WebSocketSink | None = None
@@ -150,7 +150,7 @@ class Forwarder(Service):
             raise ForwardError(f"Error: cannot connect to {self.url}: {exc}") from None
         except TimeoutError:
             raise ForwardError(f"Error: Timeout connecting to {self.url}") from None
-        self._writer = WebSocketSink(self._ws)
+        self._writer = self.streams.sink = WebSocketSink(self._ws)
         self._reading = MuxSession(self._ws, self, sink=self._writer, gate=self.gate, name="forward channel")
         try:
             first = await self._reading.receive_message(self.handshake_timeout)
@@ -171,59 +171,19 @@ class Forwarder(Service):
             else:
                 from .forward_udp import UdpForward
 
-                self._udp = UdpForward(self, self.udp_idle_timeout)
+                self._udp = UdpForward(self.streams, self.udp_idle_timeout)
                 self.local_port = await self._udp.start(self.local_host, self.local_port)
         except OSError as exc:
             raise ForwardError(
                 f"Error: cannot listen on {self.local_host}:{self.local_port}/{self.proto}: {exc.strerror or exc}"
             ) from None
 
-    # ------------------------------------------------------------------ the mux's verbs for local ends
-    @property
-    def opened(self) -> int:
-        """Ids allocated so far."""
-        return self.mux.opened
-
-    def open_stream(self, proto: Proto) -> Stream | None:
-        """A new stream: CONNECT sent; None when the forward channel is gone."""
-        stream, connect = self.mux.open(proto)
-        if not self.send(connect):
-            self.mux.release(stream)
-            return None
-        return stream
-
-    def finished(self, stream: Stream) -> bytes | None:
-        return self.mux.finished(stream)
-
-    def release(self, stream: Stream) -> None:
-        self.mux.release(stream)
-
-    @property
-    def congested(self) -> bool:
-        """The WebSocket's write buffer is over its high-water mark (UDP drops datagrams meanwhile)."""
-        return self.writer.paused
-
-    def send(self, *parts: Buffer) -> bool:
-        """Send one message on the forward channel; False when it is gone."""
-        if self._writer is None:
-            return False
-        try:
-            self._writer.send(*parts)
-        except SinkClosed:
-            return False
-        return True
-
-    @property
-    def writer(self) -> WebSocketSink:
-        assert self._writer is not None
-        return self._writer
-
     # ------------------------------------------------------------------ TCP
     def accepted(self, transport: asyncio.Transport) -> None:
         if self._closing or self._writer is None:
             transport.abort()
             return
-        stream = self.open_stream(Proto.TCP)
+        stream = self.streams.open_stream(Proto.TCP)
         if stream is None:
             transport.abort()
             return
@@ -247,37 +207,18 @@ class Forwarder(Service):
 
     # -- the MuxSession's handler
     def binary_received(self, data: bytes) -> Drainable | None:
-        self._dispatch(data)
+        self.streams.receive(data)
         return None
 
     def text_received(self, text: str) -> Drainable | None:
         log.debug("ignoring a text message: %.80r", text)
         return None
 
-    def _dispatch(self, data: bytes) -> None:
-        try:
-            event = self.mux.receive(data)
-        except ProtocolError as exc:
-            log.debug("dropping a message: %s", exc)
-            return
-        if type(event) is Received:
-            if event.stream.endpoint is not None:
-                event.stream.endpoint.feed(event.payload)
-        elif type(event) is Closed:
-            if event.error is not None:
-                log.warning("connection %d: %s", event.stream.client_id, escape(event.error))
-            if event.stream.endpoint is not None:
-                event.stream.endpoint.remote_closed(event.error)
-        elif type(event) is Connected:
-            log.debug("connection %d: connected", event.stream.client_id)
-
     def _link_down(self) -> None:
         if not self._closing:
             code = self._ws.close_code if self._ws is not None else None
             log.error("the forward channel closed (code %s)", code)
-        for stream in self.mux.lost():
-            if stream.endpoint is not None:
-                stream.endpoint.link_lost()
+        self.streams.lost()
         self.gate.close()
         self._stop_listening()
         if not self.done.done():

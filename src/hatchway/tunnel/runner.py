@@ -51,8 +51,9 @@ from .access import (
     presented_token,
     tunnel_admission,
 )
+from .link_handlers import ForwardHandler, TunnelHandler
 from .links import ForwardLink, TunnelLink
-from .mux import Output, ProtocolError, Router, not_connected_text
+from .mux import Output, Router, not_connected_text
 from .registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class TunnelEndpoint:
             return ws
         log.info("tunnel connected: container=%s from %s%s", escape(container_id), peer,
                  " (replacing an older tunnel)" if replacing else "")
-        session = MuxSession(ws, _TunnelHandler(self, link), sink=link.sink, name=f"tunnel {escape(container_id)}",
+        session = MuxSession(ws, TunnelHandler(self.router, link), sink=link.sink, name=f"tunnel {escape(container_id)}",
                              survive_handler_errors=True)
         self._sessions.add(session)
         try:
@@ -195,7 +196,7 @@ class TunnelEndpoint:
         proto = PROTO_NAMES[request.query.get("proto", "tcp").lower()]
         sink = WebSocketSink(ws, high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
         link = ForwardLink(container_id, port, proto, ws, sink, str(request.remote))
-        session = MuxSession(ws, _ForwardHandler(self, link), sink=sink, name=repr(link), survive_handler_errors=True)
+        session = MuxSession(ws, ForwardHandler(self.router, self.registry, link), sink=sink, name=repr(link), survive_handler_errors=True)
         self.forwards.add(link)
         self._sessions.add(session)
         try:
@@ -241,52 +242,6 @@ class TunnelEndpoint:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
-
-
-class _TunnelHandler:
-    """The MuxSession handler of one tunnel link: messages from the container."""
-
-    __slots__ = ("endpoint", "link", "router")
-
-    def __init__(self, endpoint: TunnelEndpoint, link: TunnelLink) -> None:
-        self.endpoint = endpoint
-        self.link = link
-        self.router = endpoint.router
-
-    def binary_received(self, data: bytes) -> Drainable | None:
-        try:
-            outputs = self.router.from_tunnel(self.link, data)
-        except ProtocolError as exc:
-            log.debug("container=%s: dropping a message: %s", escape(self.link.container_id), exc)
-            return None
-        return self.router.deliver(outputs) if outputs else None
-
-    def text_received(self, text: str) -> Drainable | None:
-        log.debug("container=%s: ignoring a text message from the tunnel client", escape(self.link.container_id))
-        return None
-
-
-class _ForwardHandler:
-    """The MuxSession handler of one forward link: messages from a user."""
-
-    __slots__ = ("endpoint", "link", "router", "registry")
-
-    def __init__(self, endpoint: TunnelEndpoint, link: ForwardLink) -> None:
-        self.endpoint = endpoint
-        self.link = link
-        self.router = endpoint.router
-        self.registry = endpoint.registry
-
-    def binary_received(self, data: bytes) -> Drainable | None:
-        try:
-            outputs = self.router.from_user(self.link, self.registry.get(self.link.container_id), data)
-        except ProtocolError:
-            return None
-        return self.router.deliver(outputs) if outputs else None
-
-    def text_received(self, text: str) -> Drainable | None:
-        log.debug("%r: ignoring a text message", self.link)
-        return None
 
 
 async def _refuse(ws: web.WebSocketResponse, text: str, code: int) -> None:
