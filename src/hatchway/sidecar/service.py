@@ -22,14 +22,16 @@ from typing import Literal
 import msgspec
 
 from .. import __version__
-from ..common.httpapi import HttpServer
 from ..common.lifecycle import Service
 from ..common.proxyfront import ProxyFront
 from .backend import Backend, BackendError, JoinConfig
 from .proxy import MODES, build_front
 from .signals import SignalWriter
 from .status import Status
-from .statusapi import status_server
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..common.httpapi import HttpServer
 
 __all__ = ["Sidecar", "SidecarConfig", "SidecarError", "make_backend"]
 
@@ -94,7 +96,7 @@ class Sidecar(Service):
     ) -> None:
         self.config = config
         self.backend = backend if backend is not None else make_backend(config)
-        self.signals = signals if signals is not None else SignalWriter()
+        self.signals = signals if signals is not None else SignalWriter(echo=False)  # the CLI echoes to stdout
         self.front: ProxyFront | None = None
         self.status_api: HttpServer | None = None
         self.proxy_url = ""
@@ -127,6 +129,8 @@ class Sidecar(Service):
             self.ips = list(info.tailscale_ips)
             signals.connected(self.ips)
             if status_port is not None:
+                from .statusapi import status_server  # aiohttp only when the status API is asked for
+
                 self.status_api = status_server(self.backend, status_port)
                 try:
                     await self.status_api.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import msgspec
@@ -53,18 +53,31 @@ def go_list(items: Sequence[str]) -> str:
 
 
 class SignalWriter:
-    """Writes the sidecar's stdout lines, one flush per line."""
+    """Writes the sidecar's stdout lines, one flush per line, and keeps the signals it wrote.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    ``stream`` None is ``sys.stdout``; ``echo=False`` writes nothing (the Python API's default): a parent
+    in the same process reads ``seen`` or registers ``listeners`` instead of parsing lines.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, echo: bool = True) -> None:
         self.stream = stream
+        self.echo = echo
+        self.seen: list[Signal] = []
+        self.listeners: list[Callable[[Signal], None]] = []
 
     def line(self, text: str) -> None:
+        if not self.echo:
+            return
         stream = self.stream if self.stream is not None else sys.stdout
         stream.write(text + "\n")
         stream.flush()
 
     def signal(self, word: str, detail: str = "") -> None:
         self.line(f"@@SIDECAR:{word}@@ {detail}" if detail else f"@@SIDECAR:{word}@@")
+        event = Signal(word, detail)
+        self.seen.append(event)
+        for listener in list(self.listeners):
+            listener(event)
 
     # -- the sequence of sidecar.md 4.1, in order --
     def starting(self, version: str) -> None:
