@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import socket
 import sys
 from collections.abc import Sequence
 
-AGENT = [sys.executable, "-m", "hatchway.agent"]
+# HATCHWAY_AGENT_CMD=dist/hatchway-agent runs these tests against the release executable
+AGENT = shlex.split(os.environ.get("HATCHWAY_AGENT_CMD", "")) or [sys.executable, "-m", "hatchway.agent"]
 READY = re.compile(rb"READY agent (\S+):(\d+)")
 
 

@@ -49,8 +49,11 @@ def become_subreaper() -> bool:
     """Orphans of our children come to us (when not PID 1), so the one reaper reaps them."""
     if os.getpid() == 1 or not sys.platform.startswith("linux"):
         return False
-    import ctypes
-
+    try:  # the static executable has no ctypes (no libffi): there the agent runs as PID 1 itself
+        import ctypes
+    except ImportError:
+        logging.getLogger("hatchway.agent").debug("no ctypes: not a child subreaper")
+        return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
