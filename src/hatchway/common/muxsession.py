@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from .gate import InboundGate, wait_drained
+from .liveness import socket_established
 from .muxhandler import Ended, EndKind, MessageHandler, ProtocolViolation, SessionEnded
 from .tasks import TaskSet
 from .wsconn import CLOSE_TIMEOUT, WebSocketSink, close_politely
@@ -93,6 +94,11 @@ class MuxSession:
     def _reading(self) -> bool:
         return not self._closing and self.alive
 
+    def _reading_while_held(self) -> bool:
+        # polled while the gate (or a full sink) holds the read loop: nothing reads the socket then, so a peer's
+        # reset/FIN is only visible in the kernel's TCP state (common/liveness.py)
+        return self._reading() and socket_established(self.ws)
+
     # -- handshake phase
     async def receive_message(self, timeout: float) -> bytes | str:
         """The next binary or text message within ``timeout`` s (pings answered, pongs skipped).
@@ -143,7 +149,7 @@ class MuxSession:
         ws = self.ws
         receive = ws.receive
         gate = self.gate
-        alive = self._reading
+        alive = self._reading_while_held
         on_binary = self.handler.binary_received
         on_text = self.handler.text_received
         timeout = self.read_timeout if self.read_timeout > 0 else None

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, GATE_POLL, InboundGate
+from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, InboundGate
 from hatchway.common.muxsession import EndKind, MuxSession, ProtocolViolation
 from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import ConnectionGone, MessageWriter
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 MAX_MSG_SIZE = protocol.MAX_MESSAGE + 64 * 1024  # a 32 MiB payload plus its header and trailers
 PING_INTERVAL = 30.0
 READ_TIMEOUT = 60.0
-_TCP_ESTABLISHED = 1  # tcpi_state in Linux's struct tcp_info
 
 Dispatch = Callable[["Link", Any], None]
 TRACE = 5
@@ -52,33 +50,6 @@ TRACE = 5
 def call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
     """The running loop's ``call_later``, looked up when called (GraceKeeper's scheduler)."""
     return asyncio.get_running_loop().call_later(delay, callback)
-
-
-def tcp_established(sock: Any) -> bool:
-    """True unless the kernel says the TCP connection is no longer established (peer reset or FIN)."""
-    if sock is None:
-        return True
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
-    except (OSError, AttributeError, ValueError):
-        return True
-    return bool(info) and info[0] == _TCP_ESTABLISHED
-
-
-class ProbingGate(InboundGate):
-    """The inbound gate, whose liveness check while it holds the read loop also asks the kernel.
-
-    A peer's reset or FIN is not seen by the transport while nothing reads it
-    (aiohttp stops reading when its frame queue is full, which is exactly when
-    the gate holds the loop), so the probe looks at the TCP state directly.
-    """
-
-    def __init__(self, stall_timeout: float, socket_of: Callable[[], Any]) -> None:
-        super().__init__(stall_timeout=stall_timeout)
-        self.socket_of = socket_of
-
-    async def wait_until_open(self, alive: Callable[[], bool], poll: float = GATE_POLL) -> bool:
-        return await super().wait_until_open(lambda: alive() and tcp_established(self.socket_of()), poll)
 
 
 def describe(message: Any) -> str:
@@ -123,8 +94,9 @@ class Link:
     ) -> None:
         self.ws = ws
         self.writer = MessageWriter(ws)
-        # block policy with a stall timeout: one local reader that stopped cannot freeze the link's other channels
-        self.gate = gate if gate is not None else ProbingGate(stall_timeout, self._socket)
+        # block policy with a stall timeout: one local reader that stopped cannot freeze the link's other channels;
+        # while it holds the read loop, MuxSession watches the socket's TCP state (common/liveness.py)
+        self.gate = gate if gate is not None else InboundGate(stall_timeout=stall_timeout)
         self.version = version
         self.max_payload = max(1, max_payload)
         self.ping_interval = ping_interval
@@ -143,9 +115,6 @@ class Link:
         self.session = MuxSession(
             ws, self, sink=self.writer, gate=self.gate, ping_interval=ping_interval, read_timeout=read_timeout, name=name
         )
-
-    def _socket(self) -> Any:
-        return self.ws.get_extra_info("socket")
 
     @classmethod
     def with_options(cls, ws: Any, options: LinkOptions, name: str) -> Link:
