@@ -2,15 +2,12 @@
 
 The common :class:`~hatchway.common.muxsession.MuxSession` reads the
 WebSocket (the one read loop, with its gate and liveness checks); this class
-is its handler: it hands each binary message to the mux and acts on its event
-(the rules live in the mux, tunnel.md section 5.3 with hatchway's fixes):
-
-* ``Opened``: dial 127.0.0.1:port (a :class:`TcpStream`) or open a UDP flow;
-* ``Received``: feed the stream's local end (a zero-copy view);
-* ``Closed``: the runner ended the stream; its local end delivers what is
-  queued and closes;
-* ``Reply``: send it (PONG);
-* ``Ignored`` and malformed messages: a warning, nothing else.
+is its handler: it hands each binary message to
+:class:`~hatchway.tunnel.client_streams.ClientStreams` (sans-I/O: the mux's
+events reach the streams' local ends, PING is answered, bad messages are
+logged; the rules live in the mux, tunnel.md section 5.3 with hatchway's
+fixes) and opens what it asks for: dial 127.0.0.1:port (a
+:class:`TcpStream`) or open a UDP flow.
 
 Before reading the next message the loop passes the :class:`InboundGate`,
 which holds it while a local consumer is too slow (``block`` policy). When the
@@ -27,11 +24,11 @@ import aiohttp
 from hatchway.common.gate import Drainable, InboundGate
 from hatchway.common.muxsession import EndKind, MuxSession
 from hatchway.common.neterr import rust_io_error
-from hatchway.common.sink import SinkClosed
 from hatchway.common.tasks import TaskSet
 from hatchway.common.wsconn import WebSocketSink
 
-from .mux import ClientMux, Closed, Ignored, Opened, ProtocolError, Received, Reply, Stream
+from .client_streams import ClientStreams
+from .mux import ClientMux, Stream
 from .options import ClientOptions
 from .protocol import Proto
 from .tcp_stream import TcpStream
@@ -51,6 +48,7 @@ class TunnelSession:
         self.options = options
         self.mux = ClientMux()
         self.sink = WebSocketSink(ws)
+        self.client_streams = ClientStreams(self.mux, self.sink)
         self.gate = InboundGate(options.slow_consumer, options.stall_timeout)
         self.tasks = TaskSet("tunnel session", logger=log)
         self.reader = MuxSession(
@@ -82,27 +80,10 @@ class TunnelSession:
         return None
 
     def dispatch(self, data: bytes) -> None:
-        """Handle one binary message from the runner."""
-        try:
-            event = self.mux.receive(data)
-        except ProtocolError as exc:
-            log.warning("dropping a message: %s", exc)
-            return
-        if event is None:
-            return
-        if type(event) is Received:
-            endpoint = event.stream.endpoint
-            if endpoint is not None:
-                endpoint.feed(event.payload)
-        elif type(event) is Opened:
-            self._open(event.stream)
-        elif type(event) is Closed:
-            if event.stream.endpoint is not None:
-                event.stream.endpoint.remote_closed()
-        elif type(event) is Reply:
-            self._send(event.message)
-        elif type(event) is Ignored:
-            log.warning("%s", event.reason)
+        """Handle one binary message from the runner (the rules are ClientStreams'); open what it asks for."""
+        stream = self.client_streams.receive(data)
+        if stream is not None:
+            self._open(stream)
 
     # -- streams
     def _open(self, stream: Stream) -> None:
@@ -118,7 +99,7 @@ class TunnelSession:
             log.info("udp %d: cannot open a socket to 127.0.0.1:%d: %s", stream.client_id, stream.port, text)
             message = self.mux.failed(stream, text)
             if message is not None:
-                self._send(message)
+                self.client_streams.send(message)
             return
         flow = UdpFlow(
             self.sink, stream, self.mux, sock,
@@ -126,14 +107,8 @@ class TunnelSession:
         )
         message = self.mux.connected(stream)
         if message is not None:
-            self._send(message)
+            self.client_streams.send(message)
         self.tasks.spawn(flow.open(), name=f"udp {stream.port}")
-
-    def _send(self, message: bytes) -> None:
-        try:
-            self.sink.send(message)
-        except SinkClosed:
-            pass
 
     # -- end
     async def close(self) -> None:
@@ -141,9 +116,7 @@ class TunnelSession:
         if self.ended:
             return
         self.ended = True
-        for stream in self.mux.lost():
-            if stream.endpoint is not None:
-                stream.endpoint.link_lost()
+        self.client_streams.lost()
         self.tasks.cancel(close=True)
         self.gate.close()
         await self.reader.close()
