@@ -69,8 +69,11 @@ class SignalWriter:
         if not self.echo:
             return
         stream = self.stream if self.stream is not None else sys.stdout
-        stream.write(text + "\n")
-        stream.flush()
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # the parent closed our stdout: keep serving, as Go's Printf does
+            self.echo = False
 
     def signal(self, word: str, detail: str = "") -> None:
         self.line(f"@@SIDECAR:{word}@@ {detail}" if detail else f"@@SIDECAR:{word}@@")
