@@ -30,8 +30,7 @@ import time
 from typing import Any
 
 from hatchway.common.channel import Channel
-from hatchway.common.sink import MessageSink
-from hatchway.common.wsconn import ConnectionGone
+from hatchway.common.sink import MessageSink, SinkClosed
 
 from . import protocol
 from .channel_table import CHANNEL_EXPIRED, EOF_TEXT, ChannelTable, Endpoint, ResumableEndpoint
@@ -70,7 +69,7 @@ class TcpChannel(Channel):
         offer_ledger: bool = True,
         peer_ledger: bool = False,
     ) -> None:
-        super().__init__(link.writer, link.gate, hold_limit=HOLD_LIMIT)
+        super().__init__(link.writer, link.gate, started=False, hold_limit=HOLD_LIMIT)
         self.id = channel_id
         self.table = table
         self.link = link
@@ -141,7 +140,8 @@ class TcpChannel(Channel):
         """The relay's Pump; flow control toward it goes through :meth:`_update_flow`."""
         self.protocol = protocol_
         protocol_.connection_made(self)
-        self._flush_held()
+        if self.started:
+            self._flush_held()
         if self.state is ChannelState.CONNECTING:
             self._event(ChannelEvent.CONNECTED)
         self.link.writer.add_listener(self)
@@ -157,7 +157,7 @@ class TcpChannel(Channel):
         if not ledger.keep and self.state is ChannelState.OPEN and ledger.sent_on_wire == ledger.sent:
             try:  # an upstream peer, nothing queued: straight out
                 self.link.send_data(self.id, data)
-            except ConnectionGone:
+            except SinkClosed:
                 ledger.record(bytes(data))
                 self.suspend()
                 return
@@ -188,7 +188,7 @@ class TcpChannel(Channel):
     def _send_half_close(self) -> None:
         try:
             self.link.send_half_close(self.id, self.ledger.sent)
-        except ConnectionGone:
+        except SinkClosed:
             self.suspend()  # sent again after the Resume (_carry_on)
 
     def _on_half_close(self, end: int) -> None:
@@ -211,7 +211,7 @@ class TcpChannel(Channel):
             end, chunk = item
             try:
                 link.send_data(self.id, chunk, end if numbered else 0)
-            except ConnectionGone:
+            except SinkClosed:
                 self.suspend()
                 return
             ledger.transmitted(end)
@@ -242,13 +242,6 @@ class TcpChannel(Channel):
                 protocol_.pause_writing()
             else:
                 protocol_.resume_writing()
-
-    def pause_reading(self) -> None:
-        """Honoured once the relay is joined (a pause before that is the relay's wiring, not a slow reader)."""
-        protocol_ = self.protocol
-        if protocol_ is not None and getattr(protocol_, "peer", True) is None:
-            return
-        super().pause_reading()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
@@ -295,7 +288,7 @@ class TcpChannel(Channel):
             if offset and self.state is ChannelState.OPEN:
                 try:
                     self.link.send_ack(self.id, offset)
-                except ConnectionGone:
+                except SinkClosed:
                     pass
 
     def _await_gap(self, start: int, reason: str) -> None:
@@ -334,8 +327,7 @@ class TcpChannel(Channel):
             waiter.set_result(ConnectResponse(False, self.id, message.error or "disconnected"))
         if self.state is ChannelState.RESUMING or message.error == CHANNEL_EXPIRED:
             # the Resume was refused: what the peer had in flight is gone, so this is no clean end
-            self._closing = True
-            self._lose(ConnectionResetError(f"Resume refused: {message.error or 'disconnected'}"))
+            self.fail(ConnectionResetError(f"Resume refused: {message.error or 'disconnected'}"))
             return
         error = message.error
         if error is not None and error != EOF_TEXT:
@@ -463,7 +455,7 @@ class TcpChannel(Channel):
             return
         try:
             link.send(ConnectResponse(True, self.id, received=self.ledger.received))
-        except ConnectionGone:
+        except SinkClosed:
             self.suspend()
             return
         self.ledger.ack_sent = self.ledger.received
@@ -512,8 +504,7 @@ class TcpChannel(Channel):
     def expire(self) -> None:
         """The grace period ended without a rebind."""
         if self.state is ChannelState.SUSPENDED and not self._closing:
-            self._closing = True
-            self._lose(ConnectionResetError("WebSocket lost and not resumed"))
+            self.fail(ConnectionResetError("WebSocket lost and not resumed"))
 
     def link_lost(self) -> None:
         waiter = self.connect_waiter

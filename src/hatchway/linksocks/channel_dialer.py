@@ -37,6 +37,9 @@ def _adopt(channel: TcpChannel, protocol_: asyncio.BaseProtocol, leftover: bytes
     channel.set_protocol(protocol_)
     if leftover:
         channel.feed(leftover)
+    # the front end joins its relay in this same step (no await between attach and join): from here on a pause
+    # is a slow local reader, and the held bytes go to the relay, which keeps them until it is joined
+    channel.start()
 
 
 def reply_for_refusal(error: str | None) -> int:

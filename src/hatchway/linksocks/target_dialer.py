@@ -129,6 +129,7 @@ class TargetDialer:
         channel.established = True
         channel.set_protocol(relay.front())
         relay.join()
+        channel.start()  # hands over the data held while dialing; pauses are now a slow local reader
 
     def _refuse(self, channel: TcpChannel, error: str) -> None:
         log.debug("connect to %s:%d failed: %s", channel.address, channel.port, error)
