@@ -87,7 +87,7 @@ class FakeTailnet:
             return []
 
     def node(self, name: str) -> dict[str, object] | None:
-        return next((n for n in self.nodes() if n["name"] == name), None)
+        return next((n for n in reversed(self.nodes()) if n["name"] == name), None)  # the newest of that name
 
     def ipv4_of(self, name: str) -> str:
         node = self.node(name)

@@ -15,6 +15,8 @@ from peers import installed_file
 from scproc import SidecarProc
 from tailnet import AUTH_KEY, CONTROL_URL, SVC_BODY, FakeTailnet
 
+from helpers import wait_until
+
 pytestmark = pytest.mark.interop
 
 PROXY_PORT, STATUS_PORT = 18080, 19090
@@ -67,8 +69,10 @@ async def test_mesh_sidecar_reaches_service_by_every_name(fake_tailnet: FakeTail
         assert doc["peers"] == []  # arkitekt-mesh 0.8.0 exposes no peers (documented limitation)
         assert f"ips=[{' '.join(doc['self']['tailscale_ips'])}]" == connected.detail  # type: ignore[index]
         assert doc["backend_state"] == "Running"
+        assert (net.node("hw") or {}).get("online") is True
         assert await sc.terminate() == 0
     assert sc.lines[-1] == "@@SIDECAR:SHUTDOWN@@"
+    await wait_until(lambda: (net.node("hw") or {}).get("online") is False, what="control sees hw go offline")
 
 
 @pytest.mark.asyncio(loop_scope="function")
@@ -89,6 +93,17 @@ SIGNAL_FORMATS = {
     "LISTENING": r"mode=(http|socks5) addr=127\.0\.0\.1:\d+",
     "READY": r"(http|socks5)://127\.0\.0\.1:\d+",
 }
+
+
+async def head_and_body(net: FakeTailnet, url: str, *args: str) -> tuple[str, str, bytes]:
+    """(status line, Content-Type, body) of one request through curl inside the namespace."""
+    proc = await asyncio.create_subprocess_exec(*net.command(["curl", "-sS", "-i", "-m", "20", *args, url]),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    ctype = next((line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("content-type:")), "")
+    return lines[0], ctype, body
 
 
 def key_types(entry: dict[str, object]) -> dict[str, str]:
@@ -117,6 +132,18 @@ async def test_differential_against_the_go_sidecar(fake_tailnet: FakeTailnet, tm
                 await curl(net, "-x", f"http://127.0.0.1:{PROXY_PORT}", url)
             assert await curl(net, "-p", "-x", f"http://127.0.0.1:{GO_PORT}", url) == \
                 await curl(net, "-p", "-x", f"http://127.0.0.1:{PROXY_PORT}", url)
+        for path in ("/health", "/status", "/nosuch"):
+            theirs = await head_and_body(net, f"http://127.0.0.1:{GO_STATUS_PORT}{path}")
+            ours = await head_and_body(net, f"http://127.0.0.1:{STATUS_PORT}{path}")
+            assert theirs[:2] == ours[:2], path  # status line and Content-Type byte for byte
+            if path != "/status":
+                assert theirs[2] == ours[2], path  # "OK" with no newline; "404 page not found\n"
+            else:
+                assert theirs[2].endswith(b"}\n") and ours[2].endswith(b"}\n")
+        # a refused port on the tailnet: same 502 status line, Content-Type and "Proxy Error: " prefix
+        theirs = await head_and_body(net, "http://svc:81/", "-x", f"http://127.0.0.1:{GO_PORT}")
+        ours = await head_and_body(net, "http://svc:81/", "-x", f"http://127.0.0.1:{PROXY_PORT}")
+        assert theirs[:2] == ours[:2] and theirs[2].startswith(b"Proxy Error: ") and ours[2].startswith(b"Proxy Error: ")
         go_after = await status_of(net, GO_STATUS_PORT)
         svc = next(p for p in go_after["peers"] if p["hostname"] == "svc")  # type: ignore[union-attr]
         # upstream defect D4 as observed: a direct UDP path, yet direct=false
