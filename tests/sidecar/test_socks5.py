@@ -108,3 +108,11 @@ def test_reply_rule() -> None:
     assert reply_for_text("dial tcp 1.2.3.4:80: connect: connection refused") == 0x05
     assert reply_for_text("connect: network is unreachable") == 0x03
     assert reply_for_text("no peer named x on the mesh") == 0x04
+
+
+async def test_socks_greeting_refused_in_http_mode(sidecars: InProcess) -> None:
+    sidecar, _ = await sidecars.start("http")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(sidecar.proxy_url))
+    writer.write(b"\x05\x01\x00")
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()

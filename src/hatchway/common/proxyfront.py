@@ -75,6 +75,7 @@ class ProxyFront(Service):
     * ``http_refusal(request, error)``: the bytes to answer an HTTP proxy
       request whose dial failed (default: ``httpproxy.response(error.status,
       error.message)``); lets a program keep its upstream's exact answers.
+    * ``socks``: accept SOCKS5 (default); False with ``http`` makes an HTTP-only proxy.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class ProxyFront(Service):
         unsupported_command_reply: int | None = socks5.Rep.COMMAND_NOT_SUPPORTED,
         on_http_request: RequestHook | None = None,
         http_refusal: HttpRefusal | None = None,
+        socks: bool = True,
     ) -> None:
         self.dialer = dialer
         self.host = host
@@ -104,6 +106,7 @@ class ProxyFront(Service):
         self.unsupported_command_reply = unsupported_command_reply
         self.on_http_request = on_http_request
         self.http_refusal = http_refusal
+        self.socks = socks
         self.bound: list[tuple[str, int]] = []
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[FrontConnection] = set()
@@ -201,7 +204,7 @@ class FrontConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------ sniffing and handshakes
     def _sniff(self, first: int) -> _Stage:
-        if first == socks5.VERSION:
+        if first == socks5.VERSION and self.front.socks:
             self._socks = socks5.ServerNegotiation(*(self.front.credentials or (None, None)))
             self.stage = _Stage.SOCKS
         elif self.front.http and 0x41 <= first <= 0x5A:

@@ -83,6 +83,7 @@ def build_front(backend: Backend, mode: str, port: int, signals: SignalWriter, *
         "127.0.0.1",
         port,
         http=http,
+        socks=not http,  # one protocol per mode, as upstream
         on_http_request=log_request if http else None,
         http_refusal=http_refusal,
     )
