@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from helpers import wait_until_blocking
@@ -33,14 +34,6 @@ MiB = 1 << 20
 
 
 # ------------------------------------------------------------------ waiting
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """The shared blocking wait (tests/helpers.py), with this harness's positional signature."""
-    try:
-        return wait_until_blocking(condition, timeout=timeout, what=what, interval=interval)
-    except AssertionError as exc:
-        raise TimeoutError(str(exc)) from None
 
 
 def expect_reset(sock: socket.socket, send: bytes = b"", timeout: float = 20.0) -> None:
@@ -72,7 +65,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
-    wait_until(lambda: port_open(port, host), timeout, f"port {host}:{port}")
+    wait_until_blocking(lambda: port_open(port, host), timeout=timeout, what=f"port {host}:{port}")
 
 
 # ------------------------------------------------------------------ targets
@@ -405,7 +398,7 @@ def udp_exchange(relay: tuple[str, int], target_port: int, payload: bytes, timeo
             try:
                 data, _ = udp.recvfrom(65535)
                 break
-            except socket.timeout:
+            except TimeoutError:
                 if time.monotonic() > deadline:
                     raise TimeoutError("no UDP reply") from None
     assert data[:3] == b"\x00\x00\x00"
@@ -447,7 +440,7 @@ class Proc:
                 raise RuntimeError(f"process exited ({self.popen.returncode}) before {text!r}:\n{self.output()[-3000:]}")
             return text in self.output()
 
-        wait_until(seen, timeout, repr(text))
+        wait_until_blocking(seen, timeout=timeout, what=repr(text))
 
     def alive(self) -> bool:
         return self.popen.poll() is None

@@ -36,7 +36,7 @@ class RawPeer:
         extra_query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         compress: int = 0,
-    ) -> "RawPeer":
+    ) -> RawPeer:
         session = aiohttp.ClientSession()
         params: dict[str, str] = {}
         if token is not None and query:
@@ -92,7 +92,7 @@ class RawPeer:
                         await self.ws.pong(msg.data)
                     elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR):
                         return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def close(self) -> None:
@@ -120,7 +120,7 @@ class RawServer:
             await ws.close()
         return ws
 
-    async def start(self, extra_routes: list[Any] = ()) -> "RawServer":
+    async def start(self, extra_routes: list[Any] = ()) -> RawServer:
         app = web.Application()
         app.router.add_get("/socket", self._socket)
         app.router.add_get("/socket/{tail:.*}", self._socket)

@@ -11,11 +11,12 @@ import struct
 import threading
 import time
 
+import ls_harness as h
 import pytest
 
-import ls_harness as h
 from hatchway.linksocks import Client, Server
 from hatchway.linksocks.channel import TcpChannel
+from helpers import wait_until_blocking
 
 
 def forward_pair(eng, server_options=None, client_options=None, via_proxy=False):
@@ -63,8 +64,7 @@ def test_churn_releases_every_channel(eng, target):
         thread.start()
     for thread in threads:
         thread.join(120)
-    h.wait_until(lambda: eng.sync(lambda: len(server.table) + len(client.table)) == 0, 10,
-                 "every channel to be forgotten")
+    wait_until_blocking(lambda: eng.sync(lambda: len(server.table) + len(client.table)) == 0, timeout=10, what="every channel to be forgotten")
     assert eng.sync(lambda: len(server.orphans)) == 0
     assert h.echo_roundtrip(socks, target.port, b"still fine") == b"still fine"
 
@@ -129,8 +129,7 @@ def test_websocket_drop_mid_transfer(eng, target, grace):
             sock.sendall(first)
             assert h._recv_exact(sock, len(first)) == first
             proxy.cut()
-            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, 20,
-                         "the client to reconnect")
+            wait_until_blocking(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, timeout=20, what="the client to reconnect")
             second = bytes(reversed(first))
             if grace:
                 sock.sendall(second)
@@ -172,8 +171,7 @@ def test_agent_channel_survives_a_provider_reconnect(eng, target):
             sock.sendall(b"Ebefore")
             assert h._recv_exact(sock, 6) == b"before"
             proxy.cut()
-            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(provider.links)) == 1, 20,
-                         "the provider to reconnect")
+            wait_until_blocking(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(provider.links)) == 1, timeout=20, what="the provider to reconnect")
             sock.sendall(b"after")
             assert h._recv_exact(sock, 5) == b"after"
         assert provider.target_dialer.dials == 1
@@ -191,8 +189,7 @@ def test_agent_channel_survives_a_connector_reconnect(eng, target):
             assert h._recv_exact(sock, 6) == b"before"
             proxy.cut()
             sock.sendall(b"during")  # held by the suspended channel, sent after the Resume
-            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(connector.links)) == 1, 20,
-                         "the connector to reconnect")
+            wait_until_blocking(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(connector.links)) == 1, timeout=20, what="the connector to reconnect")
             assert h._recv_exact(sock, 6) == b"during"
             sock.sendall(b"after")
             assert h._recv_exact(sock, 5) == b"after"
@@ -255,11 +252,11 @@ def _udp_rules_apply(eng, socks: int, dialer_owner, target) -> None:
         # refused: the rule names another port; the dialer drops the datagram and counts it
         packet = b"\x00\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", target.udp_port) + b"no"
         udp.sendto(packet, relay)
-        h.wait_until(lambda: _udp_refused(eng, dialer_owner) >= 1, 10, "the datagram to be refused")
+        wait_until_blocking(lambda: _udp_refused(eng, dialer_owner) >= 1, timeout=10, what="the datagram to be refused")
         # a name is checked against the addresses it resolves to: localhost -> 127.0.0.1, refused as well
         by_name = b"\x00\x00\x00\x03\x09localhost" + struct.pack("!H", target.udp_port) + b"no"
         udp.sendto(by_name, relay)
-        h.wait_until(lambda: _udp_refused(eng, dialer_owner) >= 2, 10, "the datagram by name to be refused")
+        wait_until_blocking(lambda: _udp_refused(eng, dialer_owner) >= 2, timeout=10, what="the datagram by name to be refused")
 
 
 def test_server_dial_rules_apply_to_udp(eng, target):
@@ -319,7 +316,7 @@ def test_agent_mode_download_cut_mid_transfer_arrives_whole(eng, target, cut):
                     done_cut = True
                     before = proxy.accepted
                     proxy.cut()
-                    h.wait_until(lambda: proxy.accepted > before, 30, "the cut side to reconnect")
+                    wait_until_blocking(lambda: proxy.accepted > before, timeout=30, what="the cut side to reconnect")
         assert count == size, f"clean EOF after {count} of {size} bytes"
         assert digest.hexdigest() == h.expected_download(size)
     finally:

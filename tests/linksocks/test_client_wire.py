@@ -11,12 +11,12 @@ import uuid
 
 import pytest
 from aiohttp import WSMsgType, web
+from rawpeer import RawServer, read_message, send_message
 
 from hatchway.linksocks import Client, Server, protocol
 from hatchway.linksocks.client import AuthError, env_proxy
 from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data
 from helpers import wait_until
-from rawpeer import RawServer, read_message, send_message
 
 
 async def socks_open(port, host="127.0.0.1", target_port=80):

@@ -2,9 +2,9 @@
 
 import socket
 
+import ls_harness as h
 import pytest
 
-import ls_harness as h
 from hatchway.linksocks import Client, Server
 
 pytestmark = pytest.mark.interop

@@ -4,10 +4,11 @@ hatchway runs in an engine thread (Server/Client objects), the peers are the
 PyPI wheels started as processes. Sync tests: they run once, not per loop.
 """
 
+import ls_harness as h
 import pytest
 
-import ls_harness as h
 from hatchway.linksocks import Client, Server
+from helpers import wait_until_blocking
 
 pytestmark = pytest.mark.interop
 
@@ -123,10 +124,10 @@ def test_resume_against_a_server_without_resume_never_mixes_streams(eng, procs, 
             sock.sendall(b"Efirst")
             assert h._recv_exact(sock, 5) == b"first"
             proxy.cut()
-            h.wait_until(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, 20, "reconnect")
+            wait_until_blocking(lambda: proxy.accepted >= 2 and eng.sync(lambda: len(client.links)) == 1, timeout=20, what="reconnect")
             h.expect_reset(sock, b"second")  # reset, not silently carried on over a second target connection
-        h.wait_until(lambda: target.connections == 2, 10, "Go's second dial")
-        h.wait_until(lambda: len(target.first_bytes) == 2, 10, "the second connection to end")
+        wait_until_blocking(lambda: target.connections == 2, timeout=10, what="Go's second dial")
+        wait_until_blocking(lambda: len(target.first_bytes) == 2, timeout=10, what="the second connection to end")
         assert target.first_bytes == [b"E", b""]
         proxy.close()
     finally:

@@ -3,10 +3,11 @@
 hatchway runs in an engine thread, the peers as processes (sync tests).
 """
 
+import ls_harness as h
 import pytest
 
-import ls_harness as h
 from hatchway.linksocks import Client, Server
+from helpers import wait_until_blocking
 
 pytestmark = pytest.mark.interop
 
@@ -83,19 +84,19 @@ def test_round_robin_hatchway_and_go_providers(eng, procs, peer110, target):
     ours = hatchway_provider(eng, url)
     h.wait_port(socks, 30)
     go = go_provider(procs, peer110, url, "rtok")
-    h.wait_until(lambda: _providers(eng) == 2, 30, "two providers")
+    wait_until_blocking(lambda: _providers(eng) == 2, timeout=30, what="two providers")
     before = ours.target_dialer.dials
     for _ in range(6):
         assert h.echo_roundtrip(socks, target.port, b"rr") == b"rr"
     assert ours.target_dialer.dials - before == 3
     go.stop()
-    h.wait_until(lambda: _providers(eng) == 1, 30, "the Go provider to leave")
+    wait_until_blocking(lambda: _providers(eng) == 1, timeout=30, what="the Go provider to leave")
     before = ours.target_dialer.dials
     for _ in range(3):
         assert h.echo_roundtrip(socks, target.port, b"rr") == b"rr"
     assert ours.target_dialer.dials - before == 3
     eng.stop_object(ours)
-    h.wait_until(lambda: _providers(eng) == 0, 30, "no provider")
+    wait_until_blocking(lambda: _providers(eng) == 0, timeout=30, what="no provider")
     with pytest.raises(h.SocksError) as refused:
         h.socks_connect(socks, "127.0.0.1", target.port)
     assert refused.value.reply == 0x03
@@ -123,9 +124,9 @@ def test_agent_hatchway_connector_go_provider(eng, procs, peer110, target):
     _, ws_port, _ = reverse_server(eng, connector="ctok")
     url = f"ws://127.0.0.1:{ws_port}"
     go_provider(procs, peer110, url, "rtok")
-    h.wait_until(lambda: _providers(eng) == 1, 30, "the Go provider")
+    wait_until_blocking(lambda: _providers(eng) == 1, timeout=30, what="the Go provider")
     connector, socks = hatchway_connector(eng, url, "ctok")
-    h.wait_until(lambda: connector.partners == 1, 10, "Partners count 1")
+    wait_until_blocking(lambda: connector.partners == 1, timeout=10, what="Partners count 1")
     h.upload_sha(socks, target.port, 16 * h.MiB)
 
 
@@ -145,7 +146,7 @@ def test_autonomy_go_provider_adds_connector_token(eng, procs, peer110, target):
     url = f"ws://127.0.0.1:{ws_port}"
     go_provider(procs, peer110, url, "rtok", "-c", "mine")
     server = _server(eng)
-    h.wait_until(lambda: eng.sync(lambda: server.tokens.get("mine") is not None), 30, "connector token 'mine'")
+    wait_until_blocking(lambda: eng.sync(lambda: server.tokens.get("mine") is not None), timeout=30, what="connector token 'mine'")
     _, socks = hatchway_connector(eng, url, "mine")
     assert h.echo_roundtrip(socks, target.port, b"agent") == b"agent"
 
@@ -157,7 +158,7 @@ def test_go_server_autonomy_hatchway_provider_adds_connector(eng, procs, peer110
     h.wait_port(ws_port, 30)
     url = f"ws://127.0.0.1:{ws_port}"
     provider = hatchway_provider(eng, url, connector_token="ours")
-    h.wait_until(lambda: "ours" in provider.connector_tokens, 10, "token remembered")
+    wait_until_blocking(lambda: "ours" in provider.connector_tokens, timeout=10, what="token remembered")
     socks = h.free_port()
     go_connector(procs, peer110, url, "ours", socks)
     h.echo_sha(socks, target.port, 2 * h.MiB)
@@ -177,7 +178,7 @@ def test_pywssocks_reverse_both_ways(eng, procs, peer110, target):
                                   "-h", "127.0.0.1", "-p", str(socks2)), "pyws-server")
     h.wait_port(ws2, 30)
     hatchway_provider(eng, f"ws://127.0.0.1:{ws2}", token="rtok2")
-    h.wait_until(lambda: _socks_works(socks2, target.port), 30, "pywssocks SOCKS port served by hatchway")
+    wait_until_blocking(lambda: _socks_works(socks2, target.port), timeout=30, what="pywssocks SOCKS port served by hatchway")
     h.echo_sha(socks2, target.port, 2 * h.MiB)
 
 
@@ -192,7 +193,7 @@ def test_go_provider_with_several_websockets(eng, procs, peer110, target):
     """A Go provider with -T 3 is three pool entries; its replies for a channel may come on any of them."""
     _, ws_port, socks = reverse_server(eng)
     go_provider(procs, peer110, f"ws://127.0.0.1:{ws_port}", "rtok", "-T", "3")
-    h.wait_until(lambda: _providers(eng) == 3, 30, "three provider WebSockets")
+    wait_until_blocking(lambda: _providers(eng) == 3, timeout=30, what="three provider WebSockets")
     h.download_sha(socks, target.port, 16 * h.MiB)
     for _ in range(3):
         assert h.echo_roundtrip(socks, target.port, b"spread") == b"spread"

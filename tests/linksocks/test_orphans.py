@@ -1,10 +1,8 @@
 """The orphan buffer: messages for channels whose Connect has not arrived, bounded and expiring."""
 
-import asyncio
-
-from helpers import wait_until
 
 from hatchway.linksocks.orphans import OrphanBuffer
+from helpers import wait_until
 
 
 async def test_keeps_order_and_forgets_on_take():

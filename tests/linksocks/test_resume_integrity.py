@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import struct
 import threading
 
+import ls_harness as h
 import pytest
 
-import ls_harness as h
+from helpers import wait_until_blocking
 
 SIZE = 48 * h.MiB
 CUT_AT = (6 * h.MiB, 20 * h.MiB)
@@ -41,7 +41,7 @@ def cut_pair(procs, tmp_path):
 
 
 def _wait_reconnected(proxy: h.CuttableProxy, before: int) -> None:
-    h.wait_until(lambda: proxy.accepted > before, 30, "the client to reconnect")
+    wait_until_blocking(lambda: proxy.accepted > before, timeout=30, what="the client to reconnect")
 
 
 def test_download_cut_twice_arrives_whole(cut_pair, target):

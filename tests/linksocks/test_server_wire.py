@@ -10,21 +10,21 @@ import uuid
 
 import aiohttp
 import pytest
+from rawpeer import RawPeer
 
 from hatchway.linksocks import Server, protocol
 from hatchway.linksocks.protocol import (
     AuthResponse,
     Connect,
-    ConnectResponse,
     Connector,
     ConnectorResponse,
+    ConnectResponse,
     Data,
     Disconnect,
     Log,
     Partners,
 )
 from helpers import wait_until
-from rawpeer import RawPeer
 
 
 @pytest.fixture

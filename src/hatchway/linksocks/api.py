@@ -104,10 +104,6 @@ class ManagementApi:
 
     # ------------------------------------------------------------------ auth and dispatch
 
-    def key_is_valid(self, provided: str | None) -> bool:
-        """Constant-time comparison against every configured key."""
-        return self.auth.valid(provided or "")
-
     @staticmethod
     def _endpoint(methods: dict[str, Callable[[web.Request], Any]]) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
