@@ -274,3 +274,88 @@ def test_repeated_rewinds_inside_chunks_keep_the_accounting_exact():
     assert drain(ledger) == [(4, b"cd"), (6, b"ef"), (8, b"gh"), (12, b"ijkl")]
     ledger.on_ack(12)
     assert ledger.unacked == 0 and ledger.next_unsent() is None
+
+
+# -- per-channel decisions (mux.on_data / on_disconnect / on_connect_response): the rules channel.py acts on
+from hatchway.linksocks import mux as m  # noqa: E402
+
+
+def test_data_from_an_upstream_peer_ignores_its_sequence() -> None:
+    ledger = m.Ledger(keep=False)
+    step = m.on_data(ledger, 5, 123456, peer_ledger=False, half_close=False)
+    assert step == m.Inbound(m.InboundKind.DELIVER, 0, 0, 0)
+    assert ledger.received == 5
+    assert m.on_data(ledger, 0, 99, peer_ledger=False, half_close=True).kind is m.InboundKind.EMPTY
+
+
+def test_data_from_a_ledger_peer_golden() -> None:
+    ledger = m.Ledger(ack_every=8)
+    assert m.on_data(ledger, 5, 5, peer_ledger=True, half_close=False) == m.Inbound(m.InboundKind.DELIVER, 5, 0, 0)
+    # overlaps a re-send: skip the 3 bytes already delivered, and 10 >= 8 delivered -> acknowledge 10
+    assert m.on_data(ledger, 8, 10, peer_ledger=True, half_close=False) == m.Inbound(m.InboundKind.DELIVER, 10, 3, 10)
+    assert m.on_data(ledger, 4, 10, peer_ledger=True, half_close=False) == m.Inbound(m.InboundKind.DUPLICATE, 10)
+    gap = m.on_data(ledger, 4, 20, peer_ledger=True, half_close=False)
+    assert (gap.kind, gap.end, gap.reason) == (m.InboundKind.GAP, 16, "bytes 10..16 never arrived")
+    assert ledger.received == 10
+    assert m.on_data(ledger, 0, 10, peer_ledger=True, half_close=True) == m.Inbound(m.InboundKind.HALF_CLOSE, 10)
+    assert m.on_data(ledger, 0, 7, peer_ledger=True, half_close=False) == m.Inbound(m.InboundKind.ACK, 7)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=30), st.data())
+@settings(max_examples=200, deadline=None)
+def test_data_delivers_every_byte_once_in_order(sizes: list[int], data: st.DataObject) -> None:
+    """Messages re-sent from any earlier offset (a Resume) never deliver a byte twice or skip one."""
+    stream = bytes(i % 251 for i in range(sum(sizes)))
+    ends, end = [], 0
+    for size in sizes:
+        end += size
+        ends.append(end)
+    ledger = m.Ledger()
+    delivered = bytearray()
+    index = 0
+    while index < len(ends):
+        start = ends[index - 1] if index else 0
+        step = m.on_data(ledger, ends[index] - start, ends[index], peer_ledger=True, half_close=False)
+        assert step.kind in (m.InboundKind.DELIVER, m.InboundKind.DUPLICATE)
+        if step.kind is m.InboundKind.DELIVER:
+            delivered += stream[start + step.skip:ends[index]]
+        index += 1
+        if data.draw(st.booleans()):  # a Resume: the sender goes back to some earlier message
+            index = data.draw(st.integers(min_value=0, max_value=index))
+    assert bytes(delivered) == stream
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "peer_ledger", "remote_eof", "expected"),
+    [
+        (ChannelState.RESUMING, None, False, False, m.DisconnectStep.RESUME_REFUSED),
+        (ChannelState.OPEN, "channel expired", True, True, m.DisconnectStep.RESUME_REFUSED),
+        (ChannelState.OPEN, "connection reset by peer", True, True, m.DisconnectStep.FAR_END_FAILED),
+        (ChannelState.OPEN, "EOF", True, False, m.DisconnectStep.TRUNCATED),
+        (ChannelState.OPEN, None, True, False, m.DisconnectStep.TRUNCATED),
+        (ChannelState.OPEN, None, True, True, m.DisconnectStep.CLEAN),
+        (ChannelState.OPEN, "EOF", False, False, m.DisconnectStep.CLEAN),
+    ],
+)
+def test_disconnect_steps(state, error, peer_ledger, remote_eof, expected) -> None:
+    step = m.on_disconnect(state, error, peer_ledger=peer_ledger, remote_eof=remote_eof, eof_text="EOF",
+                           expired_text="channel expired")
+    assert step is expected
+
+
+def _response(state=ChannelState.OPEN, *, closing=False, established=False, resumed=False, peer_ledger=False,
+              offer_ledger=False, success=True, received=None):
+    return m.on_connect_response(state, closing=closing, established=established, resumed=resumed,
+                                 peer_ledger=peer_ledger, offer_ledger=offer_ledger, success=success,
+                                 received=received)
+
+
+def test_connect_response_steps() -> None:
+    assert _response(closing=True, success=False) is m.ResponseStep.IGNORE
+    assert _response(ChannelState.RESUMING, offer_ledger=True, received=7) is m.ResponseStep.PEER_RESUMED
+    assert _response(established=True, peer_ledger=True, received=0) is m.ResponseStep.PEER_RESUMED
+    # Go <= 1.9 / pywssocks dialed again instead of resuming: never mix two streams
+    assert _response(established=True, resumed=True) is m.ResponseStep.NOT_RESUMABLE
+    assert _response(success=False) is m.ResponseStep.FAILED
+    assert _response() is m.ResponseStep.ESTABLISHED
+    assert _response(offer_ledger=True, received=0) is m.ResponseStep.ESTABLISHED  # fast open, first answer

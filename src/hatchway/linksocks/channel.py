@@ -32,9 +32,9 @@ from typing import Any
 from hatchway.common.channel import Channel
 from hatchway.common.sink import MessageSink, SinkClosed
 
-from . import protocol
+from . import mux, protocol
 from .channel_table import CHANNEL_EXPIRED, EOF_TEXT, ChannelTable, Endpoint, ResumableEndpoint
-from .mux import ChannelEvent, ChannelState, Ledger, StreamGap, transition
+from .mux import ChannelEvent, ChannelState, DisconnectStep, InboundKind, Ledger, ResponseStep, StreamGap, transition
 from .protocol import Connect, ConnectResponse, Disconnect
 
 __all__ = [
@@ -260,36 +260,27 @@ class TcpChannel(Channel):
             self.reset(str(exc))
             return
         size = len(payload)
-        end = message.sequence if self.peer_ledger else 0  # an upstream peer's Sequence means something else
-        if not size:
-            if end:
-                if message.compression == protocol.HALF_CLOSE:
-                    self._on_half_close(end)
-                else:
-                    self._on_ack(end)
+        if size and self._lost:
             return
-        if self._lost:
-            return
-        try:
-            skip = self.ledger.accept(size, end)
-        except StreamGap as exc:
+        step = mux.on_data(self.ledger, size, message.sequence, peer_ledger=self.peer_ledger,
+                           half_close=message.compression == protocol.HALF_CLOSE)
+        kind = step.kind
+        if kind is InboundKind.DELIVER:
+            self.feed(memoryview(payload)[step.skip:] if step.skip else payload)
+            if step.ack and self.state is ChannelState.OPEN:
+                try:
+                    self.link.send_ack(self.id, step.ack)
+                except SinkClosed:
+                    pass
+        elif kind is InboundKind.ACK:
+            self._on_ack(step.end)
+        elif kind is InboundKind.HALF_CLOSE:
+            self._on_half_close(step.end)
+        elif kind is InboundKind.GAP:
             # Bytes beyond a gap: right after a Resume the far end's newer data can overtake the re-sent
             # part (agent mode: two links). They are not delivered (nor acknowledged, so the sender keeps
             # them and re-sends them); the gap must close within RESUME_WAIT, else the channel fails.
-            self._await_gap(end - size, str(exc))
-            return
-        if skip:
-            if skip >= size:
-                return  # re-sent after a Resume, already delivered
-            payload = memoryview(payload)[skip:]
-        self.feed(payload)
-        if self.peer_ledger:
-            offset = self.ledger.ack_due()
-            if offset and self.state is ChannelState.OPEN:
-                try:
-                    self.link.send_ack(self.id, offset)
-                except SinkClosed:
-                    pass
+            self._await_gap(step.end, step.reason)
 
     def _await_gap(self, start: int, reason: str) -> None:
         if self._gap_timer is not None:
@@ -325,19 +316,17 @@ class TcpChannel(Channel):
         waiter = self.connect_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(ConnectResponse(False, self.id, message.error or "disconnected"))
-        if self.state is ChannelState.RESUMING or message.error == CHANNEL_EXPIRED:
-            # the Resume was refused: what the peer had in flight is gone, so this is no clean end
-            self.fail(ConnectionResetError(f"Resume refused: {message.error or 'disconnected'}"))
-            return
         error = message.error
-        if error is not None and error != EOF_TEXT:
+        step = mux.on_disconnect(self.state, error, peer_ledger=self.peer_ledger, remote_eof=self._remote_eof,
+                                 eof_text=EOF_TEXT, expired_text=CHANNEL_EXPIRED)
+        if step is DisconnectStep.RESUME_REFUSED:
+            self.fail(ConnectionResetError(f"Resume refused: {error or 'disconnected'}"))
+        elif step is DisconnectStep.FAR_END_FAILED:
             self.remote_closed(error)  # the far end failed (reset, aborted, stalled): the local end is reset too
-            return
-        if self.peer_ledger and not self._remote_eof:
-            # a ledger peer announces its end before a clean Disconnect: without it bytes may be missing
+        elif step is DisconnectStep.TRUNCATED:
             self.remote_closed("closed before the end of the stream arrived")
-            return
-        self.remote_closed(None)  # drain what was received, then close
+        else:
+            self.remote_closed(None)  # drain what was received, then close
 
     def on_connect_response(self, link: Any, message: ConnectResponse) -> None:
         waiter = self.connect_waiter
@@ -345,27 +334,27 @@ class TcpChannel(Channel):
             self._learn_peer(message)
             waiter.set_result(message)
             return
-        if self._closing:
-            return
-        if message.success and message.received is not None and (self.resumed or self.peer_ledger or self.offer_ledger):
-            if self.state is ChannelState.RESUMING or self.established:
-                self._learn_peer(message)
-                self._peer_resumed(message.received)
-                return
-        if self.resumed and self.established:
-            # the dialer took our Resume for a new connection (Go <= 1.9, pywssocks): never mix two streams
+        step = mux.on_connect_response(
+            self.state, closing=self._closing, established=self.established, resumed=self.resumed,
+            peer_ledger=self.peer_ledger, offer_ledger=self.offer_ledger, success=message.success,
+            received=message.received,
+        )
+        if step is ResponseStep.PEER_RESUMED:
+            assert message.received is not None
+            self._learn_peer(message)
+            self._peer_resumed(message.received)
+        elif step is ResponseStep.NOT_RESUMABLE:
             log.warning("channel %s: the peer does not support Resume; closing the channel", self.name)
             self.reset("Resume not supported by the peer")
-            return
-        if not message.success:  # fast open: the dial failed after all
+        elif step is ResponseStep.FAILED:
             log.info("channel %s: connect to %s:%d failed: %s", self.name, self.address, self.port, message.error)
             self.reset(message.error or "connect failed")
-            return
-        self._learn_peer(message)
-        self.established = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        elif step is ResponseStep.ESTABLISHED:
+            self._learn_peer(message)
+            self.established = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _learn_peer(self, message: ConnectResponse) -> None:
         if not message.success:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from typing import NamedTuple
 
 WINDOW = 16 * 1024 * 1024  # unacknowledged bytes kept for a re-send; beyond it the local socket is not read
 ACK_EVERY = 256 * 1024  # the receiver acknowledges after this many delivered bytes
@@ -225,3 +226,101 @@ class Ledger:
             self.ack_sent = self.received
             return self.received
         return 0
+
+
+# -- per-channel decisions: the asyncio channel (channel.py) asks, then acts
+
+
+class DisconnectStep(enum.Enum):
+    """What a Disconnect from the peer means for the channel."""
+
+    RESUME_REFUSED = "resume refused"  # lose without a word: what the peer had in flight is gone
+    FAR_END_FAILED = "far end failed"  # the far end was reset/aborted: reset the local end too
+    TRUNCATED = "truncated"  # a ledger peer closed before announcing the end: bytes may be missing
+    CLEAN = "clean"  # drain what arrived, then close
+
+
+def on_disconnect(
+    state: ChannelState, error: str | None, *, peer_ledger: bool, remote_eof: bool, eof_text: str, expired_text: str
+) -> DisconnectStep:
+    """Classify a Disconnect (``eof_text``/``expired_text``: the wire's clean-end and expired-channel words)."""
+    if state is ChannelState.RESUMING or error == expired_text:
+        return DisconnectStep.RESUME_REFUSED
+    if error is not None and error != eof_text:
+        return DisconnectStep.FAR_END_FAILED
+    if peer_ledger and not remote_eof:
+        return DisconnectStep.TRUNCATED
+    return DisconnectStep.CLEAN
+
+
+class ResponseStep(enum.Enum):
+    """What an (unawaited) ConnectResponse means for the channel."""
+
+    IGNORE = "ignore"  # the channel is already closing
+    PEER_RESUMED = "peer resumed"  # the dialer answered our Resume with its byte count: rewind and carry on
+    NOT_RESUMABLE = "not resumable"  # the dialer took our Resume for a new connection: reset, never mix two streams
+    FAILED = "failed"  # fast open: the dial failed after all
+    ESTABLISHED = "established"  # fast open: the dial succeeded
+
+
+def on_connect_response(
+    state: ChannelState,
+    *,
+    closing: bool,
+    established: bool,
+    resumed: bool,
+    peer_ledger: bool,
+    offer_ledger: bool,
+    success: bool,
+    received: int | None,
+) -> ResponseStep:
+    """Classify a ConnectResponse that no open() is waiting for (fast open, or an answer to a Resume)."""
+    if closing:
+        return ResponseStep.IGNORE
+    if success and received is not None and (resumed or peer_ledger or offer_ledger):
+        if state is ChannelState.RESUMING or established:
+            return ResponseStep.PEER_RESUMED
+    if resumed and established:
+        return ResponseStep.NOT_RESUMABLE
+    if not success:
+        return ResponseStep.FAILED
+    return ResponseStep.ESTABLISHED
+
+
+class InboundKind(enum.Enum):
+    """What a received Data message is."""
+
+    HALF_CLOSE = "half-close"  # the far end's EOF at ``end`` (ledger peers only)
+    ACK = "ack"  # the peer delivered ``end`` bytes of ours
+    EMPTY = "empty"  # a zero-length Data without meaning: nothing to do
+    DUPLICATE = "duplicate"  # re-sent after a Resume, already delivered
+    GAP = "gap"  # starts beyond what arrived: hold back, the re-send must close the gap
+    DELIVER = "deliver"  # hand ``payload[skip:]`` to the local end, then send ``ack`` if non-zero
+
+
+class Inbound(NamedTuple):
+    kind: InboundKind
+    end: int = 0
+    skip: int = 0
+    ack: int = 0
+    reason: str = ""
+
+
+def on_data(ledger: Ledger, size: int, sequence: int, *, peer_ledger: bool, half_close: bool) -> Inbound:
+    """Account one Data of ``size`` bytes in ``ledger`` and say what to do with it.
+
+    ``sequence``: the message's Sequence trailer, meaningful only from a ledger
+    peer (an upstream peer's Sequence means something else and is ignored).
+    """
+    end = sequence if peer_ledger else 0
+    if not size:
+        if not end:
+            return Inbound(InboundKind.EMPTY)
+        return Inbound(InboundKind.HALF_CLOSE if half_close else InboundKind.ACK, end)
+    try:
+        skip = ledger.accept(size, end)
+    except StreamGap as exc:
+        return Inbound(InboundKind.GAP, end - size, reason=str(exc))
+    if skip >= size:
+        return Inbound(InboundKind.DUPLICATE, end)
+    return Inbound(InboundKind.DELIVER, end, skip, ledger.ack_due() if peer_ledger else 0)
