@@ -45,7 +45,7 @@ from . import protocol
 from .channel import RESUME_PROBE, ChannelTable
 from .channel_dialer import ChannelDialer
 from .grace import GraceKeeper
-from .link import MAX_MSG_SIZE, Link, call_later
+from .link import MAX_MSG_SIZE, Link, call_later, pick_within
 from .options import LinkSocksClientOptions, unknown_options
 from .orphans import OrphanBuffer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
@@ -172,13 +172,10 @@ class Client(Service):
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for the first successful authentication (and the SOCKS port, in forward mode)."""
-        waiter = asyncio.ensure_future(self._ready.wait())
-        done_waiter = asyncio.ensure_future(self._done.wait())
-        try:
-            await asyncio.wait({waiter, done_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            done_waiter.cancel()
+        async with TaskSet("wait_ready", logger=log) as waiters:  # both cancelled and awaited on the way out
+            ready = waiters.spawn(self._ready.wait(), name="ready")
+            done = waiters.spawn(self._done.wait(), name="done")
+            await asyncio.wait({ready, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if self.error is not None:
             raise self.error
         if not self._ready.is_set():
@@ -376,21 +373,14 @@ class Client(Service):
 
     async def pick_link(self, timeout: float) -> Link | None:
         """The next live link, round-robin per channel; waits up to ``timeout`` for one."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            links = [link for link in self.links if link.alive]
-            if links:
-                self._rr = (self._rr + 1) % len(links)
-                return links[self._rr]
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or self._closing:
-                return None
-            self._link_up.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._link_up.wait()
-            except TimeoutError:
-                return None
+        return await pick_within(self._next_link, self._link_up, timeout, lambda: self._closing)
+
+    def _next_link(self) -> Link | None:
+        links = [link for link in self.links if link.alive]
+        if not links:
+            return None
+        self._rr = (self._rr + 1) % len(links)
+        return links[self._rr]
 
     async def _ensure_front(self) -> None:
         async with self._front_lock:

@@ -1,7 +1,7 @@
 """One authenticated LinkSocks WebSocket: send, read and dispatch, keepalive.
 
 A :class:`Link` wraps an aiohttp WebSocket (client or server side) after
-authentication. Sending is synchronous (``MessageWriter``): control messages
+authentication. Sending is synchronous (``WebSocketSink``): control messages
 go through :meth:`Link.send`, Data through :meth:`Link.send_data` as header +
 payload without concatenation, split at ``max_payload`` bytes.
 
@@ -26,16 +26,17 @@ import aiohttp
 
 from hatchway.common.gate import DEFAULT_STALL_TIMEOUT, InboundGate
 from hatchway.common.muxsession import EndKind, MuxSession, ProtocolViolation
+from hatchway.common.sink import SinkClosed
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import ConnectionGone, MessageWriter
+from hatchway.common.wsconn import WebSocketSink
 
 from . import protocol
 from .options import LinkOptions
 from .protocol import ProtocolError
-from .tokens import Role
 
 if TYPE_CHECKING:
     from .channel_table import Endpoint
+    from .tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,30 @@ TRACE = 5
 def call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
     """The running loop's ``call_later``, looked up when called (GraceKeeper's scheduler)."""
     return asyncio.get_running_loop().call_later(delay, callback)
+
+
+async def pick_within(
+    pick: Callable[[], Link | None], changed: asyncio.Event, timeout: float, stop: Callable[[], bool] = lambda: False
+) -> Link | None:
+    """``pick()`` until it returns a link, re-trying each time ``changed`` is set, for at most ``timeout`` s.
+
+    None when the deadline passes (or ``stop()`` says the owner is closing) first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        link = pick()
+        if link is not None:
+            return link
+        remaining = deadline - loop.time()
+        if remaining <= 0 or stop():
+            return None
+        changed.clear()
+        try:
+            async with asyncio.timeout(remaining):
+                await changed.wait()
+        except TimeoutError:
+            return None
 
 
 def describe(message: Any) -> str:
@@ -93,7 +118,7 @@ class Link:
         name: str = "link",
     ) -> None:
         self.ws = ws
-        self.writer = MessageWriter(ws)
+        self.writer = WebSocketSink(ws)
         # block policy with a stall timeout: one local reader that stopped cannot freeze the link's other channels;
         # while it holds the read loop, MuxSession watches the socket's TCP state (common/liveness.py)
         self.gate = gate if gate is not None else InboundGate(stall_timeout=stall_timeout)
@@ -134,14 +159,14 @@ class Link:
 
     # -- sending
     def send(self, message: Any) -> None:
-        """Encode and send one control message; raises ConnectionGone when the link is down."""
+        """Encode and send one control message; raises SinkClosed when the link is down."""
         self.writer.send(protocol.encode(message, self.version))
 
     def try_send(self, message: Any) -> bool:
         """Send, ignoring a link that is already gone."""
         try:
             self.send(message)
-        except ConnectionGone:
+        except SinkClosed:
             return False
         return True
 

@@ -18,10 +18,11 @@ from hatchway.common.proxyfront import ProxyFront
 from hatchway.common.tasks import TaskSet
 
 from .channel_dialer import ChannelDialer
+from .link import pick_within
+from .urls import addresses_text
 
 if TYPE_CHECKING:
     from .link import Link
-from .urls import addresses_text
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +67,7 @@ class ProviderPool:
 
     async def pick(self, timeout: float) -> Link | None:
         """The next live provider (round-robin), waiting up to ``timeout`` s; None if there is none."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            link = self._next_alive()
-            if link is not None:
-                return link
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-            except TimeoutError:
-                return None
+        return await pick_within(self._next_alive, self._changed, timeout)
 
 
 class ReverseListener:
