@@ -115,12 +115,7 @@ def _server_options(sb: ParserBuilder) -> None:
     sb.option("-b", "--buffer-size", default=DEFAULT_BUFFER_SIZE, type=int,
               help="largest Data payload sent, in bytes")
     sb.flag("-r", "--reverse", help="reverse mode: SOCKS5 on the server, providers dial")
-    sb.option("-s", "--socks-host", env="LINKSOCKS_SOCKS_HOST", default="127.0.0.1",
-              help="SOCKS5 listen address (reverse mode)")
-    sb.option("-p", "--socks-port", env="LINKSOCKS_SOCKS_PORT", default=DEFAULT_SOCKS_PORT, type=int,
-              help="SOCKS5 listen port (reverse mode)")
-    sb.option("-n", "--socks-username", env="LINKSOCKS_SOCKS_USERNAME", help="SOCKS5 username")
-    sb.option("-w", "--socks-password", env="LINKSOCKS_SOCKS_PASSWORD", help="SOCKS5 password")
+    _add_socks(sb, " (reverse mode)")
     sb.flag("-i", "--socks-nowait", help="bind the SOCKS5 port at once instead of at the first provider")
     sb.option("-k", "--api-key", env="LINKSOCKS_API_KEY", help="enable the HTTP API with this key")
     sb.option("--connector-wait-provider", default=5.0, type=parse_duration, metavar="DURATION",
@@ -130,6 +125,16 @@ def _server_options(sb: ParserBuilder) -> None:
     sb.option("--direct-rendezvous-host", help="accepted for compatibility; hatchway is relay-only")
     sb.option("--direct-rendezvous-port", type=int, help="accepted for compatibility; hatchway is relay-only")
     _add_common(sb)
+
+
+def _add_socks(b: ParserBuilder, where: str) -> None:
+    """The SOCKS5 listener's options, the same on the server (reverse mode) and the client."""
+    b.option("-s", "--socks-host", env="LINKSOCKS_SOCKS_HOST", default="127.0.0.1",
+             help=f"SOCKS5 listen address{where}")
+    b.option("-p", "--socks-port", env="LINKSOCKS_SOCKS_PORT", default=DEFAULT_SOCKS_PORT, type=int,
+             help=f"SOCKS5 listen port{where}")
+    b.option("-n", "--socks-username", env="LINKSOCKS_SOCKS_USERNAME", help="SOCKS5 username")
+    b.option("-w", "--socks-password", env="LINKSOCKS_SOCKS_PASSWORD", help="SOCKS5 password")
 
 
 def _add_client(b: ParserBuilder, name: str, summary: str) -> None:
@@ -143,12 +148,7 @@ def _client_options(cb: ParserBuilder) -> None:
     cb.flag("-r", "--reverse", help="reverse mode: act as a provider that dials for the server")
     cb.option("-c", "--connector-token", env="LINKSOCKS_CONNECTOR_TOKEN",
               help="with -r: connector token to add after connecting")
-    cb.option("-s", "--socks-host", env="LINKSOCKS_SOCKS_HOST", default="127.0.0.1",
-              help="SOCKS5 listen address")
-    cb.option("-p", "--socks-port", env="LINKSOCKS_SOCKS_PORT", default=DEFAULT_SOCKS_PORT, type=int,
-              help="SOCKS5 listen port")
-    cb.option("-n", "--socks-username", env="LINKSOCKS_SOCKS_USERNAME", help="SOCKS5 username")
-    cb.option("-w", "--socks-password", env="LINKSOCKS_SOCKS_PASSWORD", help="SOCKS5 password")
+    _add_socks(cb, "")
     cb.flag("-i", "--socks-no-wait", help="open the SOCKS5 port before the first authentication")
     cb.flag("-R", "--no-reconnect", help="stop when the server disconnects")
     cb.flag("--retry-auth", env="LINKSOCKS_RETRY_AUTH", help="keep retrying after an authentication failure")
