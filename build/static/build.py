@@ -525,11 +525,67 @@ SITE_PATCHES = {
         ("            return _SSL_CONTEXT_UNVERIFIED\n        return _SSL_CONTEXT_VERIFIED",
          "            return _ssl_context(False)\n        return _ssl_context(True)"),
     ],
+    # aiohttp.helpers imports urllib.request (http.client, email, tempfile, ...) for the proxy
+    # environment of client sessions only: import it when a client first asks.
+    "aiohttp/helpers.py": [
+        ("from urllib.request import getproxies, proxy_bypass\n",
+         "def getproxies() -> dict[str, str]:\n"
+         "    from urllib.request import getproxies as _getproxies\n\n"
+         "    return _getproxies()\n\n\n"
+         "def proxy_bypass(host: str) -> bool:\n"
+         "    from urllib.request import proxy_bypass as _proxy_bypass\n\n"
+         "    return bool(_proxy_bypass(host))\n\n\n"),
+    ],
 }
+
+# Package __init__ files whose re-exports become lazy (lazy_package_init): `import aiohttp`
+# (every aiohttp.web user) no longer imports aiohttp.client/connector/cookiejar/tracing/...
+# a server never uses; `aiohttp.ClientSession` still works (imported on first use).
+LAZY_INITS = {"aiohttp/__init__.py": frozenset({"hdrs"})}
+
+
+def lazy_package_init(text: str, keep: frozenset = frozenset()) -> str:
+    """The package __init__ `text` with its top-level `from .mod import a as a, b` statements
+    (except those from the modules in `keep`) replaced by a PEP 562 module __getattr__ that
+    imports `.mod` when a name is first used; the rest of the file stays as it is (an existing
+    module __getattr__ becomes the fallback)."""
+    import ast
+
+    tree = ast.parse(text)
+    lazy: dict[str, tuple[str, str]] = {}
+    cut = []
+    for node in tree.body:
+        if (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+                and node.module.split(".")[0] not in keep and all(a.name != "*" for a in node.names)):
+            for a in node.names:
+                lazy[a.asname or a.name] = (node.module, a.name)
+            cut.append((node.lineno, node.end_lineno))
+    if not lazy:
+        raise SystemExit("[static] lazy_package_init: no relative imports to make lazy")
+    lines = text.splitlines(keepends=True)
+    for start, end in reversed(cut):
+        del lines[start - 1:end]
+    body = "".join(lines)
+    if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in tree.body):
+        body = body.replace("def __getattr__(", "def _eager_getattr(", 1)
+        fallback = "        return _eager_getattr(name)\n"
+    else:
+        fallback = "        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"
+    return body + (
+        "\n\n_LAZY = " + repr(lazy) + "\n\n\n"
+        "def __getattr__(name: str) -> object:\n"
+        "    spec = _LAZY.get(name)\n"
+        "    if spec is None:\n" + fallback +
+        "    import importlib\n\n"
+        "    value = getattr(importlib.import_module('.' + spec[0], __name__), spec[1])\n"
+        "    globals()[name] = value\n"
+        "    return value\n")
 
 
 def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
-    st = Stage("stdlib", str(cpython), str(ext), sorted(STDLIB_DROP), SITE_PATCHES, recipe(build_stdlib), COMPILE)
+    st = Stage("stdlib", str(cpython), str(ext), sorted(STDLIB_DROP), SITE_PATCHES,
+               {k: sorted(v) for k, v in LAZY_INITS.items()}, recipe(lazy_package_init), recipe(build_stdlib),
+               COMPILE)
     if st.done:
         return st.dir
     d = st.start()
@@ -546,6 +602,8 @@ def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
                 raise SystemExit(f"[static] patch for {rel} no longer applies: {old!r} not found")
             text = text.replace(old, new)
         (site / rel).write_text(text)
+    for rel, keep in LAZY_INITS.items():
+        (site / rel).write_text(lazy_package_init((site / rel).read_text(), keep))
     compile_tree(pyexe, site, d / "pyc")
     st.finish()
     return d
