@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "extmods.h" /* generated: EXTMOD(name, initfunc) lines */
@@ -48,6 +49,44 @@ static const char FINDER[] =
     "_install()\n"
     "del _install\n";
 
+/* Built-in module _hatchway_sys: the few Linux calls the programs need that the static build
+ * cannot reach through ctypes (no libffi here).  hatchway.common.subreaper uses it, and falls
+ * back to ctypes outside this executable. */
+static PyObject *set_child_subreaper(PyObject *self, PyObject *args) {
+    int on = 1;
+    if (!PyArg_ParseTuple(args, "|p:set_child_subreaper", &on)) {
+        return NULL;
+    }
+    if (prctl(PR_SET_CHILD_SUBREAPER, (unsigned long)on, 0UL, 0UL, 0UL) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *is_child_subreaper(PyObject *self, PyObject *unused) {
+    int value = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, (unsigned long)&value, 0UL, 0UL, 0UL) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyBool_FromLong(value);
+}
+
+static PyMethodDef hatchway_sys_methods[] = {
+    {"set_child_subreaper", set_child_subreaper, METH_VARARGS,
+     "set_child_subreaper(on=True): prctl(PR_SET_CHILD_SUBREAPER); orphaned descendants are\n"
+     "reparented to this process instead of to PID 1.  OSError on failure."},
+    {"is_child_subreaper", is_child_subreaper, METH_NOARGS,
+     "is_child_subreaper() -> bool: prctl(PR_GET_CHILD_SUBREAPER)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef hatchway_sys_module = {
+    PyModuleDef_HEAD_INIT, "_hatchway_sys", "Linux calls for hatchway's static executable.", -1,
+    hatchway_sys_methods,
+};
+
+static PyObject *PyInit__hatchway_sys(void) { return PyModule_Create(&hatchway_sys_module); }
+
 static void fail(PyStatus status) {
     if (PyStatus_IsExit(status)) {
         exit(status.exitcode);
@@ -66,6 +105,7 @@ int main(int argc, char **argv) {
 #define EXTMOD(name, init) PyImport_AppendInittab(name, init);
     EXTMODS
 #undef EXTMOD
+    PyImport_AppendInittab("_hatchway_sys", PyInit__hatchway_sys);
 
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
