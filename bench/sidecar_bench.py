@@ -9,7 +9,7 @@ inside the namespace too):
   without and with -statusport (hatchway imports aiohttp only for the status API);
 * CONNECT throughput: `CONNECT svc:8082` then GET of a 64 MiB file served by caddy over the tailnet, best of N;
 * requests/s: 16 concurrent clients, each a new connection with `GET http://svc/` (Connection: close) for T s;
-* idle RSS: VmRSS of the sidecar process after READY and 2 s idle;
+* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (a onefile executable is two processes);
 * size: the Go binary vs hatchway's executable (dist/hatchway-sidecar when present).
 Root is needed (ip netns). Every process is started and stopped here, by PID.
 """
@@ -153,7 +153,7 @@ def measure(net: FakeTailnet, argv: list[str], name: str, starts: int, runs: int
     sidecar = Running(net, argv, name, port)
     try:
         time.sleep(2.0)  # idle before the RSS sample (a bench, not a test)
-        rss = procstat.status(sidecar.proc.pid)[0] / 1e6
+        rss = procstat.sample(sidecar.proc.pid, tree_mode=True).rss / 1e6  # onefile+staticx: parent + child
         out = subprocess.run(net.command([sys.executable, "-c", CLIENT, str(port), str(runs), str(seconds)]),
                              capture_output=True, text=True, timeout=600, env=net.env())
         if out.returncode != 0:
