@@ -25,6 +25,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import nacl.public
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -130,6 +131,8 @@ class NoiseStream:
         return self.rx.decrypt(nonce, body, None)
 
     def write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("control connection closed")
         for i in range(0, len(data), self.MAX_PLAIN):
             nonce = bytes(4) + struct.pack(">Q", self.tx_n)
             self.tx_n += 1
@@ -256,8 +259,10 @@ class ControlSession:
                     self.on_event(event)
                 self.flush()
         finally:
-            for task in self.tasks:
+            tasks = list(self.tasks)
+            for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -305,6 +310,8 @@ class ControlSession:
             else:
                 self.respond(stream_id, 200)
                 await self.send(stream_id, b"{}", end=True)
+        except (ConnectionError, h2.exceptions.StreamClosedError):
+            pass  # the node went away or reset this stream (a new map request replaces it)
         except Exception as exc:  # a broken stream must not take the session down
             print(f"fake control: {path}: {exc!r}", file=sys.stderr, flush=True)
 
