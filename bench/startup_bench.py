@@ -13,10 +13,11 @@ Figures per format:
   start -> connected     tunnel client: spawn until its WebSocket upgrade reaches a stand-in runner
   idle RSS               VmRSS summed over the whole process tree, 1 s after listening; processes
   file size              bytes of the file
+  KB per open tunnel     (client+server tree RSS with --tunnels open SOCKS5 tunnels - without) / tunnels
   throughput             MiB/s of --transfer-mib through linksocks client -> server (both this format)
                          via the client's SOCKS5 port, upload and download (0 = skip)
 Targets (issue #7, 2 cores): --version/--help <= 25 ms, start <= 120 ms, idle RSS <= 28 MB,
-size <= 16 MB, throughput within noise.  Stdlib only (the stand-in runner is a raw socket).
+at most 2 KB more per open tunnel than onefile, size <= 16 MB, throughput within noise.  Stdlib only (the stand-in runner is a raw socket).
 """
 
 from __future__ import annotations
@@ -223,6 +224,66 @@ def throughput(exe: str, mib: int, logdir: str) -> tuple[float, float]:
     return results["up"], results["down"]
 
 
+def tunnels_rss(exe: str, n: int, logdir: str) -> tuple[float, float, float, int]:
+    """linksocks client -> server (this format) with n open tunnels (SOCKS5 CONNECTs held open to a
+    target that accepts and holds them): (idle RSS MB, RSS MB with the n tunnels, KB per tunnel,
+    tunnels opened), RSS summed over both process trees, each sample 1 s after the last change."""
+    import selectors
+
+    ws, sp = benchlib.free_port(), benchlib.free_port()
+    target = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    tport = target.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_all():
+        sel = selectors.DefaultSelector()
+        sel.register(target, selectors.EVENT_READ)
+        while not stop.is_set():
+            for _ in sel.select(0.2):
+                try:
+                    held.append(target.accept()[0])
+                except OSError:
+                    pass
+        sel.close()
+
+    threading.Thread(target=accept_all, daemon=True).start()
+    socks: list[socket.socket] = []
+    with benchlib.ProcGroup() as group:
+        server = group.add(benchlib.Proc("tun-server", [exe, "server", "-H", "127.0.0.1", "-P", str(ws), "-t", "tok"],
+                                         logdir))
+        deadline = time.monotonic() + 30
+        while not listening(ws):
+            if not server.alive() or time.monotonic() > deadline:
+                raise SystemExit(server.log_tail())
+            time.sleep(0.01)
+        client = group.add(benchlib.Proc("tun-client", [exe, "client", "-t", "tok", "-u", f"ws://127.0.0.1:{ws}",
+                                                         "-p", str(sp)], logdir))
+        deadline = time.monotonic() + 30
+        while not client.wait_line("READY", 0.2) and time.monotonic() < deadline:
+            pass
+
+        def rss() -> float:
+            return sum(procstat.sample(p.pid, tree_mode=True).rss_mb for p in (server, client))
+
+        socks_connect(sp, "127.0.0.1", tport).close()  # one tunnel through, so both sides are warm
+        time.sleep(1.0)
+        idle = rss()
+        try:
+            for _ in range(n):
+                socks.append(socks_connect(sp, "127.0.0.1", tport))
+            time.sleep(1.0)
+            loaded = rss()
+        finally:
+            for s in socks:
+                s.close()
+    stop.set()
+    target.close()
+    for s in held:
+        s.close()
+    return idle, loaded, (loaded - idle) * 1000 / max(len(socks), 1), len(socks)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--format", action="append", default=[], metavar="NAME=PATH",
@@ -230,6 +291,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=20, help="runs of --version/--help [20]")
     p.add_argument("--start-runs", type=int, default=7, help="runs of the start-up measurements [7]")
     p.add_argument("--transfer-mib", type=int, default=256, help="MiB each way for throughput; 0 skips [256]")
+    p.add_argument("--tunnels", type=int, default=1000, help="open tunnels for the per-tunnel memory figure; 0 skips [1000]")
     p.add_argument("--json", help="write the raw figures here")
     args = p.parse_args(argv)
     formats = dict(f.split("=", 1) for f in args.format) or {
@@ -251,6 +313,10 @@ def main(argv=None) -> int:
         d["start->listening"], d["idle RSS MB"], d["processes"] = start_to_listening(ls, args.start_runs, logdir)
         d["start->connected"] = start_to_connected(tun, args.start_runs, logdir)
         d["size MB"] = os.path.getsize(ls) / 1e6
+        if args.tunnels:
+            benchlib.log(f"{name}: {args.tunnels} open tunnels")
+            (d["client+server RSS MB, idle"], d[f"client+server RSS MB, {args.tunnels} tunnels"],
+             d["KB per open tunnel"], d["tunnels opened"]) = tunnels_rss(ls, args.tunnels, logdir)
         if args.transfer_mib:
             benchlib.log(f"{name}: throughput {args.transfer_mib} MiB each way")
             d["upload MiB/s"], d["download MiB/s"] = throughput(ls, args.transfer_mib, logdir)
