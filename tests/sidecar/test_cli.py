@@ -202,3 +202,14 @@ async def test_lines_reach_the_pipe_unbuffered(tmp_path: Path) -> None:
         await sc.ready()
         assert sc.proc is not None and sc.proc.returncode is None
         await sc.terminate()
+
+
+async def test_verbose_backend_logs_on_stderr(tmp_path: Path) -> None:
+    async with SidecarProc(["-port", "0", "-verbose", "-hostname", "vv", "-statedir", str(tmp_path)]) as sc:
+        await sc.ready()
+        await sc.terminate()
+    assert b"[Tailscale] direct: node 'vv' up (scripted)" in sc.stderr
+    async with SidecarProc(["-port", "0", "-hostname", "vv", "-statedir", str(tmp_path)]) as quiet:
+        await quiet.ready()
+        await quiet.terminate()
+    assert b"[Tailscale]" not in quiet.stderr

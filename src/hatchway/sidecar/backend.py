@@ -11,7 +11,9 @@ IPs work in both modes.
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -20,7 +22,18 @@ import msgspec
 from ..common.dialing import Connected, UdpAssociation
 from .status import NodeInfo, Status
 
-__all__ = ["Backend", "BackendError", "JoinConfig", "LoginUrlHook", "NeedsLoginError"]
+__all__ = ["Backend", "BackendError", "JoinConfig", "LoginUrlHook", "NeedsLoginError", "backend_log", "verbose_backend_log"]
+
+backend_log = logging.getLogger("hatchway.sidecar.backend")  # the backends' diagnostics (upstream: tsnet's logs)
+
+
+def verbose_backend_log() -> None:
+    """``-verbose``: backend diagnostics on stderr with upstream's ``[Tailscale] `` prefix."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[Tailscale] %(message)s"))
+    backend_log.addHandler(handler)
+    backend_log.setLevel(logging.DEBUG)
+    backend_log.propagate = False
 
 LoginUrlHook = Callable[[str], None]
 

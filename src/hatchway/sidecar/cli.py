@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from ..common.lifecycle import EXIT_FAILURE, run, setup_logging
 from .args import auth_key, build_parser
+from .backend import verbose_backend_log
 from .signals import SignalWriter
 
 log = logging.getLogger("hatchway.sidecar")
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)
+    if args.verbose:
+        verbose_backend_log()
     signals = SignalWriter()
 
     from .service import Sidecar, SidecarConfig, SidecarError

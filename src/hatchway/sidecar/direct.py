@@ -20,7 +20,7 @@ from ..common import socks5
 from ..common.dialer import dial, is_ip_literal
 from ..common.dialing import Connected, ProxyError, UdpAssociation
 from ..common.httpproxy import join_host_port, split_host_port
-from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError
+from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError, backend_log
 from .status import NodeInfo, PeerStatus, Status
 
 __all__ = ["DirectBackend", "DirectScript"]
@@ -77,6 +77,7 @@ class DirectBackend:
                 except TimeoutError:
                     raise BackendError("context deadline exceeded") from None
         self.started = True
+        backend_log.debug("direct: node %r up (scripted), addresses %s", join.hostname, script.ips)
         return NodeInfo(name=script.fqdn, hostname=join.hostname, tailscale_ips=list(script.ips), online=True)
 
     async def status(self) -> Status:

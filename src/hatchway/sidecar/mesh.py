@@ -20,7 +20,7 @@ from ..common import socks5
 from ..common.dialer import UpstreamProxyDialer, is_ip_literal, parse_upstream
 from ..common.dialing import Connected, ProxyError, UdpAssociation
 from ..common.httpproxy import join_host_port
-from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError
+from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError, backend_log
 from .status import NodeInfo, PeerStatus, Status
 
 __all__ = ["MESH_VERSION", "MeshBackend", "order_addresses"]
@@ -49,6 +49,8 @@ class MeshBackend:
     async def start(self, join: JoinConfig, login_url: LoginUrlHook) -> NodeInfo:
         import arkitekt_mesh  # imported only when this backend runs
 
+        backend_log.debug("arkitekt-mesh: starting node %r in %s (control %s, state present: %s)", join.hostname,
+                          join.statedir, join.control_url or "default", arkitekt_mesh.Node.has_state(join.statedir))
         try:
             node = await arkitekt_mesh.Node.start(
                 join.statedir,
@@ -67,6 +69,8 @@ class MeshBackend:
         upstream = msgspec.structs.replace(parse_upstream(str(node.proxy_url)), error_body_limit=ERROR_BODY_LIMIT)
         self._dialer = UpstreamProxyDialer(upstream, timeout=self.timeout, udp_direct=False)
         self.info = NodeInfo(hostname=join.hostname, tailscale_ips=order_addresses(list(node.addresses)), online=True)
+        backend_log.debug("arkitekt-mesh: node running, addresses %s, local proxy %s", self.info.tailscale_ips,
+                          node.proxy_url)
         return self.info
 
     async def status(self) -> Status:
@@ -94,3 +98,4 @@ class MeshBackend:
         self._dialer = None
         if node is not None:
             node.close()
+            backend_log.debug("arkitekt-mesh: node closed")
