@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -12,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from hatchway.sidecar.signals import Signal, parse_signal
 from helpers import wait_until
 
-SIDECAR = [sys.executable, "-m", "hatchway.sidecar"]
+# $HATCHWAY_SIDECAR_CMD runs the process tests against a built executable (e.g. dist/hatchway-sidecar)
+SIDECAR = shlex.split(os.environ.get("HATCHWAY_SIDECAR_CMD", "")) or [sys.executable, "-m", "hatchway.sidecar"]
 
 
 def free_port() -> int:

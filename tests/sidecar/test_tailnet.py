@@ -8,12 +8,11 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from peers import installed_file
-from scproc import SidecarProc
+from scproc import SIDECAR, SidecarProc
 from tailnet import AUTH_KEY, CONTROL_URL, SVC_BODY, FakeTailnet
 
 from helpers import wait_until
@@ -24,9 +23,12 @@ PROXY_PORT, STATUS_PORT = 18080, 19090
 GO_PORT, GO_STATUS_PORT = 28080, 29090
 
 
+HATCHWAY = SIDECAR  # $HATCHWAY_SIDECAR_CMD: a built executable instead of the venv
+
+
 def hatchway(net: FakeTailnet, state: Path, *extra: str) -> SidecarProc:
     args = ["-coordserver", CONTROL_URL, "-authkey", AUTH_KEY, "-statedir", str(state), "-hostname", "hw", *extra]
-    return SidecarProc(args, command=net.command([sys.executable, "-m", "hatchway.sidecar"]), env=net.env())
+    return SidecarProc(args, command=net.command(HATCHWAY), env=net.env())
 
 
 def go_sidecar(net: FakeTailnet, state: Path, *extra: str) -> SidecarProc:
@@ -189,7 +191,7 @@ async def test_mesh_needs_login_is_an_error_line(fake_tailnet: FakeTailnet, tmp_
     args = ["-coordserver", CONTROL_URL, "-statedir", str(tmp_path / "state"), "-port", str(PROXY_PORT),
             "-join-timeout", "20s"]
     env = net.env({"TS_AUTHKEY": "", "TS_AUTH_KEY": ""})
-    async with SidecarProc(args, command=net.command([sys.executable, "-m", "hatchway.sidecar"]), env=env) as sc:
+    async with SidecarProc(args, command=net.command(HATCHWAY), env=env) as sc:
         assert await sc.wait(30) == 1
     assert [s.word for s in sc.signals] == ["STARTING", "CONNECTING", "ERROR"]
     assert sc.signals[-1].detail.startswith("tailnet connection failed: needs login"), sc.signals[-1]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from peers import peer_python
-from scproc import free_port
+from scproc import SIDECAR, free_port
 
 pytestmark = pytest.mark.interop
 
@@ -46,7 +46,7 @@ asyncio.run(main())
 @pytest.mark.parametrize("mode", ["http", "socks5"])
 def test_arkitekt_gateway_wrapper_drives_hatchway(mode: str, tmp_path: Path) -> None:
     shim = tmp_path / "arkitekt-sidecar"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m hatchway.sidecar \"$@\"\n")
+    shim.write_text(f"#!/bin/sh\nexec {shlex.join(SIDECAR)} \"$@\"\n")
     shim.chmod(0o755)
     port, status_port = free_port(), free_port()
     env = {**os.environ, "HATCHWAY_SIDECAR_BACKEND": "direct"}
