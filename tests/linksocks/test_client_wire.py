@@ -15,7 +15,8 @@ from rawpeer import RawServer, read_message, send_message
 
 from hatchway.linksocks import Client, Server, protocol
 from hatchway.linksocks.client import AuthError, env_proxy
-from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data
+from hatchway.linksocks.mux import UNPROVABLE
+from hatchway.linksocks.protocol import Auth, AuthResponse, Connect, ConnectResponse, Data, Disconnect
 from helpers import wait_until
 
 
@@ -171,7 +172,9 @@ def _channel_server(log):
     return handler
 
 
-async def test_resume_after_the_websocket_drops():
+async def test_drop_with_a_peer_without_ledger_resets_and_tells_the_peer():
+    """#6 item 3: the fake server keeps no byte ledger, so what was in flight at the cut cannot be proven
+    delivered: the channel is reset (never resumed after a possible hole) and the next link says so."""
     log = []
     fake = await RawServer(_channel_server(log)).start()
     client = fast_client(fake.port)
@@ -183,11 +186,12 @@ async def test_resume_after_the_websocket_drops():
     assert await reader.readexactly(3) == b"one"
     writer.write(b"drop")
     assert await reader.readexactly(4) == b"drop"
-    writer.write(b"three")  # held while the link is down, sent after the Resume
-    assert await asyncio.wait_for(reader.readexactly(5), 10) == b"three"
-    connect = next(m for n, m in log if n == 2 and isinstance(m, Connect))
+    with pytest.raises(ConnectionResetError):  # an error, never a clean EOF nor a silent carry-on
+        await asyncio.wait_for(reader.read(), 10)
     first = next(m for n, m in log if n == 1 and isinstance(m, Connect))
-    assert connect.resume and connect.channel_id == first.channel_id
+    await wait_until(lambda: any(n == 2 and isinstance(m, Disconnect) for n, m in log), what="the Disconnect")
+    told = [m for n, m in log if n == 2 and m.channel_id == first.channel_id]
+    assert told == [Disconnect(first.channel_id, UNPROVABLE)]  # no Connect(Resume = 1)
     writer.close()
     await client.close()
     await fake.close()

@@ -176,3 +176,130 @@ def test_server_killed_mid_download_resets_the_application(procs, target):
                 count += len(data)
                 if count >= 4 * h.MiB and server.alive():
                     server.kill()
+
+
+# ------------------------------------------------------------------ an upstream peer (no byte ledger)
+# Go 1.10.1 keeps no ledger: whatever was in flight at the cut cannot be re-sent or even counted, so a
+# Resume could only carry on after a hole. hatchway resets such a channel at the cut instead: the
+# application sees the whole SHA-256-correct stream or an error, never a clean EOF after a hole, never a hang.
+
+GO_SIZE = 32 * h.MiB
+GO_CUT_AT = 4 * h.MiB
+
+
+def _download_whole_or_reset(sock, proxy, size: int) -> str:
+    """Read a download, cutting the WebSocket once; 'whole' or 'reset'. A short clean EOF or a hang fails."""
+    sock.settimeout(60)  # a hang ends the test as socket.timeout (an OSError, not a ConnectionError)
+    sock.sendall(b"D" + struct.pack("!Q", size))
+    digest, count, cut = hashlib.sha256(), 0, False
+    try:
+        while count < size:
+            data = sock.recv(262144)
+            if not data:
+                raise AssertionError(f"clean EOF after {count} of {size} bytes: a hole passed silently")
+            digest.update(data)
+            count += len(data)
+            if not cut and count >= GO_CUT_AT:
+                cut = True
+                proxy.cut()
+    except ConnectionError:
+        return "reset"
+    assert digest.hexdigest() == h.expected_download(size), "a hole or reordering in the stream"
+    return "whole"
+
+
+def _upload_whole_or_reset(sock, proxy, size: int) -> str:
+    sock.settimeout(60)
+    sock.sendall(b"U" + struct.pack("!Q", size))
+    digest, sent, cut = hashlib.sha256(), 0, False
+    block = os.urandom(h.MiB)
+    try:
+        while sent < size:
+            piece = struct.pack("!Q", sent) + block[8:]
+            digest.update(piece)
+            sock.sendall(piece)
+            sent += len(piece)
+            if not cut and sent >= GO_CUT_AT:
+                cut = True
+                proxy.cut()
+        answer = b""
+        while len(answer) < 32:
+            data = sock.recv(32 - len(answer))
+            if not data:
+                raise AssertionError("clean EOF instead of the target's digest")
+            answer += data
+    except ConnectionError:
+        return "reset"
+    assert answer == digest.digest(), "the target got a stream with a hole"
+    return "whole"
+
+
+@pytest.fixture
+def go_server_pair(procs, peer110):
+    ws_port, socks_port = h.free_port(), h.free_port()
+    procs.start(peer110.linksocks("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok"), "go-server")
+    h.wait_port(ws_port, 30)
+    proxy = h.CuttableProxy(ws_port)
+    procs.hatchway("client", "-t", "tok", "-u", f"ws://127.0.0.1:{proxy.port}", "-s", "127.0.0.1",
+                   "-p", str(socks_port), name="client")
+    h.wait_port(socks_port)
+    try:
+        yield proxy, socks_port
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def go_client_pair(procs, peer110):
+    ws_port, socks_port = h.free_port(), h.free_port()
+    procs.hatchway("server", "-H", "127.0.0.1", "-P", str(ws_port), "-t", "tok", name="server")
+    h.wait_port(ws_port)
+    proxy = h.CuttableProxy(ws_port)
+    procs.start(peer110.linksocks("client", "-t", "tok", "-u", f"ws://127.0.0.1:{proxy.port}", "-s", "127.0.0.1",
+                                  "-p", str(socks_port), "--direct-mode", "relay-only"), "go-client")
+    h.wait_port(socks_port, 30)
+    try:
+        yield proxy, socks_port
+    finally:
+        proxy.close()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("transfer", [_download_whole_or_reset, _upload_whole_or_reset], ids=["download", "upload"])
+def test_go_server_cut_mid_transfer_never_a_silent_hole(go_server_pair, target, transfer):
+    proxy, socks = go_server_pair
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)
+    with sock:
+        assert transfer(sock, proxy, GO_SIZE) == "reset"  # a hole cannot be ruled out: loudly, never resumed
+    _wait_reconnected(proxy, 1)
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)  # the link itself carries on
+    with sock:
+        assert transfer(sock, proxy, 2 * h.MiB) == "whole"
+
+
+@pytest.mark.interop
+def test_go_client_cut_mid_download_never_a_hole(go_client_pair, target):
+    """The Go client (requester) carries on as upstream does; hatchway's dialer ends the channel instead.
+
+    How the Go client ends its SOCKS socket is upstream's choice (a FIN); what hatchway controls is
+    that no byte after a possible hole is delivered and that the end comes without a hang.
+    """
+    proxy, socks = go_client_pair
+    sock, _ = h.socks_connect(socks, "127.0.0.1", target.port, timeout=60)
+    with sock:
+        sock.settimeout(60)  # a hang fails the test (socket.timeout)
+        sock.sendall(b"D" + struct.pack("!Q", GO_SIZE))
+        received, cut = bytearray(), False
+        try:
+            while len(received) < GO_SIZE:
+                data = sock.recv(262144)
+                if not data:
+                    break
+                received += data
+                if not cut and len(received) >= GO_CUT_AT:
+                    cut = True
+                    proxy.cut()
+        except ConnectionError:
+            pass
+    count = len(received)
+    assert hashlib.sha256(received).hexdigest() == h.expected_download(count), f"a hole within {count} bytes"

@@ -13,6 +13,8 @@ import pytest
 from rawpeer import RawPeer
 
 from hatchway.linksocks import Server, protocol
+from hatchway.linksocks.channel_table import CHANNEL_EXPIRED
+from hatchway.linksocks.mux import UNPROVABLE
 from hatchway.linksocks.protocol import (
     AuthResponse,
     Connect,
@@ -183,6 +185,28 @@ async def test_resume_unknown_channel_is_refused_without_dialing(server, target)
 
 
 async def test_resume_live_channel_reattaches_without_a_second_dial(server, target):
+    """A requester with the byte ledger (Connect carries its count) resumes exactly, without a second dial."""
+    instance = uuid.uuid4().bytes
+    first = await forward_peer(server, instance=instance)
+    channel_id = protocol.new_channel_id()
+    await first.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, received=0))
+    assert await first.recv_type(ConnectResponse) == ConnectResponse(True, channel_id, received=0)
+    assert await echo(first, channel_id, b"one") == b"one"
+    await first.ws.close()
+    await first.session.close()
+    second = await forward_peer(server, instance=instance)
+    await second.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, resume=True, received=3))
+    assert await second.recv_type(ConnectResponse) == ConnectResponse(True, channel_id, received=4)
+    await second.send(Data(protocol.TCP, channel_id, b"two", sequence=7))
+    got = b""
+    while len(got) < 3:
+        got += bytes((await second.recv_type(Data)).data)
+    assert got == b"two" and server.target_dialer.dials == 1
+    await second.close()
+
+
+async def test_cut_of_a_channel_without_ledger_is_reset_and_never_resumed(server, target):
+    """#6 item 3: an upstream requester (no ledger) cannot prove what was in flight; its next link is told."""
     instance = uuid.uuid4().bytes
     first = await forward_peer(server, instance=instance)
     channel_id = await open_channel(first, target)
@@ -190,12 +214,10 @@ async def test_resume_live_channel_reattaches_without_a_second_dial(server, targ
     await first.ws.close()
     await first.session.close()
     second = await forward_peer(server, instance=instance)
+    assert await second.recv_type(Disconnect) == Disconnect(channel_id, UNPROVABLE)
     await second.send(Connect(protocol.TCP, channel_id, "127.0.0.1", target.port, resume=True))
-    await second.send(Data(protocol.TCP, channel_id, b"two"))
-    got = b""
-    while len(got) < 3:
-        got += bytes((await second.recv_type(Data)).data)
-    assert got == b"two" and server.target_dialer.dials == 1
+    assert await second.recv_type(Disconnect) == Disconnect(channel_id, CHANNEL_EXPIRED)
+    assert server.target_dialer.dials == 1
     await second.close()
 
 

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 HOLD_LIMIT = 1024 * 1024  # bytes held for a channel whose local end is not connected yet
 RESUME_PROBE = 0.5  # after Connect(Resume = 1), hold new data this long for an objection from an upstream dialer
 RESUME_WAIT = 15.0  # a hatchway dialer answers a Resume within this, else the channel fails
+_AWAY = (ChannelState.SUSPENDED, ChannelState.RESUMING)
 
 
 class TcpChannel(Channel):
@@ -87,6 +88,7 @@ class TcpChannel(Channel):
         self._flow_paused = False
         self._local_eof = False  # our local end sent EOF (told to a ledger peer as a half-close)
         self._remote_eof = False
+        self._cut = False  # reset at a WebSocket cut (an upstream peer): its id is told to the peer's next link
         self._probe_timer: asyncio.TimerHandle | None = None
         self._gap_timer: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -250,9 +252,12 @@ class TcpChannel(Channel):
 
     # -- events from the dispatcher
     def on_data(self, link: Any, message: protocol.Data) -> None:
-        if self.state is ChannelState.SUSPENDED and link.alive and not self.peer_ledger:
-            # a peer without Resume (Go <= 1.10.1) simply carries on over its new WebSocket
-            self.rebind(link)
+        if self.state in _AWAY and not self.peer_ledger and link.alive:
+            # a peer without the ledger carrying on over its new WebSocket (Go <= 1.10.1): what was in flight
+            # at the cut may be gone and nothing can tell; reset rather than deliver after a possible hole
+            self._move_to(link)
+            self._fail(mux.UNPROVABLE)
+            return
         try:
             payload = protocol.data_payload(message)
         except protocol.ProtocolError as exc:
@@ -379,6 +384,12 @@ class TcpChannel(Channel):
         """The link is gone: stop reading the local socket and keep the channel for a rebind."""
         if self._closing or self.state is ChannelState.SUSPENDED:
             return
+        if not mux.resumable_after_cut(self.ledger):
+            self._cut = True  # the grace keeper Disconnects this id on the peer's next link
+            log.debug("channel %s: %s; resetting it", self.name, mux.UNPROVABLE)
+            self.fail(ConnectionResetError(mux.UNPROVABLE))
+            self.link.channels.add(self)  # listed until the link's loss reaches the grace keeper (cut_id)
+            return
         self._event(ChannelEvent.LINK_LOST)
         self.suspended_at = time.monotonic()
         self.link.writer.remove_listener(self)
@@ -427,12 +438,17 @@ class TcpChannel(Channel):
         self._event(ChannelEvent.RESUMED)
         self._carry_on()
 
+    def cut_id(self) -> bytes | None:
+        return self.id if self._cut else None
+
     def resume_from_peer(self, link: Any, peer_received: int | None) -> None:
         """Dialer side: the requester sent Connect(Resume = 1) on ``link``, with its byte count if it keeps a ledger."""
         if self._closing:
             return
         if peer_received is None or not self.peer_ledger:
-            self.rebind(link)
+            # the requester saw a cut we have not seen yet and cannot say what it has: never resume blind
+            self._move_to(link)
+            self._fail(mux.UNPROVABLE)
             return
         self._move_to(link)
         if self.state is ChannelState.CONNECTING:
@@ -471,10 +487,8 @@ class TcpChannel(Channel):
         if self.peer_ledger:
             self._fail(f"no answer to Resume within {RESUME_WAIT:g} s")
             return
-        if self.ledger.keep:
-            self.ledger.stop_keeping()
-        self._event(ChannelEvent.RESUMED)
-        self._carry_on()
+        # an upstream dialer that ignores Resume (Go 1.10) would carry on after whatever was lost in flight
+        self._fail(mux.UNPROVABLE)
 
     def _cancel_probe(self) -> None:
         if self._probe_timer is not None:

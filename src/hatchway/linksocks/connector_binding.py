@@ -66,6 +66,9 @@ class ConnectorBinding:
         self.suspended_at = 0.0
         self.resumed = False
         self.closed = False
+        # both ends keep the byte ledger (the connector offered it, the provider confirmed it): only then lossless
+        self.ledger = connect.protocol == protocol.TCP and connect.received is not None
+        self._cut = False
         self._queued: list[tuple[Any, int]] = []  # messages for a side that is not bound
         self._queued_bytes = 0
         self._queued_for_provider = True
@@ -202,6 +205,8 @@ class ConnectorBinding:
             # the provider dialed again instead of resuming: never mix two streams
             self.close("Resume not supported by the provider")
             return
+        if message.success and message.received is None:
+            self.ledger = False  # an upstream provider
         self._relay(True, message, link)
         if not message.success:
             self._forget()
@@ -226,6 +231,10 @@ class ConnectorBinding:
     def suspend(self) -> None:
         if self.closed:
             return
+        if self.connect.protocol == protocol.TCP and not self.ledger:
+            self._cut = True  # an upstream end cannot say what it lost: reset, never resume with a hole
+            self.close("data lost: WebSocket cut and a peer keeps no byte ledger")
+            return
         connector, provider = self.connector, self.provider
         if connector is not None and not connector.alive:
             connector.channels.discard(self)
@@ -243,6 +252,9 @@ class ConnectorBinding:
         if not self.suspended:
             self.suspended = True
             self.suspended_at = time.monotonic()
+
+    def cut_id(self) -> bytes | None:
+        return self.id if self._cut else None
 
     def link_lost(self) -> None:
         self.close("WebSocket closed")

@@ -7,6 +7,13 @@ server's (token, instance) pair) authenticates a new link within the grace
 period, the requester side re-sends each channel's Connect with Resume = 1
 and carries on over the new link; the dialing side waits for that Resume.
 Channels not resumed in time are closed. Grace 0 closes them at once.
+
+Only an endpoint that can resume without a hole is kept: a TCP channel whose
+peer keeps the byte ledger (``mux``). One whose peer is upstream (Go,
+pywssocks) cannot prove that nothing was in flight, so it is reset at the cut
+(the application sees an error, never a silent gap) and its id is remembered:
+when the peer's next link comes up within the grace period it is told with a
+Disconnect, so its end is closed too instead of resumed or carried on.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol, cast
 
 from .channel_table import ResumableEndpoint
+from .mux import UNPROVABLE
+from .protocol import Disconnect
 
 log = logging.getLogger(__name__)
+
 
 
 class Timer(Protocol):
@@ -40,6 +50,7 @@ class GraceKeeper:
         self.grace = grace
         self.schedule = schedule
         self._held: dict[Hashable, set[ResumableEndpoint]] = {}
+        self._cut: dict[Hashable, list[bytes]] = {}  # ids reset at a cut, to be told to the peer's next link
         self._timers: set[Timer] = set()
 
     def link_lost(self, key: Hashable, link: Any) -> None:
@@ -47,6 +58,7 @@ class GraceKeeper:
         endpoints = list(link.channels)
         link.channels.clear()
         kept: set[ResumableEndpoint] = set()
+        cut: list[bytes] = []
         for endpoint in endpoints:
             if self.grace > 0 and endpoint.resumable:
                 resumable = cast(ResumableEndpoint, endpoint)
@@ -54,22 +66,36 @@ class GraceKeeper:
                 if resumable.suspended:
                     kept.add(resumable)
                     continue
+                cut_id = resumable.cut_id()
+                if cut_id is not None:
+                    cut.append(cut_id)
             endpoint.link_lost()
-        if not kept:
+        if cut:
+            log.warning("%d channel(s) reset: %s", len(cut), UNPROVABLE)
+            self._cut.setdefault(key, []).extend(cut)
+        if not kept and not cut:
             return
-        self._held.setdefault(key, set()).update(kept)
+        if kept:
+            self._held.setdefault(key, set()).update(kept)
         timers = self._timers
         timer: Timer | None = None
 
         def expire() -> None:
             if timer is not None:
                 timers.discard(timer)
+            ids = self._cut.get(key)
+            if ids is not None:
+                ids[:] = [i for i in ids if i not in cut]
+                if not ids:
+                    del self._cut[key]
             self._expire(key, kept)
 
         timer = self.schedule(self.grace, expire)
         timers.add(timer)
 
     def _expire(self, key: Hashable, endpoints: set[ResumableEndpoint]) -> None:
+        if not endpoints:
+            return
         held = self._held.get(key)
         now = time.monotonic()  # the clock of ``suspended_at``
         expired = 0
@@ -95,8 +121,16 @@ class GraceKeeper:
             del self._held[key]
         return alive
 
+    def announce_cut(self, key: Hashable, link: Any) -> int:
+        """``key``'s new ``link`` is up: Disconnect every channel reset at the cut, so the peer does not resume it."""
+        ids = self._cut.pop(key, [])
+        for channel_id in ids:
+            link.try_send(Disconnect(channel_id, UNPROVABLE))
+        return len(ids)
+
     def resume_requests(self, key: Hashable, link: Any, probe: float = 0.0) -> int:
-        """Requester side: re-attach ``key``'s channels to ``link`` with Connect(Resume = 1)."""
+        """Requester side: tell the cut channels (``announce_cut``), re-attach the others with Connect(Resume = 1)."""
+        self.announce_cut(key, link)
         count = 0
         held = self._held.get(key)
         for endpoint in self.take(key):
@@ -118,3 +152,4 @@ class GraceKeeper:
             for endpoint in endpoints:
                 endpoint.expire()
         self._held.clear()
+        self._cut.clear()

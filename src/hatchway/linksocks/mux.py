@@ -230,6 +230,20 @@ class Ledger:
 
 # -- per-channel decisions: the asyncio channel (channel.py) asks, then acts
 
+UNPROVABLE = "data lost: WebSocket cut and the peer keeps no byte ledger"
+
+
+def resumable_after_cut(ledger: Ledger) -> bool:
+    """May a channel outlive a cut WebSocket (suspend, then Resume)?
+
+    Only when the Resume can be proven lossless: the ledger is kept (the peer
+    confirmed it, or, still connecting, it was offered and the answer will
+    tell). Without it, bytes in flight at the cut (either direction, several
+    MB) can be gone and neither end can tell, so the channel is reset instead
+    (issue #6 item 3: never a hole, never a silent carry-on).
+    """
+    return ledger.keep
+
 
 class DisconnectStep(enum.Enum):
     """What a Disconnect from the peer means for the channel."""

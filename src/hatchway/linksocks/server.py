@@ -343,6 +343,7 @@ class Server(Service):
         key = (auth.token, instance)
         if not self._accepted(link, "forward client", request):
             return
+        self.grace.announce_cut(key, link)  # channels reset at a cut: the peer must not carry them on
         token = auth.token
         table, orphans, target_dialer = self.table, self.orphans, self.target_dialer
 
