@@ -323,12 +323,14 @@ async def run_service(
     started: Callable[[], None] | None = None,
     until: Callable[[], Awaitable[object]] | None = None,
     ended: int = EXIT_OK,
+    ready_fields: Callable[[], dict[str, Any]] | None = None,
 ) -> int:
     """The body of a serving command: start, announce READY, wait, close; returns the exit code.
 
     * ``service.start()`` raising one of ``start_errors`` goes to ``start_failed``, which returns the exit
       code or raises :class:`Fatal`;
-    * then ``READY <ready()>`` (:func:`announce_ready`) and ``started()`` (e.g. the "listening on" line);
+    * then ``READY <ready()>`` (:func:`announce_ready`, with ``ready_fields()`` as its JSON fields) and
+      ``started()`` (e.g. the "listening on" line);
     * then it waits for ``until()`` (default: until cancelled by a stop signal) and returns ``ended``;
     * ``service.aclose()`` runs however the wait ends.
     """
@@ -339,7 +341,7 @@ async def run_service(
     except start_errors as exc:
         return start_failed(exc)
     try:
-        announce_ready(ready())
+        announce_ready(ready(), **(ready_fields() if ready_fields is not None else {}))
         if started is not None:
             started()
         if until is None:

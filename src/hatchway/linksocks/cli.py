@@ -82,29 +82,30 @@ def server_options(args: argparse.Namespace) -> Any:
 
 
 async def run_server(args: argparse.Namespace) -> int:
-    from hatchway.common import lifecycle
-    from hatchway.common.lifecycle import Fatal
+    from hatchway.common.lifecycle import Fatal, run_service
 
     from .access import AccessError
     from .server import Server
 
     server = Server(options=server_options(args))
-    try:
-        await server.start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else _reason(exc)
+
+    def cannot_listen(exc: Exception) -> int:
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else _reason(exc)
         raise Fatal(f"cannot listen on {args.ws_host}:{args.ws_port}: {reason}") from None
-    try:
+
+    def configured() -> str:
+        """Listening: the command line's tokens go in before READY (a bad rule or token ends the run)."""
         try:
             _configure_tokens(server, args)
         except (ValueError, AccessError) as exc:
             raise Fatal(str(exc)) from None
-        url = f"ws://{_host_port(server.ws_address)}"
-        lifecycle.announce_ready(f"linksocks server {url}", program="linksocks", role="server", url=url)
-        await server.wait_closed()
-    finally:
-        await server.close()
-    return lifecycle.EXIT_OK
+        return f"linksocks server {url()}"
+
+    def url() -> str:
+        return f"ws://{_host_port(server.ws_address)}"
+
+    return await run_service(server, configured, start_failed=cannot_listen, until=server.wait_closed,
+                             ready_fields=lambda: {"program": "linksocks", "role": "server", "url": url()})
 
 
 def _configure_tokens(server: Any, args: argparse.Namespace) -> None:
@@ -178,8 +179,7 @@ def client_options(args: argparse.Namespace) -> Any:
 
 
 async def run_client(args: argparse.Namespace) -> int:
-    from hatchway.common import lifecycle
-    from hatchway.common.lifecycle import Fatal
+    from hatchway.common.lifecycle import Fatal, Service, run_service
 
     from .access import AccessError
     from .client import AuthError, Client
@@ -190,27 +190,47 @@ async def run_client(args: argparse.Namespace) -> int:
         client = Client(options=client_options(args))
     except (ValueError, AccessError) as exc:
         raise Fatal(str(exc)) from None
-    await client.start()
-    try:
-        try:
-            await client.wait_ready()
-        except AuthError as exc:
+
+    class ReadyClient(Service):
+        """The client as run_service starts it: started once authenticated (closed again if that fails)."""
+
+        async def start(self) -> Client:
+            await client.start()
+            try:
+                await client.wait_ready()
+            except BaseException:
+                await client.aclose()
+                raise
+            return client
+
+        async def aclose(self) -> None:
+            await client.aclose()
+
+    def never_ready(exc: Exception) -> int:
+        if isinstance(exc, AuthError):
             raise Fatal(str(exc)) from None
-        except OSError as exc:  # the client gave up (-R) before it ever connected
-            raise Fatal(f"cannot connect to {client.url}: {_reason(exc)}") from None
+        raise Fatal(f"cannot connect to {client.url}: {_reason(exc)}") from None  # gave up (-R) before connecting
+
+    def socks() -> str | None:
+        return f"socks5://{_host_port(client.socks_address)}" if client.socks_address is not None else None
+
+    def ready() -> str:
         what = "provider" if client.options.reverse else "client"
         if client.socks_address is not None:
-            what += f" socks5://{_host_port(client.socks_address)}"
-        socks = f"socks5://{_host_port(client.socks_address)}" if client.socks_address is not None else None
-        lifecycle.announce_ready(f"linksocks {what} {client.url}", program="linksocks",
-                                 role="provider" if client.options.reverse else "client", url=client.url, socks=socks)
+            what += f" {socks()}"
+        return f"linksocks {what} {client.url}"
+
+    async def until_closed() -> None:
         try:
             await client.wait_closed()
         except AuthError as exc:
             raise Fatal(str(exc)) from None
-    finally:
-        await client.close()
-    return lifecycle.EXIT_OK
+
+    return await run_service(
+        ReadyClient(), ready, start_failed=never_ready, start_errors=(AuthError, OSError), until=until_closed,
+        ready_fields=lambda: {"program": "linksocks", "role": "provider" if client.options.reverse else "client",
+                              "url": client.url, "socks": socks()},
+    )
 
 
 def _reason(exc: BaseException) -> str:
