@@ -30,35 +30,31 @@ newline, empty fields omitted.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from hatchway.common.httpapi import ApiError, TokenAuth, json_errors, json_response, read_json
 
-from .access import AccessError, AccessRule, AccessRules, rule_from_builtins
 from .api_bodies import (
     API_PREFIX,
     DEFAULT_VERSION,
     INVALID_API_KEY,
-    INVALID_BODY,
-    INVALID_TYPE,
-    REVERSE_TOKEN_REQUIRED,
-    TOKEN_NOT_SPECIFIED,
     AccessConfig,
     AccessConfigRequest,
     DeleteRequest,
-    DirectStatus,
-    ForwardStatus,
-    ReverseStatus,
     StatusResponse,
-    SuccessResponse,
     TokenRequest,
     TokenResponse,
 )
-from .tokens import Role, TokenError, TokenRegistry
+from .management import BadBody, CountedLink, Management, RulesHolder, ServerAccess, link_counter
+from .tokens import TokenRegistry
 
-__all__ = ["API_PREFIX", "AccessConfig", "ManagementApi", "ServerAccess", "api_app", "link_counter", "setup"]
+__all__ = [
+    "API_PREFIX", "DEFAULT_VERSION", "AccessConfig", "CountedLink", "ManagementApi", "RulesHolder", "ServerAccess",
+    "api_app", "link_counter", "setup",
+]  # fmt: skip
+
 
 def _error(status: int, message: str) -> TokenResponse:
     """Every API error body has Go's shape: ``{"success":false,"error":"..."}``."""
@@ -67,14 +63,6 @@ def _error(status: int, message: str) -> TokenResponse:
 
 def _invalid_key(request: web.Request) -> web.StreamResponse:
     return json_response(TokenResponse(False, error=INVALID_API_KEY), 401)
-
-
-def _rules(items: Iterable[Any]) -> list[AccessRule]:
-    """Rule objects of a request; a malformed rule (bad port, wrong JSON type) is a bad body."""
-    try:
-        return [rule_from_builtins(item) for item in items]
-    except AccessError as exc:
-        raise ApiError(400, f"{INVALID_BODY}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the application
@@ -92,15 +80,14 @@ class ManagementApi:
         clients_count: Callable[[str], int] = lambda token: 0,
         access: AccessConfig | ServerAccess | None = None,
     ) -> None:
-        self.registry = registry
         keys = [key for key in api_keys if key]
         if not keys:
             raise ValueError("the management API needs at least one non-empty API key")
         # X-API-Key only (no bearer, no ?token=: upstream has neither), constant-time against every key
         self.auth = TokenAuth(keys, bearer=False, header="X-API-Key", query=None, exempt=(), deny=_invalid_key)
-        self.version = version
-        self.clients_count = clients_count
-        self.access = access if access is not None else AccessConfig()
+        self.decide = Management(registry, version=version, clients_count=clients_count, access=access)
+        self.registry = registry
+        self.access = self.decide.access
 
     # ------------------------------------------------------------------ auth and dispatch
 
@@ -126,35 +113,15 @@ class ManagementApi:
         app.router.add_route("*", "/config/access", self._endpoint({"GET": self.get_access, "PUT": self.put_access}))
         return app
 
-    # ------------------------------------------------------------------ /api/token
+    # ------------------------------------------------------------------ routes: decode, decide, encode
 
     async def post_token(self, request: web.Request) -> web.Response:
         body = await read_json(request, TokenRequest)
-        if body.type not in (Role.FORWARD, Role.REVERSE, Role.CONNECTOR):
-            return json_response(TokenResponse(False, error=INVALID_TYPE), 400)
-        rules = _rules(body.rules) if body.rules else None
-        if body.type == Role.CONNECTOR and not body.reverse_token:
-            return json_response(TokenResponse(False, error=REVERSE_TOKEN_REQUIRED))
         try:
-            compiled = AccessRules(rules) if rules is not None else None
-            return json_response(self._add_token(body, compiled))
-        except (TokenError, AccessError) as exc:
-            return json_response(TokenResponse(False, error=str(exc)))
-
-    def _add_token(self, body: TokenRequest, rules: AccessRules | None) -> TokenResponse:
-        if body.type == Role.FORWARD:
-            return TokenResponse(True, self.registry.add_forward(body.token, rules=rules).token)
-        if body.type == Role.REVERSE:
-            entry = self.registry.add_reverse(
-                body.token,
-                port=body.port,
-                username=body.username,
-                password=body.password,
-                allow_manage_connector=body.allow_manage_connector,
-                rules=rules,
-            )
-            return TokenResponse(True, entry.token, entry.port)
-        return TokenResponse(True, self.registry.add_connector(body.token, body.reverse_token, rules=rules).token)
+            status, answer = self.decide.add_token(body)
+        except BadBody as exc:
+            raise ApiError(400, str(exc)) from None
+        return json_response(answer, status)
 
     async def delete_token(self, request: web.Request) -> web.Response:
         token = request.match_info.get("token", "")
@@ -163,89 +130,24 @@ class ManagementApi:
                 token = (await read_json(request, DeleteRequest)).token
             except ApiError:
                 token = ""
-            if not token:
-                return json_response(TokenResponse(False, error=TOKEN_NOT_SPECIFIED))
-        self.registry.remove(token)  # removing an unknown token succeeds, as in Go
-        return json_response(TokenResponse(True, token))
-
-    # ------------------------------------------------------------------ /api/status
+        status, answer = self.decide.delete_token(token)
+        return json_response(answer, status)
 
     async def get_status(self, request: web.Request) -> web.Response:
         return json_response(self.status())
 
     def status(self) -> StatusResponse:
-        tokens: list[ReverseStatus | ForwardStatus] = []
-        for entry in self.registry.reverse_tokens():
-            connectors = [c.token for c in self.registry.connector_tokens(entry.token)]
-            count = self.clients_count(entry.token)
-            tokens.append(ReverseStatus(entry.token, Role.REVERSE.value, count, entry.port, connectors))
-        for forward in self.registry.forward_tokens():
-            tokens.append(ForwardStatus(forward.token, Role.FORWARD.value, self.clients_count(forward.token)))
-        return StatusResponse(self.version, tokens, DirectStatus(False))
-
-    # ------------------------------------------------------------------ /api/config/access
+        return self.decide.status()
 
     async def get_access(self, request: web.Request) -> web.Response:
-        return json_response({"entry": self.access.entry.to_builtins(), "dial": self.access.dial.to_builtins()})
+        return json_response(self.decide.access_rules())
 
     async def put_access(self, request: web.Request) -> web.Response:
         body = await read_json(request, AccessConfigRequest)
         try:
-            entry = AccessRules(_rules(body.entry)) if body.entry is not None else None
-            dial = AccessRules(_rules(body.dial)) if body.dial is not None else None
-        except AccessError as exc:
-            raise ApiError(400, f"{INVALID_BODY}: {exc}") from None
-        if entry is not None:
-            self.access.entry = entry
-        if dial is not None:
-            self.access.dial = dial
-        return json_response(SuccessResponse())
-
-
-class RulesHolder(Protocol):
-    entry_rules: AccessRules
-    dial_rules: AccessRules
-
-
-class ServerAccess:
-    """:class:`AccessConfig` view of a server object keeping its rules in ``entry_rules`` / ``dial_rules``."""
-
-    __slots__ = ("server",)
-
-    def __init__(self, server: RulesHolder) -> None:
-        self.server = server
-
-    @property
-    def entry(self) -> AccessRules:
-        return self.server.entry_rules
-
-    @entry.setter
-    def entry(self, rules: AccessRules) -> None:
-        self.server.entry_rules = rules
-
-    @property
-    def dial(self) -> AccessRules:
-        return self.server.dial_rules
-
-    @dial.setter
-    def dial(self, rules: AccessRules) -> None:
-        self.server.dial_rules = rules
-
-
-class CountedLink(Protocol):
-    """What the client count needs of an authenticated link."""
-
-    token: str | None
-    pool_key: str | None
-
-
-def link_counter(links: Callable[[], Iterable[CountedLink]]) -> Callable[[str], int]:
-    """``clients_count`` over live links tagged with ``pool_key`` (providers) or ``token`` (everyone else)."""
-
-    def clients_count(token: str) -> int:
-        return sum(1 for link in links() if (link.pool_key or link.token) == token)
-
-    return clients_count
+            return json_response(self.decide.put_access(body))
+        except BadBody as exc:
+            raise ApiError(400, str(exc)) from None
 
 
 def setup(app: web.Application, server: Any) -> None:

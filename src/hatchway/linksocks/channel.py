@@ -362,12 +362,8 @@ class TcpChannel(Channel):
                 self._timer = None
 
     def _learn_peer(self, message: ConnectResponse) -> None:
-        if not message.success:
-            return
-        if message.received is not None and self.offer_ledger:
-            self.peer_ledger = True
-        elif not self.peer_ledger and self.ledger.keep:
-            self.ledger.stop_keeping()  # an upstream dialer: it neither numbers nor acknowledges
+        self.peer_ledger = mux.learn_peer(self.ledger, success=message.success, received=message.received,
+                                          offer_ledger=self.offer_ledger, peer_ledger=self.peer_ledger)
 
     def expect_connect_response(self, timeout: float) -> None:
         """Fast open: tear the channel down unless a successful ConnectResponse arrives in time."""
@@ -445,25 +441,20 @@ class TcpChannel(Channel):
         """Dialer side: the requester sent Connect(Resume = 1) on ``link``, with its byte count if it keeps a ledger."""
         if self._closing:
             return
-        if peer_received is None or not self.peer_ledger:
-            # the requester saw a cut we have not seen yet and cannot say what it has: never resume blind
-            self._move_to(link)
-            self._fail(mux.UNPROVABLE)
-            return
+        step = mux.on_resume_request(self.state, self.ledger, peer_ledger=self.peer_ledger,
+                                     peer_received=peer_received)
         self._move_to(link)
-        if self.state is ChannelState.CONNECTING:
-            return  # still dialing: the ConnectResponse (with our count) goes out on ``link`` when it is done
-        try:
-            self.ledger.rewind(peer_received)
-        except StreamGap as exc:
-            self._fail(f"cannot resume: {exc}")
+        if step.kind is mux.ResumeKind.AWAIT_DIAL:
+            return  # the ConnectResponse (with our count) goes out on ``link`` when the dial is done
+        if step.kind is not mux.ResumeKind.ANSWER:
+            self._fail(step.reason)  # REFUSE: a requester without a count cannot say what it has
             return
         try:
-            link.send(ConnectResponse(True, self.id, received=self.ledger.received))
+            link.send(ConnectResponse(True, self.id, received=step.answer))
         except SinkClosed:
             self.suspend()
             return
-        self.ledger.ack_sent = self.ledger.received
+        self.ledger.ack_sent = step.answer
         self._event(ChannelEvent.RESUMED)
         self._carry_on()
 

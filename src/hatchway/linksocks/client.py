@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import urllib.request
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,12 +43,21 @@ from .channel import RESUME_PROBE, ChannelTable
 from .channel_dialer import ChannelDialer
 from .grace import GraceKeeper
 from .link import MAX_MSG_SIZE, Link, call_later, pick_within
-from .options import LinkSocksClientOptions, unknown_options
+from .options import LinkSocksClientOptions, thread_count, unknown_options
 from .orphans import OrphanBuffer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
 from .routing import route
 from .target_dialer import TargetDialer
-from .urls import MAX_REDIRECTS, addresses_text, normalize_url, redirect_target, same_host, uses_query_auth, with_query
+from .urls import (
+    MAX_REDIRECTS,
+    addresses_text,
+    env_proxy,
+    normalize_url,
+    redirect_target,
+    same_host,
+    uses_query_auth,
+    with_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,33 +83,6 @@ def dial_error_text(exc: BaseException, url: str) -> str:
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         return f"bad handshake: HTTP {exc.status}"
     return str(exc) or type(exc).__name__
-
-
-def _bypass_environment(host: str, proxies: dict[str, str]) -> bool:
-    """no_proxy / NO_PROXY (urllib's rule; its stub does not declare the function)."""
-    bypass: Callable[[str, dict[str, str]], bool] = urllib.request.__dict__["proxy_bypass_environment"]
-    return bypass(host, proxies)
-
-
-def env_proxy(url: str) -> str | None:
-    """http_proxy for ws://, https_proxy for wss:// (no_proxy honoured)."""
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get("https" if url.startswith("wss://") else "http")
-    if not proxy:
-        return None
-    host = urlsplit(url).hostname or ""
-    if _bypass_environment(host, proxies):
-        return None
-    return proxy
-
-
-def thread_count(requested: int) -> int:
-    cpus = os.cpu_count() or 1
-    if requested < 0:
-        return cpus
-    if requested == 0:
-        return 1
-    return min(requested, 100 * cpus)
 
 
 class Client(Service):

@@ -27,7 +27,8 @@ from hatchway.common.tasks import TaskSet
 from . import protocol
 from .channel_table import CHANNEL_EXPIRED, ChannelTable
 from .connector_binding import ConnectorBinding
-from .protocol import Connect, ConnectResponse, Data, Disconnect
+from .protocol import Connect, ConnectResponse, Disconnect
+from .routing import ConnectStep, connect_step, replay_early
 from .target_dialer import ACCESS_DENIED, allowed_by
 
 log = logging.getLogger(__name__)
@@ -54,21 +55,22 @@ class ConnectorRelay:
     ) -> None:
         """``pick_provider(timeout)`` returns a provider link, or None when there is none."""
         existing = self.table.get(message.channel_id)
-        if message.resume:
-            if isinstance(existing, ConnectorBinding) and not existing.closed:
-                existing.connector_resumed(link, message)
-            else:
-                link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
+        if message.resume:  # only a live binding can be resumed
+            live = isinstance(existing, ConnectorBinding) and not existing.closed
+        else:
+            live = existing is not None
+        step = connect_step(message, live)
+        if step is ConnectStep.RESUME and isinstance(existing, ConnectorBinding):
+            existing.connector_resumed(link, message)
             return
-        if existing is not None:
+        if step is ConnectStep.EXPIRED:
+            link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
+            return
+        if step is ConnectStep.DUPLICATE:
             return
         binding = ConnectorBinding(self.table, message, link)
         binding.rules = rules
-        for early in self.orphans.take(message.channel_id):
-            if isinstance(early, Data):
-                binding.on_data(link, early)
-            elif isinstance(early, Disconnect):
-                binding.on_disconnect(link, early)
+        replay_early(binding, link, self.orphans.take(message.channel_id))
         self._tasks.spawn(self._bind(binding, pick_provider, rules), name=f"bind {binding.name}")
 
     async def _bind(self, binding: ConnectorBinding, pick_provider: Callable[[float], Any], rules: Any) -> None:

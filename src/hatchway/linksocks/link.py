@@ -33,6 +33,7 @@ from hatchway.common.wsconn import WebSocketSink
 from . import protocol
 from .options import LinkOptions
 from .protocol import ProtocolError
+from .routing import describe
 
 if TYPE_CHECKING:
     from .channel_table import Endpoint
@@ -75,19 +76,6 @@ async def pick_within(
                 await changed.wait()
         except TimeoutError:
             return None
-
-
-def describe(message: Any) -> str:
-    """A short text for a trace line: type, channel id, sizes."""
-    name = type(message).__name__
-    channel_id = getattr(message, "channel_id", None)
-    parts = [name]
-    if channel_id is not None:
-        parts.append(protocol.uuid_text(channel_id))
-    data = getattr(message, "data", None)
-    if data is not None:
-        parts.append(f"{len(data)} bytes")
-    return " ".join(parts)
 
 
 def _ignore(link: Link, message: Any) -> None:

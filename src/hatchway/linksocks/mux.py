@@ -338,3 +338,47 @@ def on_data(ledger: Ledger, size: int, sequence: int, *, peer_ledger: bool, half
     if skip >= size:
         return Inbound(InboundKind.DUPLICATE, end)
     return Inbound(InboundKind.DELIVER, end, skip, ledger.ack_due() if peer_ledger else 0)
+
+
+class ResumeKind(enum.Enum):
+    """What a dialer does with a requester's Connect(Resume = 1) for a live channel."""
+
+    REFUSE = "refuse"  # no byte count (or no ledger here): cannot be proven lossless, reset
+    AWAIT_DIAL = "await dial"  # still dialing: the ConnectResponse with our count goes out when the dial is done
+    FAILED = "failed"  # the count is impossible or bytes it lacks were not kept: reset
+    ANSWER = "answer"  # rewound: answer ConnectResponse(received = ``answer``), then re-send what it lacks
+
+
+class ResumeRequest(NamedTuple):
+    kind: ResumeKind
+    answer: int = 0
+    reason: str = ""
+
+
+def on_resume_request(
+    state: ChannelState, ledger: Ledger, *, peer_ledger: bool, peer_received: int | None
+) -> ResumeRequest:
+    """Dialer side of a Resume; on ANSWER the ledger has been rewound to ``peer_received``."""
+    if peer_received is None or not peer_ledger:
+        return ResumeRequest(ResumeKind.REFUSE, reason=UNPROVABLE)
+    if state is ChannelState.CONNECTING:
+        return ResumeRequest(ResumeKind.AWAIT_DIAL)
+    try:
+        ledger.rewind(peer_received)
+    except StreamGap as exc:
+        return ResumeRequest(ResumeKind.FAILED, reason=f"cannot resume: {exc}")
+    return ResumeRequest(ResumeKind.ANSWER, ledger.received)
+
+
+def learn_peer(ledger: Ledger, *, success: bool, received: int | None, offer_ledger: bool, peer_ledger: bool) -> bool:
+    """A ConnectResponse tells whether the dialer keeps the ledger; returns the new ``peer_ledger``.
+
+    An upstream dialer answers without a count: it neither numbers nor acknowledges, so nothing is kept for it.
+    """
+    if not success:
+        return peer_ledger
+    if received is not None and offer_ledger:
+        return True
+    if not peer_ledger and ledger.keep:
+        ledger.stop_keeping()
+    return peer_ledger

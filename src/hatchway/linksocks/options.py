@@ -8,6 +8,8 @@ own. Defaults are Go 1.10.3's (linksocks.md sections 2 and 16).
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 
 from . import protocol
@@ -72,3 +74,13 @@ def unknown_options(kind: type[msgspec.Struct], given: dict[str, object]) -> lis
     """Keyword arguments that are not fields of ``kind``."""
     known = set(kind.__struct_fields__)
     return sorted(set(given) - known)
+
+
+def thread_count(requested: int, cpus: int | None = None) -> int:
+    """WebSocket connections of a client: ``-1`` one per CPU, ``0`` one, else at most 100 per CPU."""
+    cpus = cpus or os.cpu_count() or 1
+    if requested < 0:
+        return cpus
+    if requested == 0:
+        return 1
+    return min(requested, 100 * cpus)

@@ -19,6 +19,7 @@ from hatchway.common.tasks import TaskSet
 
 from .channel_dialer import ChannelDialer
 from .link import pick_within
+from .routing import Rotation
 from .urls import addresses_text
 
 if TYPE_CHECKING:
@@ -31,43 +32,16 @@ PROVIDER_WAIT = 10.0
 NO_PROVIDER = "no available reverse clients"
 
 
-class ProviderPool:
-    """Provider links serving one reverse token."""
+class ProviderPool(Rotation["Link"]):
+    """Provider links serving one reverse token (round-robin: :class:`~.routing.Rotation`), with a wait."""
 
     def __init__(self, name: str = "") -> None:
-        self.name = name
-        self.links: list[Link] = []
-        self._next = 0
-        self._changed = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self.links)
-
-    def add(self, link: Link) -> None:
-        self.links.append(link)
-        self._changed.set()
-
-    def remove(self, link: Link) -> None:
-        if link in self.links:
-            index = self.links.index(link)
-            self.links.remove(link)
-            if index < self._next:
-                self._next -= 1
-
-    def _next_alive(self) -> Link | None:
-        links = self.links
-        for _ in range(len(links)):
-            if self._next >= len(links):
-                self._next = 0
-            link = links[self._next]
-            self._next += 1
-            if link.alive:
-                return link
-        return None
+        self._joined = asyncio.Event()
+        super().__init__(name, self._joined.set)
 
     async def pick(self, timeout: float) -> Link | None:
         """The next live provider (round-robin), waiting up to ``timeout`` s; None if there is none."""
-        return await pick_within(self._next_alive, self._changed, timeout)
+        return await pick_within(self.next_alive, self._joined, timeout)
 
 
 class ReverseListener:

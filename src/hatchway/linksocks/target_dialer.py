@@ -28,6 +28,7 @@ from . import protocol
 from .channel import CHANNEL_EXPIRED, ChannelTable, TcpChannel
 from .orphans import OrphanBuffer
 from .protocol import Connect, ConnectResponse, Disconnect
+from .routing import ConnectStep, connect_step, replay_early
 from .udp import UdpDial
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,24 @@ class TargetDialer:
     def on_connect(self, link: Any, message: Connect, rules: Any = None) -> None:
         """``rules``: the dial access rules (``AccessRules``) for this peer, if any."""
         channel_id = message.channel_id
-        if message.resume:
-            self._resume(link, message)
+        existing = self.table.get(channel_id)
+        step = connect_step(message, existing is not None)
+        if step is ConnectStep.RESUME:
+            log.debug("channel %s resumed on %s", protocol.uuid_text(channel_id), link.name)
+            if isinstance(existing, TcpChannel):
+                existing.resume_from_peer(link, message.received)
+            elif isinstance(existing, UdpDial):
+                existing.rebind(link)
+            else:
+                link.try_send(Disconnect(channel_id, CHANNEL_EXPIRED))
             return
-        if channel_id in self.table:
+        if step is ConnectStep.EXPIRED:
+            link.try_send(Disconnect(channel_id, CHANNEL_EXPIRED))
+            return
+        if step is ConnectStep.DUPLICATE:
             log.debug("duplicate Connect for channel %s ignored", protocol.uuid_text(channel_id))
             return
-        if message.protocol == protocol.UDP:
+        if step is ConnectStep.OPEN_UDP:
             endpoint: Any = UdpDial(self.table, channel_id, link, rules)
             work = self._open_udp(endpoint)
         else:
@@ -76,20 +88,8 @@ class TargetDialer:
             endpoint = TcpChannel(self.table, channel_id, link, message.address, message.port,
                                   offer_ledger=ledger, peer_ledger=ledger)
             work = self._dial(endpoint, rules)
-        for early in self.orphans.take(channel_id):
-            dispatch_early(endpoint, link, early)
+        replay_early(endpoint, link, self.orphans.take(channel_id))
         self._tasks.spawn(work)
-
-    def _resume(self, link: Any, message: Connect) -> None:
-        endpoint = self.table.get(message.channel_id)
-        if isinstance(endpoint, TcpChannel):
-            log.debug("channel %s resumed on %s", protocol.uuid_text(message.channel_id), link.name)
-            endpoint.resume_from_peer(link, message.received)
-            return
-        if isinstance(endpoint, UdpDial):
-            endpoint.rebind(link)
-            return
-        link.try_send(Disconnect(message.channel_id, CHANNEL_EXPIRED))
 
     async def _dial(self, channel: TcpChannel, rules: Any) -> None:
         host, port = channel.address, channel.port
@@ -148,14 +148,6 @@ class TargetDialer:
 
     async def close(self) -> None:
         await self._tasks.aclose()
-
-
-def dispatch_early(endpoint: Any, link: Any, message: Any) -> None:
-    """Replay a message that arrived before its channel existed."""
-    if isinstance(message, protocol.Data):
-        endpoint.on_data(link, message)
-    elif isinstance(message, Disconnect):
-        endpoint.on_disconnect(link, message)
 
 
 async def allowed_by(rules: Any, host: str, port: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 SOCKET_PATH = "/socket"
@@ -56,3 +57,18 @@ def addresses_text(addresses: list[tuple[str, int]] | list[tuple[str, int, int, 
         host, port = str(address[0]), int(address[1])
         parts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return ", ".join(parts) or "nothing"
+
+
+def env_proxy(url: str) -> str | None:
+    """http_proxy for ws://, https_proxy for wss:// (no_proxy / NO_PROXY honoured, urllib's rules)."""
+    import urllib.request  # only a client run that dials looks at the environment's proxies
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get("https" if url.startswith("wss://") else "http")
+    if not proxy:
+        return None
+    host = urlsplit(url).hostname or ""
+    bypass: Callable[[str, dict[str, str]], bool] = urllib.request.__dict__["proxy_bypass_environment"]  # no stub
+    if bypass(host, proxies):
+        return None
+    return proxy
