@@ -9,6 +9,7 @@ staticx format (dist/onefile/hatchway-<prog>), with ratios (issue #7).
 
 Figures per format:
   --version, --help      median (min-max) wall time of N runs of hatchway-<prog> --version / --help
+                         (and "CPU": user+sys ms; formats run round-robin, one run each in turn)
   start -> listening     linksocks server: spawn until its WebSocket port is in /proc/net/tcp LISTEN
   start -> connected     tunnel client: spawn until its WebSocket upgrade reaches a stand-in runner
   idle RSS               VmRSS summed over the whole process tree, 1 s after listening; processes
@@ -55,20 +56,30 @@ def listening(port: int) -> bool:
     return False
 
 
-def timed_runs(argv: list[str], runs: int) -> list[float]:
-    out = []
+def timed_runs(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """(wall ms, CPU ms = user+sys of the process and its children) of each run."""
+    walls, cpus = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append((time.perf_counter() - t0) * 1000)
-        if res.returncode != 0:
-            raise SystemExit(f"{argv} exited {res.returncode}")
-    return out
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        walls.append((time.perf_counter() - t0) * 1000)
+        cpus.append((ru.ru_utime + ru.ru_stime) * 1000)
+        if p.returncode != 0:
+            raise SystemExit(f"{argv} exited {p.returncode}")
+    return walls, cpus
 
 
-def start_to_listening(exe: str, runs: int, logdir: str) -> tuple[list[float], float, int]:
-    """linksocks server: ms from spawn to LISTEN; the last run's idle tree RSS (MB) and process count."""
-    times, rss, nprocs = [], 0.0, 0
+def cpu_ms(pid: int) -> float:
+    """user+sys CPU ms of the process tree at pid so far (procstat's tree)."""
+    return procstat.sample(pid, tree_mode=True).cpu * 1000
+
+
+def start_to_listening(exe: str, runs: int, logdir: str) -> tuple[list[float], list[float], float, int]:
+    """linksocks server: ms from spawn to LISTEN and the CPU ms spent by then; the last run's idle
+    tree RSS (MB) and process count."""
+    times, cpus, rss, nprocs = [], [], 0.0, 0
     for i in range(runs):
         port = benchlib.free_port()
         p = benchlib.Proc(f"server-{i}", [exe, "server", "-H", "127.0.0.1", "-P", str(port), "-t", "tok"], logdir)
@@ -79,13 +90,14 @@ def start_to_listening(exe: str, runs: int, logdir: str) -> tuple[list[float], f
                     raise SystemExit(f"server did not listen: {p.log_tail()}")
                 time.sleep(0.0005)
             times.append((time.perf_counter() - p.t_spawn) * 1000)
+            cpus.append(cpu_ms(p.pid))
             if i == runs - 1:
                 time.sleep(1.0)
                 s = procstat.sample(p.pid, tree_mode=True)
                 rss, nprocs = s.rss_mb, s.nprocs
         finally:
             p.stop()
-    return times, rss, nprocs
+    return times, cpus, rss, nprocs
 
 
 class StandInRunner:
@@ -124,8 +136,9 @@ class StandInRunner:
         self.sock.close()
 
 
-def start_to_connected(exe: str, runs: int, logdir: str) -> list[float]:
-    times = []
+def start_to_connected(exe: str, runs: int, logdir: str) -> tuple[list[float], list[float]]:
+    """tunnel client: ms from spawn to its WebSocket upgrade request, and the CPU ms spent by then."""
+    times, cpus = [], []
     for i in range(runs):
         runner = StandInRunner()
         p = benchlib.Proc(f"client-{i}", [exe, "--runner-url", f"ws://127.0.0.1:{runner.port}",
@@ -134,10 +147,11 @@ def start_to_connected(exe: str, runs: int, logdir: str) -> list[float]:
             if not runner.event.wait(30):
                 raise SystemExit(f"tunnel client never connected: {p.log_tail()}")
             times.append((runner.t - p.t_spawn) * 1000)
+            cpus.append(cpu_ms(p.pid))
         finally:
             p.stop()
             runner.close()
-    return times
+    return times, cpus
 
 
 def socks_connect(port: int, host: str, dport: int) -> socket.socket:
@@ -301,17 +315,35 @@ def main(argv=None) -> int:
         raise SystemExit("no executables found: run build/release first")
     logdir = tempfile.mkdtemp(prefix="startup-bench-")
     benchlib.log(f"{benchlib.machine_line()}; logs in {logdir}")
-    data: dict[str, dict] = {}
+    data: dict[str, dict] = {name: {} for name in formats}
+    # Timed figures run round-robin (one run of each format in turn), so a burst of load on the
+    # shared machine hits every format alike; CPU ms (user+sys) beside wall ms is the steadier figure.
+    benchlib.log("--version / --help, start -> listening / connected (formats interleaved)")
+    for name in formats:
+        for key in ("--version", "--help"):
+            for prog in ("linksocks", "tunnel"):
+                data[name][f"{prog} {key}"], data[name][f"{prog} {key} CPU"] = [], []
+        for key in ("start->listening", "start->listening CPU", "start->connected", "start->connected CPU"):
+            data[name][key] = []
+    for _ in range(args.runs):
+        for name, pattern in formats.items():
+            for prog in ("linksocks", "tunnel"):
+                for key in ("--version", "--help"):
+                    w, c = timed_runs([pattern.format(prog=prog), key], 1)
+                    data[name][f"{prog} {key}"] += w
+                    data[name][f"{prog} {key} CPU"] += c
+    for _ in range(args.start_runs):
+        for name, pattern in formats.items():
+            d = data[name]
+            w, c, d["idle RSS MB"], d["processes"] = start_to_listening(pattern.format(prog="linksocks"), 1, logdir)
+            d["start->listening"] += w
+            d["start->listening CPU"] += c
+            w, c = start_to_connected(pattern.format(prog="tunnel"), 1, logdir)
+            d["start->connected"] += w
+            d["start->connected CPU"] += c
     for name, pattern in formats.items():
-        ls, tun = pattern.format(prog="linksocks"), pattern.format(prog="tunnel")
-        d = data[name] = {}
-        benchlib.log(f"{name}: --version / --help")
-        for prog, exe in (("linksocks", ls), ("tunnel", tun)):
-            d[f"{prog} --version"] = timed_runs([exe, "--version"], args.runs)
-            d[f"{prog} --help"] = timed_runs([exe, "--help"], args.runs)
-        benchlib.log(f"{name}: start -> listening / connected")
-        d["start->listening"], d["idle RSS MB"], d["processes"] = start_to_listening(ls, args.start_runs, logdir)
-        d["start->connected"] = start_to_connected(tun, args.start_runs, logdir)
+        ls = pattern.format(prog="linksocks")
+        d = data[name]
         d["size MB"] = os.path.getsize(ls) / 1e6
         if args.tunnels:
             benchlib.log(f"{name}: {args.tunnels} open tunnels")
