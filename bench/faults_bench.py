@@ -493,7 +493,8 @@ def item5(side: Side, args, svc: dict) -> list[tuple[str, str, str]]:
         except TimeoutError:
             pass
         except OSError as e:
-            res = f"other connection failed: {e} after {time.monotonic() - t0:.1f} s"
+            dt = time.monotonic() - t0
+            res = f"{dt + 3:.1f} s: the other connection failed after {dt:.1f} s ({e}), no echo"
         stalled.close()
     return [("5 LinkSocks fwd: another connection frozen by one stalled reader", res, "5")]
 
