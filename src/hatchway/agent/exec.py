@@ -3,7 +3,7 @@
 The order on the wire is upstream's guarantee: every output reader reaches
 EOF (all holders of the write ends closed them), the child is reaped by the
 one reaper, and only then :meth:`ExecSession.run` returns the exit code for
-the ``exit`` message. Output goes through :class:`~.output.OutputWriter`
+the ``exit`` message. Output goes through :func:`~.output.output_writer`
 (32 KiB messages, backpressure from the WebSocket), stdin through
 :class:`~.stdin.InputPipe` (never blocks the read loop).
 
@@ -15,42 +15,33 @@ closed the master and lost it).
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import signal
 
-from hatchway.common.pump import OneWayPump
+from hatchway.common.pump import OneWayPump, SinkWriter
 from hatchway.common.reaper import Reaper
 
-from .output import OutputWriter, TextSink
+from .output import TextSink, output_writer
 from .signals import docker_exit_code
-from .spawn import Child, set_window_size
+from .spawn import Child, resize_terminal, signal_child
 from .stdin import InputPipe
 
 __all__ = ["ExecSession", "read_into"]
 
 
-async def read_into(fd: int, writer: OutputWriter) -> asyncio.Future[Exception | None]:
+async def read_into(fd: int, writer: SinkWriter) -> asyncio.Future[Exception | None]:
     """Pump the read end ``fd`` (taken over) into ``writer``; returns the pump's ``done`` future."""
     loop = asyncio.get_running_loop()
-    pump = OneWayPump(writer)
-    writer_flow = pump  # the pump follows the sink's flow control
-    writer.sink.add_listener(writer_flow)
+    pump = OneWayPump(writer)  # follows the writer's sink's flow control by itself
     if writer.sink.paused:
         pump.pause_writing()
-    done = pump.done
-
-    def release(_: asyncio.Future[Exception | None]) -> None:
-        writer.sink.remove_listener(writer_flow)
-
-    done.add_done_callback(release)
     file = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - the transport owns it
     try:
         await loop.connect_read_pipe(lambda: pump, file)
     except BaseException:
         file.close()
         raise
-    return done
+    return pump.done
 
 
 class ExecSession:
@@ -85,7 +76,7 @@ class ExecSession:
             child.master_fd = child.stdout_fd = child.stderr_fd = None
             for stream, fd in sources:
                 if fd is not None:
-                    pumps.append(await read_into(fd, OutputWriter(self.sink, stream, self.id)))
+                    pumps.append(await read_into(fd, output_writer(self.sink, stream, self.id)))
             if self.stdin is not None:
                 await self.stdin.open()
             for done in pumps:
@@ -116,18 +107,10 @@ class ExecSession:
 
     def signal(self, signum: int) -> None:
         if self.code is None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            signal_child(self.pid, signum)
 
     def resize(self, width: int, height: int) -> None:
-        if self._tty_fd is not None:
-            try:
-                set_window_size(self._tty_fd, width, height)
-            except OSError as exc:
-                if exc.errno not in (errno.EBADF, errno.EIO, errno.ENOTTY):
-                    raise
+        resize_terminal(self._tty_fd, width, height)
 
     def kill(self) -> None:
         """SIGKILL the child and its process group (grandchildren would hold the output pipes open)."""

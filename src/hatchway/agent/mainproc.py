@@ -28,7 +28,7 @@ from hatchway.common.sink import Buffer, FlowListener
 
 from .ring import STDERR, STDOUT, OutputRing
 from .signals import docker_exit_code
-from .spawn import Child, ChildSpec, set_window_size, spawn
+from .spawn import Child, ChildSpec, resize_terminal, signal_child, spawn
 from .stdin import InputPipe
 
 __all__ = ["Attacher", "MainProcess"]
@@ -322,17 +322,10 @@ class MainProcess:
 
     def signal(self, signum: int) -> None:
         if self.pid and self.exit_code is None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            signal_child(self.pid, signum)
 
     def resize(self, width: int, height: int) -> None:
-        if self._tty_fd is not None:
-            try:
-                set_window_size(self._tty_fd, width, height)
-            except OSError:
-                pass
+        resize_terminal(self._tty_fd, width, height)
 
     def kill(self) -> None:
         self.signal(9)

@@ -18,6 +18,7 @@ without waiting for it: its exit status is collected by the one
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import os
@@ -29,7 +30,8 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "set_window_size", "spawn"]
+__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "resize_terminal", "set_window_size",
+           "signal_child", "spawn"]
 
 TOKEN_ENV = "SOCKERLESS_AGENT_TOKEN"
 
@@ -95,6 +97,25 @@ def child_environment(base: Mapping[str, str], extra: Sequence[str] = (), *, tty
 
 def set_window_size(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height & 0xFFFF, width & 0xFFFF, 0, 0))
+
+
+def resize_terminal(fd: int | None, width: int, height: int) -> None:
+    """Resize the PTY ``fd`` of a running session; a PTY already gone (EBADF, EIO, ENOTTY) is ignored."""
+    if fd is None:
+        return
+    try:
+        set_window_size(fd, width, height)
+    except OSError as exc:
+        if exc.errno not in (errno.EBADF, errno.EIO, errno.ENOTTY):
+            raise
+
+
+def signal_child(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid``; a process already gone is not an error."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _take_terminal() -> None:  # runs in the child, between fork and exec
