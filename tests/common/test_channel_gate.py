@@ -101,6 +101,34 @@ async def test_half_close_without_wire_support_keeps_the_channel_open_for_the_re
 
 
 @pytest.mark.parametrize("wire", TRANSPORTS)
+async def test_a_kept_open_channel_whose_far_side_stays_silent_ends(wire):
+    """A local EOF looks the same whether the user closed or only shut down its write side: when the far
+    side then says nothing (an echo service waiting for EOF), the channel ends after ``eof_linger``
+    instead of holding both connections forever: the service's connection ends (as the wire's close
+    says: an EOF, or a reset where the close carries the reason), the user gets a reset."""
+    service_ended = asyncio.Event()
+
+    async def handle(reader, writer):
+        writer.write(await reader.readexactly(5))
+        await writer.drain()
+        try:
+            assert await reader.read() == b""  # waits for an EOF the wire cannot carry
+        except ConnectionError:
+            pass
+        service_ended.set()
+        writer.close()
+
+    async with served(handle, transport=wire, half_close=False) as path:
+        reader, writer = await asyncio.open_connection("127.0.0.1", path.port)
+        writer.write(b"hello")
+        writer.write_eof()
+        got, error = await asyncio.wait_for(read_until_end(reader), 20)
+        assert got == b"hello" and isinstance(error, ConnectionResetError)
+        await wait_until(service_ended)
+        writer.close()
+
+
+@pytest.mark.parametrize("wire", TRANSPORTS)
 async def test_without_keep_open_a_local_eof_closes_the_channel_and_cuts_the_reply(wire):
     """The dialing side's rule (and the old behaviour everywhere): EOF closes; shows what keep_open_on_eof fixes."""
     async def handle(reader, writer):

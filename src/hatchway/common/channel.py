@@ -34,7 +34,14 @@ Life and end:
   - on the accepting side (the user's application sent its request and shut
     down its write side, waiting for the reply): ``keep_open_on_eof=True``
     keeps the channel open so the reply still arrives; the channel ends when
-    the far side closes (issue #6 item 15);
+    the far side closes (issue #6 item 15), or when the far side has sent
+    nothing for ``eof_linger`` seconds while the local end is not full: then
+    the channel is reset (the far side gets its close, so a service that
+    waits for EOF ends; the local end gets an RST, never a clean FIN).
+    Without that bound, a user that *closed* (on the wire the same as a
+    half-close) talking to a service that waits for EOF (an echo service)
+    holds its connection open forever in every process on the path.
+    ``eof_linger=None`` waits for the far side without a bound;
   - on the dialing side (the service finished: the far application reads to
     end of stream): the default closes the channel, as Go's peers do.
 * No silent loss: :meth:`reset`, :meth:`link_lost` and :meth:`fail` with an
@@ -52,7 +59,9 @@ from typing import Any, Protocol
 from .gate import InboundGate, SlowConsumerPolicy
 from .sink import Buffer, MessageSink, SinkClosed
 
-__all__ = ["Channel", "ChannelProtocol", "InboundGate", "SlowConsumerPolicy"]
+__all__ = ["EOF_LINGER", "Channel", "ChannelProtocol", "InboundGate", "SlowConsumerPolicy"]
+
+EOF_LINGER = 0.5  # seconds of far-side silence after a kept-open local EOF (socat's -t default)
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +91,16 @@ class Channel:
         keep_open_on_eof: bool = False,
         started: bool = True,
         hold_limit: int | None = None,
+        eof_linger: float | None = EOF_LINGER,
     ) -> None:
         self.writer = writer
         self.gate = gate
         self.half_close = half_close
         self.keep_open_on_eof = keep_open_on_eof
         self.hold_limit = hold_limit
+        self.eof_linger = eof_linger
+        self._linger: asyncio.TimerHandle | None = None
+        self._linger_mark = 0
         self.protocol: ChannelProtocol | None = None
         self._closing = False
         self._lost = False
@@ -182,6 +195,9 @@ class Channel:
         if not self.half_close:
             if not self.keep_open_on_eof:
                 self.close()
+            elif self.eof_linger is not None and self._linger is None and not self._closing:
+                self._linger_mark = self.received
+                self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check)
             return
         if self._closing or self._eof_sent or self.writer is None:
             return
@@ -190,6 +206,18 @@ class Channel:
             self._send_eof(self.writer)
         except SinkClosed:
             self._lose(ConnectionResetError("the link closed"))
+
+    def _linger_check(self) -> None:
+        """After a kept-open local EOF: reset when the far side stayed silent for ``eof_linger``."""
+        self._linger = None
+        if self._closing:
+            return
+        if self.received != self._linger_mark or self._paused_reading:  # the reply is still flowing
+            self._linger_mark = self.received
+            assert self.eof_linger is not None
+            self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check)
+            return
+        self.reset("local end closed, far side silent")
 
     def is_closing(self) -> bool:
         return self._closing
@@ -299,6 +327,9 @@ class Channel:
         self._lost = True
         self._closing = True
         self._hold_paused = False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._paused_reading:
             self._paused_reading = False
             self.gate.resume(self)
