@@ -3,11 +3,13 @@ attach, reconnects, the retry schedule, and the agent exiting with the main proc
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from agentproc import AgentProcess
+from agentproc import AGENT, AgentProcess
 from aiohttp import web
 
 from hatchway.agent.client import ReverseRegistry
@@ -75,6 +77,27 @@ async def test_reverse_exec_attach_reconnect_and_exit_code(backend: Backend) -> 
         assert (await anext(events)).data == b"got bye\n"
         assert await attach.wait() == 9  # the attacher's exit comes before the agent closes the socket
         assert await agent.wait() == 9
+
+
+@pytest.mark.skipif(AGENT[1:3] != ["-m", "hatchway.agent"], reason="import check of the Python module run")
+async def test_reverse_run_imports_no_server_half(backend: Backend) -> None:
+    """A reverse-mode start, connection and exec load no aiohttp.web (the server half) and no wsserver/httpapi."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # = python -X importtime: every import on stderr
+    async with AgentProcess(["-callback", backend.url(), "-keep-alive", "--", "sh", "-c", "read x; exit 3"],
+                            token=TOKEN, env=env, wait_ready=False) as agent:
+        client = await backend.registry.wait_for("c1", timeout=20)
+        result = await client.collect(["sh", "-c", "echo hi"])
+        assert (result.stdout, result.code) == (b"hi\n", 0)
+        agent.signal(signal.SIGTERM)
+        assert await agent.wait() == 128 + signal.SIGTERM
+    imported = {line.rsplit("|", 1)[1].strip() for line in agent.stderr.decode().splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "hatchway.agent.connection" in imported and "hatchway.common.wsclient" in imported
+    server_half = sorted(name for name in imported
+                         if name.startswith("aiohttp.web") or name in ("hatchway.common.wsserver",
+                                                                       "hatchway.common.httpapi",
+                                                                       "hatchway.agent.server"))
+    assert server_half == []
 
 
 async def test_retries_go_beyond_ten_with_capped_backoff_reset_after_success(backend: Backend, start_agent) -> None:

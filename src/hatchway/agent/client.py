@@ -23,19 +23,24 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
 from hatchway.common.muxsession import MuxSession
 from hatchway.common.sink import SinkClosed
 from hatchway.common.tasks import TaskSet
-from hatchway.common.wsconn import AnyWebSocket, WebSocketSink, client_session
+from hatchway.common.wsclient import client_session, dial
+from hatchway.common.wsconn import WebSocketSink
 
 from . import protocol as p
 from .dockerstream import STDERR, STDOUT, frame_header
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hatchway.common.wsconn import AnyWebSocket
 
 __all__ = ["AgentClient", "AgentError", "ByteWriter", "ExecResult", "Output", "ReverseRegistry", "Session",
            "bridge_attach", "bridge_exec"]
@@ -180,7 +185,7 @@ class AgentClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         http = client_session()
         try:
-            ws = await http.ws_connect(url, headers=headers, max_msg_size=64 * 1024 * 1024, compress=0)
+            ws = await dial(http, url, headers=headers, max_msg_size=p.MAX_MESSAGE)
         except BaseException:
             await http.close()
             raise
@@ -380,14 +385,17 @@ class ReverseRegistry:
         self.registrations = 0
 
     async def handler(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # the server half: only a backend serving reverse agents loads it
+
+        from hatchway.common.wsserver import accept
+
         ident = request.query.get("id") or request.query.get("session_id") or ""
         if not ident:
             return web.Response(status=400, text="missing id\n")
         expected = self.tokens.get(ident)
         if expected is not None and request.query.get("token", "") != expected:
             return web.Response(status=401, text="unauthorized\n")
-        ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, compress=False)
-        await ws.prepare(request)
+        ws = await accept(request, max_msg_size=p.MAX_MESSAGE)
         client = AgentClient.accept(ws, **self.client_options)
         old = self.clients.get(ident)
         self.clients[ident] = client

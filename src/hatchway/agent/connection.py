@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from hatchway.common.gate import Drainable
 from hatchway.common.logsafe import escape
 from hatchway.common.muxsession import Ended, MuxSession
 from hatchway.common.sink import SinkClosed
-from hatchway.common.wsconn import AnyWebSocket, WebSocketSink
+from hatchway.common.wsconn import WebSocketSink
 
 from . import protocol as p
 from . import router as r
@@ -30,6 +31,9 @@ from .attach import AttachSession
 from .exec import ExecSession
 from .runtime import AgentRuntime
 from .spawn import ChildSpec, SpawnError, child_environment, spawn
+
+if TYPE_CHECKING:
+    from hatchway.common.wsconn import AnyWebSocket
 
 __all__ = ["Connection"]
 

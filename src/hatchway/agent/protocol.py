@@ -54,6 +54,7 @@ __all__ = [
     "encode_output",
 ]
 
+MAX_MESSAGE = 64 * 1024 * 1024  # one JSON message (upstream: no limit; stdin chunks are 32 KiB)
 CHUNK = 32 * 1024  # upstream's read size: one stdout/stderr message carries at most this many bytes
 
 

@@ -20,11 +20,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from hatchway.common.reconnect import Backoff, reconnect_loop
-from hatchway.common.wsconn import client_session
+from hatchway.common.wsclient import client_session, dial
 
 from .connection import Connection
+from .protocol import MAX_MESSAGE
 from .runtime import AgentRuntime
-from .server import MAX_MESSAGE
 
 __all__ = ["ReverseDialer", "redact_url", "ws_url"]
 
@@ -75,9 +75,9 @@ class ReverseDialer:
                 self.attempts += 1
                 log.info("reverse connect %s (attempt %d)", redact_url(self.url), self.attempts)
                 try:
-                    ws = await session.ws_connect(self.url, headers=headers, heartbeat=self.heartbeat or None,
-                                                  max_msg_size=MAX_MESSAGE, autoping=True, compress=0)
-                except aiohttp.ClientError as exc:
+                    ws = await dial(session, self.url, headers=headers, heartbeat=self.heartbeat or None,
+                                    max_msg_size=MAX_MESSAGE)
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     log.warning("reverse connect failed: %s", _reason(exc, self.token))
                     return False
                 self.connected += 1

@@ -16,16 +16,17 @@ from typing import Any
 from aiohttp import web
 
 from hatchway.common.httpapi import TcpAddress, TokenAuth, json_response
+from hatchway.common.wsserver import accept
 
 from . import protocol as p
 from .connection import Connection
+from .protocol import MAX_MESSAGE
 from .runtime import AgentRuntime
 
 __all__ = ["build_app", "health_body", "parse_addr"]
 
 log = logging.getLogger("hatchway.agent")
 
-MAX_MESSAGE = 64 * 1024 * 1024  # one JSON message (upstream: no limit; stdin chunks are 32 KiB)
 RUNTIME_KEY = web.AppKey("agent_runtime", AgentRuntime)
 
 
@@ -63,8 +64,7 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 async def _ws(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME_KEY]
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=MAX_MESSAGE, compress=False)
-    await ws.prepare(request)
+    ws = await accept(request, max_msg_size=MAX_MESSAGE)
     connection = Connection(ws, runtime, name=f"agent connection {request.remote}")
     await connection.serve()
     return ws

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from hatchway.common.httpapi import HttpServer
 from hatchway.common.lifecycle import Fatal, Service
 from hatchway.common.reaper import Reaper
 from hatchway.common.reconnect import Backoff, GaveUp
@@ -26,10 +25,11 @@ from hatchway.common.reconnect import Backoff, GaveUp
 from .health import HealthChecker, HealthConfig
 from .mainproc import MainProcess
 from .runtime import AgentRuntime
-from .server import build_app, parse_addr
 from .spawn import ChildSpec, SpawnError, child_environment
 
 if TYPE_CHECKING:
+    from hatchway.common.httpapi import HttpServer
+
     from .reverse import ReverseDialer
 
 __all__ = ["Agent", "AgentConfig"]
@@ -134,6 +134,10 @@ class Agent(Service):
             task.add_done_callback(self._dialer_ended)
             self._tasks.append(task)
         else:
+            from hatchway.common.httpapi import HttpServer  # aiohttp.web: only a server-mode run loads it
+
+            from .server import build_app, parse_addr
+
             try:
                 address = parse_addr(config.addr)
             except ValueError as exc:
