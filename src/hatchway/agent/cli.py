@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-PR_SET_CHILD_SUBREAPER = 36
 _LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL,
            "disabled": logging.CRITICAL + 10}
@@ -46,18 +45,19 @@ class RedactFilter(logging.Filter):
 
 
 def become_subreaper() -> bool:
-    """Orphans of our children come to us (when not PID 1), so the one reaper reaps them."""
-    if os.getpid() == 1 or not sys.platform.startswith("linux"):
+    """Orphans of our children come to us (when not PID 1), so the one reaper reaps them.
+
+    :mod:`hatchway.common.subreaper` works in the static executable too (its built-in
+    ``_hatchway_sys``; no ctypes there).
+    """
+    if os.getpid() == 1:
         return False
-    try:  # the static executable has no ctypes (no libffi): there the agent runs as PID 1 itself
-        import ctypes
-    except ImportError:
-        logging.getLogger("hatchway.agent").debug("no ctypes: not a child subreaper")
-        return False
+    from hatchway.common.subreaper import set_child_subreaper
+
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
+        return set_child_subreaper()
+    except OSError as exc:
+        logging.getLogger("hatchway.agent").debug("not a child subreaper: %s", exc)
         return False
 
 
