@@ -99,8 +99,7 @@ class Channel:
         self.keep_open_on_eof = keep_open_on_eof
         self.hold_limit = hold_limit
         self.eof_linger = eof_linger
-        self._linger: asyncio.TimerHandle | None = None
-        self._linger_mark = 0
+        self._linger: asyncio.TimerHandle | None = None  # (few attributes: past 30, CPython stops sharing dict keys)
         self.protocol: ChannelProtocol | None = None
         self._closing = False
         self._lost = False
@@ -196,8 +195,7 @@ class Channel:
             if not self.keep_open_on_eof:
                 self.close()
             elif self.eof_linger is not None and self._linger is None and not self._closing:
-                self._linger_mark = self.received
-                self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check)
+                self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check, self.received)
             return
         if self._closing or self._eof_sent or self.writer is None:
             return
@@ -207,15 +205,14 @@ class Channel:
         except SinkClosed:
             self._lose(ConnectionResetError("the link closed"))
 
-    def _linger_check(self) -> None:
+    def _linger_check(self, mark: int) -> None:
         """After a kept-open local EOF: reset when the far side stayed silent for ``eof_linger``."""
         self._linger = None
         if self._closing:
             return
-        if self.received != self._linger_mark or self._paused_reading:  # the reply is still flowing
-            self._linger_mark = self.received
+        if self.received != mark or self._paused_reading:  # the reply is still flowing
             assert self.eof_linger is not None
-            self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check)
+            self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check, self.received)
             return
         self.reset("local end closed, far side silent")
 
