@@ -23,7 +23,7 @@ from hatchway.common.reaper import Reaper
 
 from .output import TextSink, output_writer
 from .signals import docker_exit_code
-from .spawn import Child, resize_terminal, signal_child
+from .spawn import Child, exit_future, resize_terminal, signal_child
 from .stdin import InputPipe
 
 __all__ = ["ExecSession", "read_into"]
@@ -68,7 +68,7 @@ class ExecSession:
 
     async def run(self) -> int:
         child = self.child
-        exited = asyncio.ensure_future(self.reaper.wait(self.pid))
+        exited = exit_future(self.reaper, self.pid)
         try:
             pumps: list[asyncio.Future[Exception | None]] = []
             sources = [("stdout", child.master_fd)] if self.tty else [("stdout", child.stdout_fd),

@@ -28,7 +28,7 @@ from hatchway.common.sink import Buffer, FlowListener
 
 from .ring import STDERR, STDOUT, OutputRing
 from .signals import docker_exit_code
-from .spawn import Child, ChildSpec, resize_terminal, signal_child, spawn
+from .spawn import Child, ChildSpec, exit_future, resize_terminal, signal_child, spawn
 from .stdin import InputPipe
 
 __all__ = ["Attacher", "MainProcess"]
@@ -204,7 +204,7 @@ class MainProcess:
         child = self.child
         assert child is not None, "start() first"
         loop = asyncio.get_running_loop()
-        exited = asyncio.ensure_future(self.reaper.wait(child.pid))
+        exited = exit_future(self.reaper, child.pid)
         try:
             if self.copy_output:
                 for stream, own_fd in ((STDOUT, 1), (STDERR, 2)):

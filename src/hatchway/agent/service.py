@@ -21,6 +21,7 @@ import msgspec
 from hatchway.common.lifecycle import Fatal, Service
 from hatchway.common.reaper import Reaper
 from hatchway.common.reconnect import Backoff, GaveUp
+from hatchway.common.tasks import TaskSet
 
 from .health import HealthChecker, HealthConfig
 from .mainproc import MainProcess
@@ -91,8 +92,10 @@ class Agent(Service):
         self.runtime = AgentRuntime(self.reaper, environ, main=self.main, health=self.health)
         self.server: HttpServer | None = None
         self.dialer: ReverseDialer | None = None
-        self._tasks: list[asyncio.Task[object]] = []
-        self._main_task: asyncio.Task[int] | None = None
+        self._tasks = TaskSet("agent", logger=log)  # health checks, reverse dialer
+        self._main_tasks = TaskSet("agent main process", logger=log)  # closed last: the main process outlives the rest
+        self._main_task: asyncio.Task[None] | None = None
+        self._dialer_task: asyncio.Task[None] | None = None
         self._done: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -119,10 +122,9 @@ class Agent(Service):
                 await self._uninstall()
                 raise Fatal(f"main process failed to start: {exc.text}") from None
             log.info("main process started", extra={"pid": self.main.pid})
-            self._main_task = loop.create_task(self.main.run(), name="main process")
-            self._main_task.add_done_callback(self._main_exited)
+            self._main_task = self._main_tasks.spawn(self._run_main(self.main), name="main process")
         if self.health is not None:
-            self._tasks.append(loop.create_task(self.health.run(), name="health checks"))
+            self._tasks.spawn(self.health.run(), name="health checks")
         if config.callback:
             from .reverse import ReverseDialer
 
@@ -130,9 +132,7 @@ class Agent(Service):
                                         limit=config.reverse_retries, heartbeat=config.heartbeat,
                                         backoff=Backoff(initial=config.retry_initial, factor=2.0,
                                                         maximum=config.retry_max, jitter=0.2))
-            task = loop.create_task(self.dialer.run(), name="reverse dialer")
-            task.add_done_callback(self._dialer_ended)
-            self._tasks.append(task)
+            self._dialer_task = self._tasks.spawn(self._run_dialer(self.dialer), name="reverse dialer")
         else:
             from hatchway.common.httpapi import HttpServer  # aiohttp.web: only a server-mode run loads it
 
@@ -151,36 +151,34 @@ class Agent(Service):
                 raise Fatal(f"listen tcp {config.addr}: {exc.strerror or exc}") from None
         return self
 
-    def _main_exited(self, task: asyncio.Task[int]) -> None:
-        if task.cancelled() or self._done is None or self._done.done():
-            return
-        exc = task.exception()
-        if exc is not None:
+    def _fail(self, exc: BaseException) -> None:
+        if self._done is not None and not self._done.done():
             self._done.set_exception(exc)
+
+    async def _run_main(self, main: MainProcess) -> None:
+        try:
+            code = await main.run()
+        except Exception as exc:  # reported through wait()
+            self._fail(exc)
             return
-        assert self._loop is not None
-        finishing = self._loop.create_task(self._finish(task.result()), name="agent finish")
-        self._tasks.append(finishing)
+        await self._finish(code)
 
     async def _finish(self, code: int) -> None:
         """Attachers got their exit (main.run told them); close every connection after it; report."""
         await asyncio.gather(*(c.attachers_done(5.0) for c in list(self.runtime.connections)))
-        if self.dialer is not None:
-            for task in self._tasks:
-                if task.get_name() == "reverse dialer":
-                    task.cancel()
+        if self._dialer_task is not None:
+            self._dialer_task.cancel()
         await asyncio.gather(*(c.close() for c in list(self.runtime.connections)), return_exceptions=True)
         if self._done is not None and not self._done.done():
             self._done.set_result(code)
 
-    def _dialer_ended(self, task: asyncio.Task[object]) -> None:
-        if task.cancelled() or self._done is None or self._done.done():
-            return
-        exc = task.exception()
-        if isinstance(exc, GaveUp):
-            self._done.set_exception(Fatal(f"reverse connect failed: {exc}"))
-        elif exc is not None:
-            self._done.set_exception(exc)
+    async def _run_dialer(self, dialer: ReverseDialer) -> None:
+        try:
+            await dialer.run()
+        except GaveUp as exc:
+            self._fail(Fatal(f"reverse connect failed: {exc}"))
+        except Exception as exc:  # reported through wait()
+            self._fail(exc)
 
     async def wait(self) -> int:
         """The main process's exit code once it exited and everything was delivered (never without one)."""
@@ -200,16 +198,14 @@ class Agent(Service):
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         if self.server is not None:
             await self.server.aclose()
         await asyncio.gather(*(c.close() for c in list(self.runtime.connections)), return_exceptions=True)
-        if self.main is not None and self._main_task is not None:
-            if not self._main_task.done():
-                self.main.kill()
-                await asyncio.gather(self._main_task, return_exceptions=True)
+        if self.main is not None and self._main_task is not None and not self._main_task.done():
+            self.main.kill()
+            await self._main_tasks.join()
+        await self._main_tasks.aclose()
         await self.runtime.tasks.aclose()
         await self._uninstall()
 

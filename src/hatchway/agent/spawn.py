@@ -18,6 +18,7 @@ without waiting for it: its exit status is collected by the one
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import grp
@@ -27,10 +28,14 @@ import struct
 import subprocess
 import termios
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
-__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "resize_terminal", "set_window_size",
+if TYPE_CHECKING:
+    from hatchway.common.reaper import Reaper
+
+__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "exit_future", "resize_terminal", "set_window_size",
            "signal_child", "spawn"]
 
 TOKEN_ENV = "SOCKERLESS_AGENT_TOKEN"
@@ -108,6 +113,18 @@ def resize_terminal(fd: int | None, width: int, height: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EBADF, errno.EIO, errno.ENOTTY):
             raise
+
+
+def exit_future(reaper: Reaper, pid: int) -> asyncio.Future[int]:
+    """A future for child ``pid``'s return code, fed by ``reaper`` (no task: nothing to own or cancel)."""
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def deliver(code: int) -> None:
+        if not future.done():
+            future.set_result(code)
+
+    reaper.watch(pid, deliver)
+    return future
 
 
 def signal_child(pid: int, signum: int) -> None:
