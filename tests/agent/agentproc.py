@@ -26,9 +26,11 @@ class AgentProcess:
     """``async with AgentProcess(args) as agent``: started, READY read; killed by PID at the end if still running."""
 
     def __init__(self, args: Sequence[str], *, token: str = "", prefix: Sequence[str] = (),
-                 env: dict[str, str] | None = None, wait_ready: bool = True) -> None:
+                 env: dict[str, str] | None = None, wait_ready: bool = True,
+                 command: Sequence[str] = ()) -> None:
         self.args = list(args)
         self.prefix = list(prefix)
+        self.command = list(command) or AGENT  # the agent to run (default: HATCHWAY_AGENT_CMD or the module)
         self.env = dict(os.environ if env is None else env)
         self.env.pop("SOCKERLESS_AGENT_TOKEN", None)
         if token:
@@ -43,7 +45,7 @@ class AgentProcess:
 
     async def __aenter__(self) -> AgentProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.prefix, *AGENT, *self.args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            *self.prefix, *self.command, *self.args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [asyncio.ensure_future(self._read(self.proc.stdout, self.stdout)),

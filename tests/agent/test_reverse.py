@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from agentproc import AGENT, AgentProcess
+from agentproc import AgentProcess
 from aiohttp import web
 
 from hatchway.agent.client import ReverseRegistry
@@ -79,12 +80,12 @@ async def test_reverse_exec_attach_reconnect_and_exit_code(backend: Backend) -> 
         assert await agent.wait() == 9
 
 
-@pytest.mark.skipif(AGENT[1:3] != ["-m", "hatchway.agent"], reason="import check of the Python module run")
 async def test_reverse_run_imports_no_server_half(backend: Backend) -> None:
     """A reverse-mode start, connection and exec load no aiohttp.web (the server half) and no wsserver/httpapi."""
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # = python -X importtime: every import on stderr
     async with AgentProcess(["-callback", backend.url(), "-keep-alive", "--", "sh", "-c", "read x; exit 3"],
-                            token=TOKEN, env=env, wait_ready=False) as agent:
+                            token=TOKEN, env=env, wait_ready=False,
+                            command=[sys.executable, "-m", "hatchway.agent"]) as agent:  # the module run, always
         client = await backend.registry.wait_for("c1", timeout=20)
         result = await client.collect(["sh", "-c", "echo hi"])
         assert (result.stdout, result.code) == (b"hi\n", 0)
