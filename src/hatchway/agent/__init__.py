@@ -1,10 +1,18 @@
 """Sockerless-compatible remote execution agent and its client library.
 
-Names are imported lazily, so ``import hatchway.agent`` stays cheap and each
-program only loads what it runs.
+Names are imported lazily (PEP 562, :func:`hatchway.common.lazy.lazy_exports`), so
+``import hatchway.agent`` stays cheap and each program only loads what it runs.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from hatchway.common.lazy import lazy_exports
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .client import AgentClient, ExecResult, ReverseRegistry
+    from .health import HealthConfig
+    from .service import Agent, AgentConfig
 
 __all__ = ["Agent", "AgentClient", "AgentConfig", "ExecResult", "HealthConfig", "ReverseRegistry"]
 
@@ -17,11 +25,4 @@ _WHERE = {
     "ReverseRegistry": ".client",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(module, __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
