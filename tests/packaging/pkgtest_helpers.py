@@ -19,6 +19,9 @@ DIST = REPO / "dist"
 OCI_TOOL = REPO / "packaging" / "oci_image.py"
 PROGRAMS: dict = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
 PROGRAM_NAMES = sorted(PROGRAMS)
+# programs in the static build (dist/hatchway-<prog> from build/static, the multi-call dist/hatchway); a program with
+# "format": "onefile" (sidecar: arkitekt-mesh is a glibc extension) ships the PyInstaller onefile + staticx file instead
+STATIC_PROGRAM_NAMES = sorted(p for p in PROGRAMS if PROGRAMS[p].get("format", "binary") == "binary")
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 

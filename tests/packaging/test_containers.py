@@ -46,7 +46,7 @@ def test_loaded_image_config(prog, loaded_images):
     assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in cfg["Env"]
     for env in PROGRAMS[prog].get("env", []):
         assert env in cfg["Env"]
-    assert sorted(cfg["ExposedPorts"]) == sorted(PROGRAMS[prog]["expose"])
+    assert sorted(cfg.get("ExposedPorts") or {}) == sorted(PROGRAMS[prog]["expose"])
     assert (cfg.get("Cmd") or []) == PROGRAMS[prog]["cmd"]
     assert len(info["RootFS"]["Layers"]) == 1
 

@@ -72,7 +72,7 @@ def test_release_image_metadata(prog, build_info):
     cfg = config["config"]
     assert cfg["Entrypoint"] == [f"/app/{prog}"]
     assert cfg.get("Cmd", []) == PROGRAMS[prog]["cmd"]
-    assert sorted(cfg["ExposedPorts"]) == sorted(PROGRAMS[prog]["expose"])
+    assert sorted(cfg.get("ExposedPorts") or {}) == sorted(PROGRAMS[prog]["expose"])
     assert cfg["User"] == "65532:65532" and cfg["WorkingDir"] == "/home/nonroot"
     assert cfg["Env"] == ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", *PROGRAMS[prog].get("env", [])]
     assert cfg["Labels"]["org.opencontainers.image.revision"] == info["revision"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nsroot
 import pytest
-from pkgtest_helpers import PROGRAM_NAMES, VERSION, exited_check, listening, require_tool, wait_for
+from pkgtest_helpers import STATIC_PROGRAM_NAMES, VERSION, exited_check, listening, require_tool, wait_for
 
 SERVE = {
     "tunnel": ["runner", "--host", "127.0.0.1", "--port", "{port}"],
@@ -49,7 +49,7 @@ def exe_processes(path: Path) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+@pytest.mark.parametrize("prog", STATIC_PROGRAM_NAMES)
 def test_version_in_empty_read_only_root_without_tmp_as_nonroot(prog, static_binary, tmp_path):
     root = nsroot.make_root(tmp_path, {f"app/{prog}": static_binary(prog)})
     res = nsroot.run(root, 65532, [f"/app/{prog}", "--version"])
@@ -143,7 +143,7 @@ def test_sigkill_leaves_no_process_and_frees_the_port(prog, static_binary, tmp_p
 
 
 def test_multicall_runs_each_program_by_first_argument(multicall_binary):
-    for prog in PROGRAM_NAMES:
+    for prog in STATIC_PROGRAM_NAMES:
         res = subprocess.run([str(multicall_binary), prog, "--version"], capture_output=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert res.stdout.decode().startswith(f"hatchway-{prog} ")
@@ -153,7 +153,7 @@ def test_multicall_runs_each_program_by_first_argument(multicall_binary):
 
 
 def test_multicall_runs_each_program_by_the_name_it_is_called_under(multicall_binary, tmp_path):
-    for prog in PROGRAM_NAMES:
+    for prog in STATIC_PROGRAM_NAMES:
         link = tmp_path / f"hatchway-{prog}"
         link.symlink_to(multicall_binary)
         res = subprocess.run([str(link), "--version"], capture_output=True, timeout=60)
@@ -164,7 +164,7 @@ def test_multicall_runs_each_program_by_the_name_it_is_called_under(multicall_bi
 def test_multicall_without_a_program_is_a_usage_error(multicall_binary):
     res = subprocess.run([str(multicall_binary)], capture_output=True, timeout=60)
     assert res.returncode == 2
-    assert b"usage: hatchway PROGRAM" in res.stderr and all(p.encode() in res.stderr for p in PROGRAM_NAMES)
+    assert b"usage: hatchway PROGRAM" in res.stderr and all(p.encode() in res.stderr for p in STATIC_PROGRAM_NAMES)
     res = subprocess.run([str(multicall_binary), "no-such-program"], capture_output=True, timeout=60)
     assert res.returncode == 2 and b"unknown program 'no-such-program'" in res.stderr
     res = subprocess.run([str(multicall_binary), "--help"], capture_output=True, timeout=60)
@@ -173,7 +173,7 @@ def test_multicall_without_a_program_is_a_usage_error(multicall_binary):
 
 def test_program_file_keeps_its_program_when_renamed(static_binary, tmp_path):
     """dist/hatchway-<prog> renamed (Dockerfile.scratch's /app/entry) still runs <prog>."""
-    for prog in PROGRAM_NAMES:
+    for prog in STATIC_PROGRAM_NAMES:
         entry = tmp_path / prog / "entry"
         entry.parent.mkdir()
         entry.write_bytes(static_binary(prog).read_bytes())
@@ -183,7 +183,7 @@ def test_program_file_keeps_its_program_when_renamed(static_binary, tmp_path):
 
 
 def test_program_files_differ_only_by_their_default_program(static_binary, multicall_binary):
-    files = [multicall_binary.read_bytes(), *(static_binary(p).read_bytes() for p in PROGRAM_NAMES)]
+    files = [multicall_binary.read_bytes(), *(static_binary(p).read_bytes() for p in STATIC_PROGRAM_NAMES)]
     assert len({len(f) for f in files}) == 1
     marker = b"@@HATCHWAY_DEFAULT_PROGRAM@@="
     at = files[0].index(marker)

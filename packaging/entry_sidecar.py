@@ -1,0 +1,5 @@
+import sys
+
+from hatchway.sidecar.cli import main
+
+sys.exit(main())
