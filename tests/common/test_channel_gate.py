@@ -387,3 +387,32 @@ def test_held_data_reaches_the_protocol_once_in_order_whatever_the_interleaving(
         loop.run_until_complete(check(*loop.run_until_complete(scenario())))
     finally:
         loop.close()
+
+
+async def test_a_half_closing_kept_open_channel_sends_its_eof_and_falls_back_to_the_linger():
+    """half_close + keep_open_on_eof (the tunnel's forward side): a local EOF is sent on at once; a far side
+    that answers nothing (an older peer that ignores the wire's EOF) ends the channel after ``eof_linger``
+    of silence; any far-side byte restarts that wait."""
+    from hatchway.common.channel import Channel
+
+    class C(Channel):
+        def _send_eof(self, writer):
+            writer.send(b"eof")
+
+        def _send_close(self, writer, reason):
+            writer.send(b"close")
+
+    gate = InboundGate(SlowConsumerPolicy.BLOCK, stall_timeout=0)
+    sink = _RecordingSink()
+    channel = C(sink, gate, half_close=True, keep_open_on_eof=True, eof_linger=0.2)
+    proto = _RecordingProtocol()
+    channel.set_protocol(proto)
+    channel.resume_reading()
+    assert channel.can_write_eof()
+    channel.write_eof()
+    channel.write_eof()  # once
+    assert sink.sent == [b"eof"] and not channel.is_closing()
+    channel.feed(b"reply")  # the far side is alive: the wait restarts
+    await wait_until(lambda: proto.lost, what="the linger ends a silent far side")
+    assert sink.sent == [b"eof", b"close"] and bytes(proto.data) == b"reply"
+    assert isinstance(proto.lost[0], ConnectionResetError)

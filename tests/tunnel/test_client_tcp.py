@@ -181,15 +181,17 @@ async def test_case20_bulk_service_to_runner_is_byte_exact_in_64k_messages(runne
         await peer.expect(MsgType.CLOSE, 21)
 
 
-async def test_case21_empty_data_is_a_no_op(runner, echo_service):
+async def test_case21_empty_data_is_the_users_half_close(runner, echo_service):
+    """Hatchway's extension of case 21 (upstream: a no-op): a zero-length DATA half-closes the service's
+    socket; the echo service sees EOF after what came before it and closes: CLOSE."""
     async with tunnel_client(runner) as (_, peer):
         await peer.open_tcp(22, echo_service.port)
-        await peer.data(22, b"")
         await peer.data(22, b"x")
         assert await peer.recv(22) == Message(MsgType.DATA, Proto.TCP, 22, 0, b"x")
-        await peer.data(22, b"")
         await peer.data(22, b"y")
+        await peer.data(22, b"")
         assert await peer.recv(22) == Message(MsgType.DATA, Proto.TCP, 22, 0, b"y")
+        await peer.expect(MsgType.CLOSE, 22)
 
 
 async def test_local_reads_larger_than_64k_are_sliced_into_64k_data(runner, service):

@@ -160,6 +160,30 @@ async def test_half_closed_user_gets_the_whole_reply(stack):
         writer.close()
 
 
+async def slow_reply_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the request to its EOF (the user's half-close reaches it), thinks 2 s, answers 1 MiB, closes."""
+    assert await reader.read() == b"request"
+    await asyncio.sleep(2.0)  # the slowness under test (longer than the old 0.5 s linger)
+    for _ in range(16):
+        writer.write(b"\x44" * CHUNK)
+        await writer.drain()
+
+
+async def test_half_closed_user_gets_the_whole_reply_of_a_service_slow_to_answer(stack):
+    """Item 15 with a service that waits for EOF and answers 2 s later: the whole reply, then EOF."""
+    async with TcpService(slow_reply_handler) as service:
+        await stack.runner()
+        await stack.client()
+        await _until(lambda: registered(stack.base))
+        _, port = await stack.forward(service.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"request")
+        writer.write_eof()
+        reply = await asyncio.wait_for(reader.read(-1), 20)
+        assert reply == b"\x44" * (16 * CHUNK)
+        writer.close()
+
+
 async def test_tunnel_registration_needs_the_token_and_cannot_be_taken_over(stack):
     """Items 1 and 2 with processes: a tokenless intruder is refused, a same-token replacement that
     dies (SIGKILL) hands the id back to the client still alive, and forwards keep working."""

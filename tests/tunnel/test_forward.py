@@ -64,9 +64,11 @@ async def test_connect_and_data_leave_before_connected_and_the_reply_survives_a_
         await channel.send(protocol.connected(Proto.TCP, 1))
         await channel.send(data(Proto.TCP, 1, b"HTTP/1.0 200 OK\r\n"))
         assert await reader.readexactly(17) == b"HTTP/1.0 200 OK\r\n"
-        # the user half-closes after its request: the stream stays open for the rest of the reply
-        # (the protocol has no half-close; issue #6 item 15), and no CLOSE leaves meanwhile
+        # the user half-closes after its request: a zero-length DATA (hatchway's half-close) leaves, the
+        # stream stays open for the rest of the reply (issue #6 item 15), and no CLOSE leaves meanwhile
         writer.write_eof()
+        eof = await channel.recv()
+        assert (eof.type, eof.client_id, bytes(eof.payload)) == (MsgType.DATA, 1, b"")
         await channel.send(data(Proto.TCP, 1, b"body"))
         assert await reader.readexactly(4) == b"body"
         await channel.send(protocol.close(Proto.TCP, 1))

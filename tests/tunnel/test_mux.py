@@ -13,6 +13,7 @@ from hatchway.tunnel.mux import (
     Connected,
     ForwardMux,
     ForwardSide,
+    HalfClosed,
     Ignored,
     Opened,
     Phase,
@@ -114,10 +115,24 @@ def test_client_malformed_messages_raise_protocol_error(raw):
         ClientMux().receive(raw)
 
 
-def test_client_empty_data_on_an_open_stream_is_nothing():
+def test_client_empty_data_is_the_users_half_close_on_tcp_and_nothing_on_udp():
     m = ClientMux()
-    m.receive(H("0100000000011f90"))
-    assert m.receive(H("0300000000010000")) is None
+    tcp = m.receive(H("0100000000011f90")).stream  # type: ignore[union-attr]
+    ev = m.receive(H("0300000000010000"))  # zero-length DATA: the user's EOF, the stream stays open
+    assert isinstance(ev, HalfClosed) and ev.stream is tcp and tcp.phase is Phase.DIALING and 1 in m.streams
+    m.receive(H("0101000000020035"))  # UDP: an empty DATA is an empty datagram, dropped as before
+    assert m.receive(H("0301000000020000")) is None
+    assert m.receive(H("0300000000090000")) == Ignored("dropping DATA for unknown id 9")
+
+
+def test_client_half_close_is_told_once_and_later_data_is_dropped():
+    m = ClientMux()
+    tcp = m.receive(H("0100000000071f90")).stream  # type: ignore[union-attr]
+    assert m.connected(tcp) == H("0200000000070000")
+    assert isinstance(m.receive(H("0300000000070000")), HalfClosed)
+    assert m.receive(H("0300000000070000")) is None  # a repeated EOF changes nothing
+    assert m.receive(H("0300000000070000") + b"late") == Ignored("dropping DATA for id 7 after its EOF")
+    assert isinstance(m.receive(H("0400000000070000")), Closed)  # CLOSE still ends it
 
 
 def test_client_lost_closes_every_stream():
@@ -157,6 +172,20 @@ def test_forward_connected_data_error_close():
     assert isinstance(ev, Closed) and ev.error == "Connection refused (os error 111)"
     assert m.receive(H("0300000000010000") + b"late") is None  # gone
     assert m.finished(s) is None
+
+
+def test_forward_half_close_both_ways_as_zero_length_data():
+    m = ForwardMux(80)
+    s, _ = m.open(Proto.TCP)
+    assert m.eof(s) == H("0300000000010000")  # the user's EOF, before CONNECTED too
+    ev = m.receive(H("0300000000010000"))  # the service's EOF
+    assert isinstance(ev, HalfClosed) and ev.stream is s and s.live
+    assert m.receive(H("0300000000010000")) is None  # told once
+    assert m.receive(H("0300000000010000") + b"x") is None  # DATA after the far side's EOF: dropped
+    assert s.live and m.eof(s) == H("0300000000010000")  # our direction goes on
+    u, _ = m.open(Proto.UDP)
+    assert m.receive(H("0301000000020000")) is None and m.eof(u) is None
+    assert m.finished(s) == H("0400000000010000") and m.eof(s) is None
 
 
 def test_forward_local_close_sends_close_once():
@@ -199,6 +228,21 @@ def test_router_remaps_cli_ids_so_two_users_never_collide():
     assert reply.head == H("0300000000010000") and bytes(reply.payload) == b"for b"
     data = _one(router.from_user(a, tunnel, H("0300000000010000") + b"from a"))
     assert isinstance(data, ToTunnel) and data.head == H("0300000000010000") and bytes(data.payload) == b"from a"
+
+
+def test_router_relays_zero_length_data_both_ways_with_ids_rewritten():
+    router = Router()
+    tunnel, a, b = _Tunnel("c1"), _Forward("c1"), _Forward("c1")
+    router.deliver(router.from_user(b, tunnel, H("0100000000011f90")))  # tunnel id 1
+    router.deliver(router.from_user(a, tunnel, H("0100000000011f90")))  # tunnel id 2
+    down = _one(router.from_user(a, tunnel, H("0300000000010000")))  # the user's EOF
+    assert isinstance(down, ToTunnel) and down.head == H("0300000000020000") and bytes(down.payload) == b""
+    up = _one(router.from_tunnel(tunnel, H("0300000000020000")))  # the service's EOF
+    assert isinstance(up, ToUser) and up.forward is a and up.head == H("0300000000010000") and bytes(up.payload) == b""
+    assert 1 in a.routes and 2 in tunnel.routes  # a half-close ends nothing
+    assert router.deliver([down, up]) is None
+    assert tunnel.sink.sent[-1] == H("0300000000020000")  # header-only messages on the wire
+    assert a.sink.sent == [H("0300000000010000")] and b.sink.sent == []
 
 
 def test_router_port_mismatch_is_an_error_and_reaches_no_container():

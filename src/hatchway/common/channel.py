@@ -41,7 +41,10 @@ Life and end:
     Without that bound, a user that *closed* (on the wire the same as a
     half-close) talking to a service that waits for EOF (an echo service)
     holds its connection open forever in every process on the path.
-    ``eof_linger=None`` waits for the far side without a bound;
+    ``eof_linger=None`` waits for the far side without a bound.
+    With ``half_close`` too, the EOF is sent on and ``eof_linger`` is only the
+    fallback for a far side that ignores the wire's EOF (an older peer): it
+    normally answers with its own EOF or close long before;
   - on the dialing side (the service finished: the far application reads to
     end of stream): the default closes the channel, as Go's peers do.
 * No silent loss: :meth:`reset`, :meth:`link_lost` and :meth:`fail` with an
@@ -194,8 +197,8 @@ class Channel:
         if not self.half_close:
             if not self.keep_open_on_eof:
                 self.close()
-            elif self.eof_linger is not None and self._linger is None and not self._closing:
-                self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check, self.received)
+            else:
+                self._arm_linger()
             return
         if self._closing or self._eof_sent or self.writer is None:
             return
@@ -204,6 +207,13 @@ class Channel:
             self._send_eof(self.writer)
         except SinkClosed:
             self._lose(ConnectionResetError("the link closed"))
+            return
+        if self.keep_open_on_eof:  # a far side that may not understand the wire's EOF: bounded by the linger
+            self._arm_linger()
+
+    def _arm_linger(self) -> None:
+        if self.eof_linger is not None and self._linger is None and not self._closing:
+            self._linger = asyncio.get_running_loop().call_later(self.eof_linger, self._linger_check, self.received)
 
     def _linger_check(self, mark: int) -> None:
         """After a kept-open local EOF: reset when the far side stayed silent for ``eof_linger``."""

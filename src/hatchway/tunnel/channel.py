@@ -8,6 +8,18 @@ and never after the far side ended the stream (D3). The driver feeds inbound
 DATA with ``feed`` and ends the channel with ``remote_closed`` (CLOSE/ERROR)
 or ``link_lost``.
 
+The wire's half-close is hatchway's zero-length DATA (see
+:mod:`hatchway.tunnel.mux`): a local EOF is sent on as one and the stream stays
+open for the other direction (issue #6 item 15); the far side's arrives as
+``remote_eof``. An older peer (upstream's client or forward CLI) ignores it,
+so ``eof_linger`` ends a stream whose far side stays silent that long after
+our EOF (:data:`REPLY_LINGER`, long: a service slow to reply is not cut off).
+Only the forward side sends it (``half_close=True``): on the client a
+service's EOF still closes the stream at once, as upstream's client does; a
+FIN cannot tell a half-close from a close, and a far side that ignores the
+zero-length DATA (upstream's forward CLI) would otherwise hold every
+service-closed connection open.
+
 A TunnelChannel is built not started: it ignores pause requests and holds
 inbound data until :meth:`start`, called right after ``relay.join()`` (a relay
 Pump pauses its transport in ``connection_made`` until the relay is joined,
@@ -23,6 +35,8 @@ from hatchway.common.sink import Buffer, MessageSink
 from .mux import Stream, StreamTable
 from .protocol import MAX_DATA_PAYLOAD
 
+REPLY_LINGER = 30.0  # forward: far-side silence after the user's EOF before the stream is reset (a peer ignoring it)
+
 
 class TunnelChannel(Channel):
     def __init__(
@@ -33,9 +47,15 @@ class TunnelChannel(Channel):
         table: StreamTable,
         *,
         hold_limit: int | None = None,
-        keep_open_on_eof: bool = False,
+        half_close: bool = False,
+        eof_linger: float | None = REPLY_LINGER,
     ) -> None:
-        super().__init__(writer, gate, started=False, hold_limit=hold_limit, keep_open_on_eof=keep_open_on_eof)
+        # half_close: a local EOF is sent on (zero-length DATA) and the stream stays open for the reply,
+        # ended by the far side or after eof_linger of its silence; without it a local EOF closes
+        super().__init__(
+            writer, gate, started=False, hold_limit=hold_limit, half_close=half_close, keep_open_on_eof=half_close,
+            eof_linger=eof_linger,
+        )
         self.stream = stream
         self.table = table
         self.client_id = stream.client_id
@@ -57,6 +77,11 @@ class TunnelChannel(Channel):
 
     def _send_close(self, writer: MessageSink, reason: str | None) -> None:
         message = self.table.finished(self.stream)
+        if message is not None:
+            writer.send(message)
+
+    def _send_eof(self, writer: MessageSink) -> None:
+        message = self.table.eof(self.stream)
         if message is not None:
             writer.send(message)
 

@@ -3,7 +3,8 @@ the sink its messages go to.
 
 The session's read loop hands every binary message from the runner to
 :meth:`ClientStreams.receive`; everything but opening a local socket is
-decided here: DATA goes to the stream's local end (a zero-copy view),
+decided here: DATA goes to the stream's local end (a zero-copy view), a
+zero-length DATA half-closes it (the user's EOF),
 CLOSE ends it, PING is answered, ignored and malformed messages are logged
 (escaped). A CONNECT comes back as the stream the driver must open.
 No sockets, no asyncio.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .mux import ClientMux, Closed, Ignored, Opened, ProtocolError, Received, Reply, Stream
+from .mux import ClientMux, Closed, HalfClosed, Ignored, Opened, ProtocolError, Received, Reply, Stream
 
 if TYPE_CHECKING:
     from hatchway.common.sink import MessageSink
@@ -44,6 +45,9 @@ class ClientStreams:
             endpoint = event.stream.endpoint
             if endpoint is not None:
                 endpoint.feed(event.payload)
+        elif type(event) is HalfClosed:
+            if event.stream.endpoint is not None:
+                event.stream.endpoint.remote_eof()  # the service's socket is half-closed
         elif type(event) is Opened:
             return event.stream
         elif type(event) is Closed:

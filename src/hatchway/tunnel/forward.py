@@ -9,10 +9,12 @@ TCP: each accepted connection gets the next id; CONNECT is sent at once and
 local bytes follow as DATA without waiting for CONNECTED (the ids and the
 message rules are :class:`~hatchway.tunnel.mux.ForwardMux`'s). The relay is
 the common :class:`~hatchway.common.relay.Relay` between the local socket and
-a :class:`~hatchway.tunnel.channel.TunnelChannel`. The protocol has no
-half-close: a local EOF keeps the stream open so the reply still arrives
-(issue #6 item 15), and the stream ends when the far side closes it or the
-local socket fails. CLOSE from the far side closes the local socket after its
+a :class:`~hatchway.tunnel.channel.TunnelChannel`. A local EOF is sent on as
+a zero-length DATA (hatchway's half-close) and the stream stays open so the
+reply still arrives (issue #6 item 15); the far side's half-close
+half-closes the local socket. The stream ends when the far side closes it,
+the local socket fails, or (a peer that ignores the EOF) the far side stays
+silent for ``eof_linger`` seconds after it. CLOSE from the far side closes the local socket after its
 buffered bytes are written; ERROR, the loss of the WebSocket or a stall reset
 resets it (never a clean FIN: issue #6 item 4), and ERROR's text is logged.
 
@@ -48,7 +50,7 @@ from hatchway.common.tasks import TaskSet
 from hatchway.common.wsclient import client_session, dial
 from hatchway.common.wsconn import WebSocketSink
 
-from .channel import TunnelChannel
+from .channel import REPLY_LINGER, TunnelChannel
 from .forward_streams import ForwardStreams
 from .mux import ForwardError, ForwardMux
 from .protocol import Proto
@@ -98,6 +100,7 @@ class Forwarder(Service):
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
+        eof_linger: float | None = REPLY_LINGER,
     ) -> None:
         if proto not in ("tcp", "udp"):
             raise ValueError(f"proto must be 'tcp' or 'udp', not {proto!r}")
@@ -113,6 +116,7 @@ class Forwarder(Service):
         self.buffer_limit = max(int(buffer_limit), 64 * 1024)
         self.handshake_timeout = handshake_timeout
         self.heartbeat = heartbeat or None
+        self.eof_linger = eof_linger  # far-side silence after a user's EOF before the stream is reset
         self.mux = ForwardMux(remote_port)
         self.streams = ForwardStreams(self.mux)
         self._http: aiohttp.ClientSession | None = None
@@ -187,9 +191,9 @@ class Forwarder(Service):
         if stream is None:
             transport.abort()
             return
-        # keep_open_on_eof: a user that sends, shuts down its write side and waits for the
-        # reply still gets it; the stream ends when the far side closes (issue #6 item 15)
-        channel = TunnelChannel(self._writer, self.gate, stream, self.mux, keep_open_on_eof=True)
+        # the user's EOF goes on as a zero-length DATA and the stream stays open: a user that sends, shuts
+        # down its write side and waits for the reply still gets it (issue #6 item 15)
+        channel = TunnelChannel(self._writer, self.gate, stream, self.mux, half_close=True, eof_linger=self.eof_linger)
         relay = Relay(high_water=self.buffer_limit, low_water=self.buffer_limit // 4)
         relay.adopt(relay.front(), transport)
         channel.set_protocol(relay.back())

@@ -4,7 +4,8 @@ messages go to.
 The forwarder's local ends use it to open and end streams (it is the
 :class:`~hatchway.tunnel.udp_sources.StreamOpener` of the UDP sources), and
 the forwarder's read loop hands it every binary message from the far side:
-DATA goes to the stream's local end, CLOSE/ERROR end it (ERROR's text is
+DATA goes to the stream's local end, a zero-length DATA half-closes it,
+CLOSE/ERROR end it (ERROR's text is
 logged, escaped), malformed messages are dropped. No sockets, no asyncio.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from hatchway.common.logsafe import escape
 
-from .mux import Closed, Connected, ForwardMux, ProtocolError, Received, Stream
+from .mux import Closed, Connected, ForwardMux, HalfClosed, ProtocolError, Received, Stream
 from .protocol import Proto
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class ForwardStreams:
         if type(event) is Received:
             if event.stream.endpoint is not None:
                 event.stream.endpoint.feed(event.payload)
+        elif type(event) is HalfClosed:
+            if event.stream.endpoint is not None:
+                event.stream.endpoint.remote_eof()  # the service half-closed: EOF to the user
         elif type(event) is Closed:
             if event.error is not None:
                 log.warning("connection %d: %s", event.stream.client_id, escape(event.error))

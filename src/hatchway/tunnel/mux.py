@@ -31,6 +31,11 @@ Roles and their rules (KohakuRiver's 8-byte header, see ``protocol.py``):
   other side; under the ``reset`` policy DATA for a congested forward link
   resets just that route.
 
+Half-close (hatchway's extension, both roles): a zero-length DATA on a TCP
+stream is the sender's EOF (:class:`HalfClosed`; the receiver half-closes its
+local socket, the stream stays open until CLOSE); :meth:`StreamTable.eof`
+gives the message for a local EOF. The runner relays it as any DATA.
+
 Malformed messages raise :class:`~hatchway.tunnel.protocol.ProtocolError`;
 the driver logs it and keeps the link (the tunnel stays up, as upstream).
 """
@@ -49,7 +54,7 @@ from .protocol import HEADER_SIZE, MAX_CLIENT_ID, MsgType, Proto, ProtocolError,
 
 __all__ = [
     "DialOutcome", "Phase", "Stream", "StreamEnd", "StreamTable", "ClientMux", "ForwardMux", "ForwardError", "Router", "TunnelSide", "ForwardSide", "Route",
-    "Opened", "Received", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
+    "Opened", "Received", "HalfClosed", "Closed", "Reply", "Ignored", "Connected", "ToUser", "ToTunnel", "Output", "Event",
     "ERROR_TUNNEL_LOST", "ERROR_SEND_FAILED", "ERROR_SLOW_CONSUMER", "not_connected_text", "ProtocolError",
 ]
 
@@ -82,6 +87,7 @@ class StreamEnd(Protocol):
 
     def feed(self, data: bytes | memoryview) -> None: ...
     def remote_closed(self, error: str | None = None) -> None: ...
+    def remote_eof(self) -> None: ...
     def link_lost(self) -> None: ...
 
 
@@ -96,7 +102,7 @@ class DialOutcome(enum.Enum):
 class Stream:
     """One id's entry; ``endpoint`` is the driver's object for it (a channel, a UDP flow)."""
 
-    __slots__ = ("client_id", "proto", "port", "phase", "endpoint", "data_header", "ended_by_peer")
+    __slots__ = ("client_id", "proto", "port", "phase", "endpoint", "data_header", "ended_by_peer", "peer_eof")
 
     def __init__(self, client_id: int, proto: Proto, port: int, phase: Phase) -> None:
         self.client_id = client_id
@@ -106,6 +112,7 @@ class Stream:
         self.endpoint: StreamEnd | None = None
         self.data_header = protocol.data_header(proto, client_id)
         self.ended_by_peer = False  # ended by the far side's CLOSE (not a reset, not the link's loss)
+        self.peer_eof = False  # the far side half-closed (zero-length DATA): its later DATA is dropped
 
     @property
     def live(self) -> bool:
@@ -127,6 +134,12 @@ class Received(msgspec.Struct):
 
     stream: Stream
     payload: memoryview
+
+
+class HalfClosed(msgspec.Struct):
+    """The far side's EOF on a TCP stream (a zero-length DATA): no more bytes from it, the stream stays open."""
+
+    stream: Stream
 
 
 class Closed(msgspec.Struct):
@@ -154,7 +167,17 @@ class Ignored(msgspec.Struct):
     reason: str
 
 
-Event = Opened | Received | Closed | Connected | Reply | Ignored
+Event = Opened | Received | HalfClosed | Closed | Connected | Reply | Ignored
+
+
+def _empty_data(stream: Stream) -> HalfClosed | None:
+    """A zero-length DATA: on a TCP stream, hatchway's half-close (the sender's local end sent EOF; the
+    stream stays open for the other direction until CLOSE). Backward compatible: upstream's client
+    writes zero bytes (nothing) and upstream's runner relays DATA as is. On UDP it changes nothing."""
+    if stream.proto is not Proto.TCP or stream.peer_eof:
+        return None  # UDP, or a repeated EOF
+    stream.peer_eof = True
+    return HalfClosed(stream)
 
 
 # ---------------------------------------------------------------- the stream table both ends keep
@@ -170,6 +193,13 @@ class StreamTable:
         if not self._forget(stream):
             return None
         return protocol.close(stream.proto, stream.client_id)
+
+    def eof(self, stream: Stream) -> bytes | None:
+        """The local end of a TCP stream sent EOF: a zero-length DATA (hatchway's half-close, see
+        :func:`_empty_data`); None once the stream has ended."""
+        if stream.phase is Phase.CLOSED or stream.proto is not Proto.TCP:
+            return None
+        return stream.data_header
 
     def release(self, stream: Stream) -> None:
         """Forget a stream without a message (the far side ended it, a reset sent its own CLOSE, ...)."""
@@ -208,7 +238,9 @@ class ClientMux(StreamTable):
             if stream is None:
                 return self._unknown(client_id, "DATA")
             if len(message) == HEADER_SIZE:
-                return None  # an empty DATA changes nothing
+                return _empty_data(stream)
+            if stream.peer_eof:
+                return Ignored(f"dropping DATA for id {client_id} after its EOF")
             return Received(stream, memoryview(message)[HEADER_SIZE:])
         if mtype == _CONNECT:
             if client_id in self.streams:
@@ -311,7 +343,9 @@ class ForwardMux(StreamTable):
             return None  # late messages for a finished id
         if mtype == _DATA:
             if len(message) == HEADER_SIZE:
-                return None
+                return _empty_data(stream)
+            if stream.peer_eof:
+                return None  # data after the far side's EOF: dropped
             return Received(stream, memoryview(message)[HEADER_SIZE:])
         if mtype == _CLOSE or mtype == _ERROR:
             del self.streams[client_id]

@@ -10,7 +10,10 @@ Life of a stream (tunnel.md sections 5.3 and 7; the rules are the
 * The dial succeeds: CONNECTED is sent, then the relay joins the channel and
   the local socket, then the held bytes are written.
 * The dial fails: ERROR with the OS error text, and the id is forgotten (D2).
-* The service closes: CLOSE is sent and the id forgotten (D2).
+* The service closes: CLOSE is sent and the id forgotten (D2), as upstream
+  (a FIN cannot tell a half-close from a close).
+* A zero-length DATA (the user's EOF, hatchway's half-close) half-closes the
+  service's socket (``write_eof``): the service sees EOF, answers, closes.
 * The runner sends CLOSE: queued bytes are delivered, the socket is closed
   (the service sees EOF) and nothing more is sent for the id (D3). That holds
   while dialing too: CONNECT, DATA, CLOSE back to back deliver the DATA.

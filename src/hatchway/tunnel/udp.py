@@ -118,6 +118,9 @@ class UdpFlow(asyncio.DatagramProtocol):
     def remote_closed(self, error: str | None = None) -> None:
         self._finish(notify=False)
 
+    def remote_eof(self) -> None:
+        """Never sent for UDP (a zero-length DATA is an empty datagram there)."""
+
     def link_lost(self) -> None:
         self._finish(notify=False)
 

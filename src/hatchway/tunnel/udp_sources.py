@@ -52,6 +52,9 @@ class UdpSource:
     def remote_closed(self, error: str | None = None) -> None:
         self.table.drop(self)
 
+    def remote_eof(self) -> None:
+        """Never sent for UDP (a zero-length DATA is an empty datagram there)."""
+
     def link_lost(self) -> None:
         self.table.drop(self)
 
