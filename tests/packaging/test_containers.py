@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, VERSION, exited_check, listening, require_tool, run, wait_for
+from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, STATIC_PROGRAM_NAMES, VERSION, exited_check, listening, require_tool, run, wait_for
 
 pytestmark = pytest.mark.container
 
@@ -61,7 +61,7 @@ def version_line_ok(out: bytes, prog: str) -> bool:
     return text.startswith(f"hatchway-{prog} ") and VERSION in text
 
 
-@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+@pytest.mark.parametrize("prog", STATIC_PROGRAM_NAMES)
 def test_loaded_image_file_modes(prog, loaded_images):
     docker = loaded_images
     cid = docker.run("create", image_ref(prog)).stdout.decode().strip()
@@ -89,12 +89,28 @@ def test_version_as_nonroot_without_network(prog, loaded_images):
     assert version_line_ok(out.stdout, prog), out.stdout
 
 
-@pytest.mark.parametrize("prog", PROGRAM_NAMES)
+@pytest.mark.parametrize("prog", STATIC_PROGRAM_NAMES)
 def test_read_only_root_without_tmpfs(prog, loaded_images):
     """`docker run --read-only` with no --tmpfs: the static executable writes nothing."""
     ok = loaded_images.run("run", "--rm", "--network", "none", "--read-only", image_ref(prog), "--version",
                            timeout=120)
     assert version_line_ok(ok.stdout, prog), ok.stdout
+
+
+ONEFILE_PROGRAM_NAMES = sorted(set(PROGRAM_NAMES) - set(STATIC_PROGRAM_NAMES))
+
+
+@pytest.mark.parametrize("prog", ONEFILE_PROGRAM_NAMES)
+def test_onefile_image_needs_and_has_an_exec_tmp(prog, loaded_images):
+    """A "format": "onefile" program (the sidecar: arkitekt-mesh loads as a shared library) unpacks itself at
+    every start: its image carries /tmp, a read-only root needs --tmpfs /tmp:exec, and without it the start
+    fails loudly (not silently)."""
+    ok = loaded_images.run("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp:exec",
+                           image_ref(prog), "--version", timeout=120)
+    assert version_line_ok(ok.stdout, prog), ok.stdout
+    bare = loaded_images.run("run", "--rm", "--network", "none", "--read-only", image_ref(prog), "--version",
+                             timeout=120, check=False)
+    assert bare.returncode != 0 and b"/tmp" in bare.stderr, bare.stderr
 
 
 SERVE = {
