@@ -19,7 +19,18 @@ import time
 from pathlib import Path
 
 import pytest
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, STATIC_PROGRAM_NAMES, VERSION, exited_check, listening, require_tool, run, wait_for
+from pkgtest_helpers import (
+    PROGRAM_NAMES,
+    PROGRAMS,
+    REPO,
+    STATIC_PROGRAM_NAMES,
+    VERSION,
+    exited_check,
+    listening,
+    require_tool,
+    run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.container
 
