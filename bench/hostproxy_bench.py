@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Host proxy bench: the daemon against a minimal aiohttp app doing the same work, in one run.
 
-    .venv-test/bin/python bench/hostproxy_bench.py [--requests 3000] [--sessions 1000] [--idle 10]
+    .venv-test/bin/python bench/hostproxy_bench.py [--requests 5000] [--sessions 1000] [--idle 10]
+    .venv-test/bin/python bench/hostproxy_bench.py --daemon-cmd /tmp/dist/hatchway-hostproxy   # the static exe
 
 Measures (2-core machine targets from issue #10 in brackets):
-* /health and /open/url latency p50/p99 over one keep-alive connection [p99 < 2 ms], and requests/s with
-  32 concurrent clients [>= 8,000/s on one core]; the same against a minimal aiohttp app (uvloop, same JSON
-  work, the same `true` browser command) as the limit;
+* /health and /open/url latency p50/p99, one request at a time over one keep-alive connection
+  [p99 < 2 ms], from a raw-socket client (a blocking socket: a few microseconds of client time, so
+  the figure is the server's); /health requests/s from a raw-socket load generator in a separate
+  process (32 keep-alive connections, one request in flight each) with the server pinned to CPU 0
+  and the client to CPU 1 [>= 8,000/s on one core], and the same with ``wrk -t1 -c32`` when wrk is
+  on PATH (Debian ``wrk``) as a cross-check that the client is not the bound; the same against a
+  minimal aiohttp app (uvloop, same JSON work, the same ``true`` browser command) as the limit;
 * 1,000 concurrent callback sessions: register, capture over real sockets on 1,000 dynamic listeners,
   poll, delete;
 * socket bridge throughput and added round trip [>= 500 MB/s, < 0.2 ms] through the socket server
@@ -20,6 +25,10 @@ import argparse
 import asyncio
 import json
 import os
+import selectors
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,41 +62,128 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 '''
 
 
-async def latency(base: str, path: str, n: int, headers: dict[str, str], body: bytes | None) -> list[float]:
-    import aiohttp
+def http_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
+
+class ResponseReader:
+    """Splits HTTP/1.1 responses (Content-Length framed) out of a byte stream; counts non-200s."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.bad = 0
+
+    def feed(self, data: bytes) -> int:
+        """Add ``data``; the number of complete responses now taken out."""
+        self.buf += data
+        done = 0
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return done
+            head = self.buf[:head_end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            total = head_end + 4 + length
+            if len(self.buf) < total:
+                return done
+            if not self.buf.startswith(b"HTTP/1.1 200"):
+                self.bad += 1
+            self.buf = self.buf[total:]
+            done += 1
+
+
+def latency(port: int, request: bytes, n: int) -> list[float]:
+    """ms per request, one at a time over one keep-alive connection (blocking socket, no event loop)."""
     out = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = ResponseReader()
         for _ in range(n):
             t = time.perf_counter()
-            if body is None:
-                async with http.get(base + path, headers=headers) as r:
-                    await r.read()
-            else:
-                async with http.post(base + path, data=body, headers=headers) as r:
-                    await r.read()
-            assert r.status == 200, r.status
+            sock.sendall(request)
+            while not reader.feed(sock.recv(65536)):
+                pass
             out.append((time.perf_counter() - t) * 1000)
+        assert not reader.bad, f"{reader.bad} answers were not 200"
     return out
 
 
-async def throughput(base: str, path: str, seconds: float, headers: dict[str, str], concurrency: int = 32) -> float:
-    import aiohttp
-
+def load_main(port: int, request_hex: str, seconds: float, connections: int, cpu: int) -> int:
+    """The load generator (run as its own process): closed loop, one request in flight per connection."""
+    if cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    request = bytes.fromhex(request_hex)
+    sel = selectors.DefaultSelector()
+    readers = {}
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        readers[sock] = ResponseReader()
     done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            async with http.get(base + path, headers=headers) as r:
-                await r.read()
-            done += 1
-
+    lat: list[float] = []
+    sent_at = {}
     start = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-    return done / (time.perf_counter() - start)
+    stop = start + seconds
+    for sock in readers:
+        sent_at[sock] = time.perf_counter()
+        sock.send(request)
+    now = start
+    while now < stop:
+        for key, _ in sel.select(0.5):
+            sock = key.fileobj
+            data = sock.recv(65536)  # type: ignore[union-attr]
+            if not data:
+                raise SystemExit("server closed a connection")
+            got = readers[sock].feed(data)  # type: ignore[index]
+            if got:
+                now = time.perf_counter()
+                done += got
+                lat.append((now - sent_at[sock]) * 1000)
+                sent_at[sock] = now
+                sock.send(request)  # type: ignore[union-attr]
+    elapsed = time.perf_counter() - start
+    bad = sum(r.bad for r in readers.values())
+    print(json.dumps({"rps": done / elapsed, "p50": benchlib.pct(lat, 50), "p99": benchlib.pct(lat, 99), "bad": bad}))
+    return 0
+
+
+def load(port: int, request: bytes, seconds: float, connections: int = 32, cpu: int = 1) -> dict[str, float]:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--load", str(port), request.hex(), str(seconds),
+                          str(connections), str(cpu)], capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(out.stdout)
+    assert not result["bad"], f"{result['bad']} answers were not 200"
+    return result
+
+
+def wrk(port: int, path: str, seconds: float, headers: dict[str, str], connections: int = 32,
+        cpu: int = 1) -> dict[str, float] | None:
+    """``wrk -t1 -c32`` on CPU ``cpu``: requests/s and p99 ms (None when wrk is not installed)."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    argv = [exe, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*argv, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu >= 0 else None).stdout
+    result: dict[str, float] = {}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(words[1])
+        elif words[:1] == ["99%"]:
+            value = words[1]
+            scale = 1e-3 if value.endswith("us") else 1000.0 if value.endswith("s") and not value.endswith("ms") else 1.0
+            result["p99"] = float(value.rstrip("mus")) * scale
+        elif "Non-2xx" in line:
+            raise AssertionError(line)
+    return result
 
 
 async def sessions_bench(base: str, token: str, count: int) -> dict[str, float]:
@@ -216,14 +312,14 @@ async def stream(path: str, total: int) -> float:
     return 2 * total / elapsed / 1e6  # bytes through the bridge, both directions
 
 
-async def bridge_bench(tmp: str, megabytes: int, n: int) -> dict[str, float]:
+async def bridge_bench(tmp: str, megabytes: int, n: int, program: list[str]) -> dict[str, float]:
     from hatchway.hostproxy.bridge import HostBridge
 
     agent = os.path.join(tmp, "echo.sock")
     inside = os.path.join(tmp, "ctr", "agent.sock")
     server = await echo_server(agent)
     os.environ["CLAWKER_REMOTE_SOCKETS"] = json.dumps([{"path": inside, "type": "ssh-agent"}])
-    bridge = HostBridge([sys.executable, "-m", "hatchway.hostproxy", "socket-server"], ssh_socket=agent)
+    bridge = HostBridge([*program, "socket-server"], ssh_socket=agent)
     await bridge.start()
     try:
         direct = await pingpong(agent, n)
@@ -246,14 +342,15 @@ async def bridge_bench(tmp: str, megabytes: int, n: int) -> dict[str, float]:
         else:
             inside2 = os.path.join(tmp, "ctr2", "agent.sock")
             os.environ["CLAWKER_REMOTE_SOCKETS"] = json.dumps([{"path": inside2, "type": "ssh-agent"}])
-            bridge = HostBridge([sys.executable, "-m", "hatchway.hostproxy", "socket-server"], ssh_socket=sink_path)
+            bridge = HostBridge([*program, "socket-server"], ssh_socket=sink_path)
             await bridge.start()
             try:
                 one[label] = await one_way(inside2, total, done)
             finally:
                 await bridge.stop()
         sink.close()
-    return {"rtt_direct_p50": benchlib.pct(direct, 50), "rtt_bridge_p50": benchlib.pct(through, 50),
+    return {"rtt_direct_p50": benchlib.pct(direct, 50), "rtt_direct_p99": benchlib.pct(direct, 99),
+            "rtt_bridge_p50": benchlib.pct(through, 50),
             "rtt_bridge_p99": benchlib.pct(through, 99), "mb_direct": direct_mb, "mb_bridge": through_mb,
             "one_direct": one["direct"], "one_bridge": one["bridge"]}
 
@@ -274,16 +371,32 @@ def idle(proc: benchlib.Proc, seconds: float) -> tuple[float, int]:
     return (c1 - c0) / seconds * 100, rss
 
 
+def pin(pid: int, cpu: int) -> None:
+    if cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, {cpu})
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--load"]:  # the load generator's own process
+        port, request_hex, seconds, connections, cpu = sys.argv[2:7]
+        return load_main(int(port), request_hex, float(seconds), int(connections), int(cpu))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=3000)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--requests", type=int, default=5000, help="sequential /health requests (/open/url: a third)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each rate run")
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--megabytes", type=int, default=256)
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--daemon-cmd", default="", help="the hostproxy program (default: python -m hatchway.hostproxy)")
+    ap.add_argument("--cpu", type=int, default=0, help="pin the servers to this CPU, the load client to the other "
+                                                       "(-1: no pinning)")
+    ap.add_argument("--only", default="http,idle,sessions,bridge", help="sections, comma-separated")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    program = benchlib.split_cmd(args.daemon_cmd) if args.daemon_cmd else [sys.executable, "-m", "hatchway.hostproxy"]
+    client_cpu = -1 if args.cpu < 0 else (args.cpu + 1) % max(2, os.cpu_count() or 2)
     benchlib.raise_nofile()
     print(benchlib.machine_line())
+    print(f"hostproxy: {' '.join(program)}")
     from hatchway.hostproxy.tokens import mint_token
 
     with tempfile.TemporaryDirectory() as tmp, benchlib.ProcGroup() as group:
@@ -292,7 +405,7 @@ def main() -> int:
         port, base_port = benchlib.free_port(), benchlib.free_port()
         env = benchlib.hatchway_env({"CLAWKER_STATE_DIR": state})
         daemon = group.add(benchlib.Proc("daemon", [
-            sys.executable, "-m", "hatchway.hostproxy", "serve", "--port", str(port), "--bind", "127.0.0.1",
+            *program, "serve", "--port", str(port), "--bind", "127.0.0.1",
             "--no-watch", "--browser-command", "true", "--open-rate", "0", "--request-rate", "0",
             "--callback-per-container", str(args.sessions), "--callback-total", str(args.sessions),
             "--log-level", "warning"], tmp, env=env))
@@ -304,42 +417,58 @@ def main() -> int:
             if benchlib.port_open("127.0.0.1", base_port):
                 break
             time.sleep(0.05)
-        cpu, rss = idle(daemon, args.idle)
-        cpu0, rss0 = idle(minimal, args.idle)
-        auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        body = json.dumps({"url": "https://example.com/login?x=1"}).encode()
-        rows = []
-        for name, base, hdrs in (("hostproxy", f"http://127.0.0.1:{port}", auth),
-                                 ("minimal aiohttp", f"http://127.0.0.1:{base_port}", {"Content-Type": "application/json"})):
-            h = asyncio.run(latency(base, "/health", args.requests, hdrs, None))
-            o = asyncio.run(latency(base, "/open/url", max(args.requests // 3, 100), hdrs, body))
-            rps = asyncio.run(throughput(base, "/health", args.seconds, hdrs))
-            rows.append([name, benchlib.fnum(benchlib.pct(h, 50), 3), benchlib.fnum(benchlib.pct(h, 99), 3),
-                         benchlib.fnum(benchlib.pct(o, 50), 3), benchlib.fnum(benchlib.pct(o, 99), 3),
-                         benchlib.fnum(rps, 0)])
-        rows.append(["ratio (hostproxy/minimal)", *(benchlib.ratio(float(a.replace(",", "")), float(b.replace(",", ""))) for a, b in
-                                                     zip(rows[0][1:], rows[1][1:], strict=True))])
-        print(benchlib.table(["server", "/health p50 ms", "/health p99 ms", "/open/url p50 ms", "/open/url p99 ms",
-                              "/health req/s (32 clients)"], rows, "HTTP latency and rate"))
-        print(benchlib.table(["server", "idle CPU %", "RSS MB"], [
-            ["hostproxy", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1)],
-            ["minimal aiohttp", benchlib.fnum(cpu0, 3), benchlib.fnum(rss0 / 1e6, 1)],
-            ["ratio", benchlib.ratio(cpu, cpu0) if cpu0 else "-", benchlib.ratio(rss, rss0)]], "idle"))
-        s = asyncio.run(sessions_bench(f"http://127.0.0.1:{port}", token, args.sessions))
-        rss_after = procstat.status(daemon.pid)[0]
-        print(benchlib.table(["phase", f"{args.sessions} sessions, s", "per session ms"],
-                             [[k, benchlib.fnum(v, 3), benchlib.fnum(v * 1000 / args.sessions, 3)]
-                              for k, v in s.items()],
-                             f"concurrent callback sessions (daemon RSS after: {rss_after / 1e6:.1f} MB)"))
-        b = run_uvloop(bridge_bench(tmp, args.megabytes, args.requests))
-        print(benchlib.table(["path", "64 B round trip p50 ms", "echo MB/s (both directions)", "one-way MB/s"], [
-            ["direct unix socket", benchlib.fnum(b["rtt_direct_p50"], 3), benchlib.fnum(b["mb_direct"], 0),
-             benchlib.fnum(b["one_direct"], 0)],
-            ["through the bridge", benchlib.fnum(b["rtt_bridge_p50"], 3), benchlib.fnum(b["mb_bridge"], 0),
-             benchlib.fnum(b["one_bridge"], 0)],
-            ["added / ratio", benchlib.fnum(b["rtt_bridge_p50"] - b["rtt_direct_p50"], 3),
-             benchlib.ratio(b["mb_bridge"], b["mb_direct"]), benchlib.ratio(b["one_bridge"], b["one_direct"])]],
-            f"socket bridge (bridge p99 {b['rtt_bridge_p99']:.3f} ms)"))
+        if "idle" in only:
+            cpu, rss = idle(daemon, args.idle)
+            cpu0, rss0 = idle(minimal, args.idle)
+            print(benchlib.table(["server", "idle CPU %", "RSS MB"], [
+                ["hostproxy", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1)],
+                ["minimal aiohttp", benchlib.fnum(cpu0, 3), benchlib.fnum(rss0 / 1e6, 1)],
+                ["ratio", benchlib.ratio(cpu, cpu0) if cpu0 else "-", benchlib.ratio(rss, rss0)]],
+                f"idle ({args.idle:g} s each)"))
+        if "http" in only:
+            pin(daemon.pid, args.cpu)
+            pin(minimal.pid, args.cpu)
+            auth = {"Authorization": f"Bearer {token}"}
+            body = json.dumps({"url": "https://example.com/login?x=1"}).encode()
+            rows = []
+            for name, srv_port, hdrs in (("hostproxy", port, auth), ("minimal aiohttp", base_port, {})):
+                health = http_request("GET", "/health", srv_port, hdrs)
+                opens = http_request("POST", "/open/url", srv_port, {**hdrs, "Content-Type": "application/json"}, body)
+                latency(srv_port, health, 200)  # warm up
+                h = latency(srv_port, health, args.requests)
+                o = latency(srv_port, opens, max(args.requests // 3, 100))
+                rate = load(srv_port, health, args.seconds, cpu=client_cpu)
+                w = wrk(srv_port, "/health", args.seconds, hdrs, cpu=client_cpu)
+                rows.append([name, benchlib.fnum(benchlib.pct(h, 50), 3), benchlib.fnum(benchlib.pct(h, 99), 3),
+                             benchlib.fnum(benchlib.pct(o, 50), 3), benchlib.fnum(benchlib.pct(o, 99), 3),
+                             benchlib.fnum(rate["rps"], 0), benchlib.fnum(rate["p99"], 2),
+                             benchlib.fnum(w["rps"], 0) if w else "-", benchlib.fnum(w["p99"], 2) if w else "-"])
+            rows.append(["ratio (hostproxy/minimal)", *(
+                benchlib.ratio(float(a.replace(",", "")), float(b.replace(",", ""))) if a != "-" else "-"
+                for a, b in zip(rows[0][1:], rows[1][1:], strict=True))])
+            print(benchlib.table(["server", "/health p50 ms", "/health p99 ms", "/open/url p50 ms", "/open/url p99 ms",
+                                  "/health req/s (raw, 32 conn)", "p99 ms", "/health req/s (wrk -t1 -c32)", "p99 ms"],
+                                 rows, f"HTTP latency (one connection, sequential) and rate (server on CPU {args.cpu})"))
+        if "sessions" in only:
+            s = asyncio.run(sessions_bench(f"http://127.0.0.1:{port}", token, args.sessions))
+            rss_after = procstat.status(daemon.pid)[0]
+            print(benchlib.table(["phase", f"{args.sessions} sessions, s", "per session ms"],
+                                 [[k, benchlib.fnum(v, 3), benchlib.fnum(v * 1000 / args.sessions, 3)]
+                                  for k, v in s.items()],
+                                 f"concurrent callback sessions (daemon RSS after: {rss_after / 1e6:.1f} MB)"))
+        if "bridge" in only:
+            b = run_uvloop(bridge_bench(tmp, args.megabytes, args.requests, program))
+            print(benchlib.table(["path", "64 B round trip p50 ms", "p99 ms", "echo MB/s (both directions)",
+                                  "one-way MB/s"], [
+                ["direct unix socket", benchlib.fnum(b["rtt_direct_p50"], 3), benchlib.fnum(b["rtt_direct_p99"], 3),
+                 benchlib.fnum(b["mb_direct"], 0), benchlib.fnum(b["one_direct"], 0)],
+                ["through the bridge", benchlib.fnum(b["rtt_bridge_p50"], 3), benchlib.fnum(b["rtt_bridge_p99"], 3),
+                 benchlib.fnum(b["mb_bridge"], 0), benchlib.fnum(b["one_bridge"], 0)],
+                ["added / ratio", benchlib.fnum(b["rtt_bridge_p50"] - b["rtt_direct_p50"], 3),
+                 benchlib.fnum(b["rtt_bridge_p99"] - b["rtt_direct_p99"], 3),
+                 benchlib.ratio(b["mb_bridge"], b["mb_direct"]), benchlib.ratio(b["one_bridge"], b["one_direct"])]],
+                "socket bridge"))
+        print(f"load average after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
-from .subproc import run_bounded
+from .subproc import failure_text, run_bounded, run_quiet
 
 __all__ = ["BrowserError", "Opener", "SystemOpener", "browser_command"]
 
@@ -42,10 +42,14 @@ class SystemOpener:
     async def open(self, url: str) -> None:
         argv = [*self.command, url] if self.command else browser_command(url)
         try:
-            done = await run_bounded(argv, cwd=self.cwd, timeout=self.timeout)
+            if self.cwd is None:  # output discarded, as Go's exec with no Stdout/Stderr does
+                returncode = await run_quiet(argv, timeout=self.timeout)
+            else:
+                returncode = (await run_bounded(argv, cwd=self.cwd, timeout=self.timeout)).returncode
         except OSError as exc:
             raise BrowserError(f"exec: {argv[0]!r}: {exc.strerror or exc}") from None
-        if done.returncode is None:
+        if returncode is None:
             raise BrowserError(f"browser command timed out after {self.timeout:g}s")
-        if done.failure is not None:
-            raise BrowserError(done.failure)
+        failure = failure_text(returncode)
+        if failure is not None:
+            raise BrowserError(failure)
