@@ -123,6 +123,21 @@ def _item_kind(kind: Any) -> Any:
     return None
 
 
+_FieldMap = dict[str, "msgspec.structs.FieldInfo"]
+_field_map_cache: dict[type[msgspec.Struct], tuple[_FieldMap, _FieldMap]] = {}
+
+
+def _field_maps(struct: type[msgspec.Struct]) -> tuple[_FieldMap, _FieldMap]:
+    """``struct``'s fields by JSON name, exact and lowercased (computed once per type: msgspec resolves
+    the annotations on every ``structs.fields`` call, the largest cost of a small request)."""
+    maps = _field_map_cache.get(struct)
+    if maps is None:
+        fields = msgspec.structs.fields(struct)
+        maps = {f.encode_name: f for f in fields}, {f.encode_name.lower(): f for f in fields}
+        _field_map_cache[struct] = maps
+    return maps
+
+
 def fold_keys(value: Any, kind: Any) -> Any:
     """Rewrite decoded JSON ``value`` so that msgspec sees Go ``encoding/json`` matching for ``kind``.
 
@@ -136,9 +151,7 @@ def fold_keys(value: Any, kind: Any) -> Any:
     """
     struct = _struct_of(kind)
     if struct is not None and isinstance(value, dict):
-        fields = msgspec.structs.fields(struct)
-        exact = {f.encode_name: f for f in fields}
-        folded = {f.encode_name.lower(): f for f in fields}
+        exact, folded = _field_maps(struct)
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
