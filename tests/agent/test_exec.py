@@ -232,3 +232,30 @@ async def test_user_extension(start_agent, wire_to) -> None:
     await wire.send(type="exec", id="x", cmd=["id"], user="no-such-user-xyz")
     assert (await wire.next("x"))["type"] == "error"
     assert (await wire.next("x"))["code"] == 126
+
+
+async def test_streamed_stdout_is_byte_exact_in_messages_of_at_most_32k(start_agent, wire_to) -> None:  # 33
+    # the stdout pipe is widened and read 256 KB at a time, cut into 32 KiB messages sent in one socket write
+    wire = await wire_to(await start_agent())
+    await wire.send(type="exec", id="seq", cmd=["seq", "1", "600000"], stdin=False)
+    out, err, seen = await wire.run("seq", timeout=60)
+    expected = "".join(f"{i}\n" for i in range(1, 600001)).encode()
+    assert out == expected and err == b"" and seen[-1] == {"type": "exit", "id": "seq", "code": 0}
+    sizes = [len(base64.b64decode(m["data"])) for m in seen if m["type"] == "stdout"]
+    assert max(sizes) <= 32768 and sum(sizes) == len(expected)
+
+
+def test_exec_stdout_pipe_is_widened() -> None:
+    import fcntl
+
+    from hatchway.agent.spawn import PIPE_SIZE_ROOT, PIPE_SIZE_USER, ChildSpec, spawn
+
+    child = spawn(ChildSpec(argv=["true"], env=dict(os.environ), stdin=False))
+    try:
+        assert child.stdout_fd is not None and child.stderr_fd is not None
+        wanted = PIPE_SIZE_ROOT if os.geteuid() == 0 else PIPE_SIZE_USER
+        assert fcntl.fcntl(child.stdout_fd, 1032) == wanted  # F_GETPIPE_SZ
+        assert fcntl.fcntl(child.stderr_fd, 1032) == 65536  # stderr keeps the default
+    finally:
+        child.popen.wait()
+        child.close_fds()

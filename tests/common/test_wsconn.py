@@ -145,3 +145,35 @@ async def test_sink_sends_text_messages_and_nothing_after_mark_closing():
         await asyncio.wait_for(closing, 5)
     await runner.aclose()
     assert received == [(aiohttp.WSMsgType.TEXT, "héllo world"), (aiohttp.WSMsgType.BINARY, b"\x00")]
+
+
+async def test_send_many_frames_each_message_in_one_write_both_sides():
+    # WebSocketSink.send_many (the agent's 256 KB read cut into 32 KiB messages): masked from the client,
+    # plain from the server, text or binary, every message intact and in order
+    big = os.urandom(70000)
+    messages = [(b"a", memoryview(b"bc")), (big,), (b"",), (b"x" * 200,)]
+    handler, received, done = collecting_handler(len(messages))
+    runner, url = await start_server(handler)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        wsconn.WebSocketSink(ws).send_many(messages)
+        await asyncio.wait_for(done.wait(), 5)
+        await ws.close()
+    await runner.aclose()
+    assert received == [(aiohttp.WSMsgType.BINARY, b"".join(m)) for m in messages]
+
+    async def server(request):
+        ws = await wsconn.accept(request)
+        wsconn.WebSocketSink(ws).send_many([(b'{"a":', b"1}"), (b'"' + b"y" * 70000 + b'"',)], text=True)
+        await ws.receive()
+        return ws
+
+    runner, url = await start_server(server)
+    async with wsconn.client_session() as session:
+        ws = await wsconn.dial(session, url)
+        first = await asyncio.wait_for(ws.receive(), 5)
+        second = await asyncio.wait_for(ws.receive(), 5)
+        assert (first.type, first.data) == (aiohttp.WSMsgType.TEXT, '{"a":1}')
+        assert (second.type, second.data) == (aiohttp.WSMsgType.TEXT, '"' + "y" * 70000 + '"')
+        await ws.close()
+    await runner.aclose()

@@ -11,7 +11,7 @@ accepting and discards, so a dead client never blocks the child (upstream's rule
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
@@ -27,10 +27,11 @@ class TextSink(MessageSink, Protocol):
     """A message sink that also sends text messages (``WebSocketSink``)."""
 
     def send_text(self, *parts: Buffer | str) -> None: ...
+    def send_many(self, messages: Sequence[Sequence[Buffer]], *, text: bool = False) -> None: ...
 
 
 def output_writer(sink: TextSink, stream: str, ident: str,
                   on_end: Callable[[Exception | None], None] | None = None) -> SinkWriter:
     """A ``WriteEnd`` turning bytes into ``stdout``/``stderr`` text messages for session ``ident``."""
     return SinkWriter(sink, on_end, max_message=CHUNK, encode=partial(encode_output, output_prefix(stream, ident)),
-                      send=sink.send_text, discard_when_closed=True)
+                      send=sink.send_text, discard_when_closed=True, send_many=partial(sink.send_many, text=True))

@@ -57,6 +57,9 @@ class SinkWriter:
       envelope, a channel header); default: the slice itself;
     * ``send``: how the parts go out; default ``sink.send`` (pass
       ``sink.send_text`` for text messages);
+    * ``send_many(list of parts)``: with ``encode``, a read longer than
+      ``max_message`` goes out in one call (``WebSocketSink.send_many``: one
+      transport write for all its messages) instead of one ``send`` per slice;
     * ``discard_when_closed``: once the sink is closed, keep reading the source
       and count the bytes in :attr:`discarded` (a dead client must not block
       the child writing its output); default: stop reading the source.
@@ -76,8 +79,10 @@ class SinkWriter:
         encode: Callable[[Buffer], Sequence[Buffer]] | None = None,
         send: Callable[..., None] | None = None,
         discard_when_closed: bool = False,
+        send_many: Callable[[Sequence[Sequence[Buffer]]], None] | None = None,
     ) -> None:
         self.sink = sink
+        self._send_many = send_many
         self._on_end = on_end
         self._ended = False
         self._max = max_message
@@ -97,8 +102,12 @@ class SinkWriter:
                 self._send_one(data)
             else:
                 view = memoryview(data)
-                for start in range(0, len(view), limit):
-                    self._send_one(view[start : start + limit])
+                if self._send_many is not None and self._encode is not None:
+                    encode = self._encode
+                    self._send_many([encode(view[start : start + limit]) for start in range(0, len(view), limit)])
+                else:
+                    for start in range(0, len(view), limit):
+                        self._send_one(view[start : start + limit])
         except SinkClosed:
             if not self._discard:
                 raise

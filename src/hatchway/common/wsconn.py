@@ -41,6 +41,7 @@ import os
 import random
 import socket
 import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -135,6 +136,35 @@ class WebSocketSink(TransportSink):
         else:
             transport.writelines((frame_header(length, False, opcode), *parts))
         self.sent_messages += 1
+        if self._protocol.writing_paused and not self._flow.paused:
+            self._pause()
+
+    def send_many(self, messages: Sequence[Sequence[Buffer]], *, text: bool = False) -> None:
+        """Send each item of ``messages`` (its parts joined) as one message, all in one transport write.
+
+        A pump that read 256 KiB and cut it into 32 KiB messages hands them over in one call: one
+        ``writelines`` (one syscall) instead of one per message. Raises ConnectionGone when closed or closing.
+        """
+        transport = self._transport
+        if self._closing or transport.is_closing():
+            raise ConnectionGone("WebSocket is closed or closing")
+        opcode = _OP_TEXT if text else _OP_BINARY
+        out: list[Buffer] = []
+        masked = self._masked
+        for parts in messages:
+            length = 0
+            for part in parts:
+                length += len(part)
+            if masked:
+                mask = _rand32(32).to_bytes(4, "big")
+                payload = bytearray().join(parts)
+                _mask(mask, payload)
+                out += (frame_header(length, True, opcode) + mask, payload)
+            else:
+                out.append(frame_header(length, False, opcode))
+                out += parts
+        transport.writelines(out)
+        self.sent_messages += len(messages)
         if self._protocol.writing_paused and not self._flow.paused:
             self._pause()
 
