@@ -1,15 +1,21 @@
 """hatchway-sidecar vs the reference Go arkitekt-sidecar (v0.0.5 from arkitekt-gateway), side by side in one run,
 on the offline test tailnet (tests/sidecar: fake control + DERP in a network namespace, caddy-tailscale as `svc`).
 
-    .venv-test/bin/python bench/sidecar_bench.py [--quick] [--hatchway-cmd "dist/hatchway-sidecar"] [--json FILE]
+    .venv-test/bin/python bench/sidecar_bench.py [--quick] [--connect-only] [--rounds N]
+        [--hatchway-cmd "dist/hatchway-sidecar"] [--json FILE]
 
 Figures (each sidecar is its own process inside the namespace; the load generator is one uvloop Python process
 inside the namespace too):
 * start to READY: wall time from spawn until the @@SIDECAR:READY@@ line is read (fresh state dir each time),
   without and with -statusport (hatchway imports aiohttp only for the status API);
-* CONNECT throughput: `CONNECT svc:8082` then GET of a 64 MiB file served by caddy over the tailnet, best of N;
+* CONNECT throughput: `CONNECT svc:8082` then GET of a 64 MiB file served by caddy over the tailnet, rounds in
+  round robin: the Go sidecar, hatchway, and the mesh's own ceiling (a Python process that is itself an
+  arkitekt-mesh node dialling through the node's local proxy: hatchway's backend path without the sidecar relay),
+  with the CPU seconds each sidecar's process tree spends per MB;
 * requests/s: 16 concurrent clients, each a new connection with `GET http://svc/` (Connection: close) for T s;
-* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (a onefile executable is two processes);
+* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (a onefile executable is three processes),
+  without and with -statusport (hatchway's status API is aiohttp; arkitekt-gateway passes -statusport by default);
+* a venv run gets bytecode as an installed package has it (private PYTHONPYCACHEPREFIX, one warm-up start);
 * size: the Go binary vs hatchway's executable (dist/hatchway-sidecar when present).
 Root is needed (ip netns). Every process is started and stopped here, by PID.
 """
@@ -45,9 +51,9 @@ CLIENT = r"""
 import asyncio, json, sys, time
 import uvloop
 
-async def connect_get(port, host, path):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+async def connect_get(host, port, target, path):
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     assert b" 200 " in head.split(b"\r\n")[0], head
     writer.write(f"GET {path} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n".encode())
@@ -57,7 +63,8 @@ async def connect_get(port, host, path):
         total += len(chunk)
     elapsed = time.perf_counter() - start
     writer.close()
-    return total, elapsed
+    assert total >= BULK_SIZE, total
+    return total / elapsed / 1e6
 
 async def one_request(port):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -82,18 +89,51 @@ async def rps(port, seconds, workers):
     await asyncio.gather(*(worker() for _ in range(workers)))
     return ok / (time.perf_counter() - start), bad
 
+async def mesh(statedir, hostname):
+    # the mesh's own ceiling: this process is an arkitekt-mesh node and dials through the node's local proxy
+    # itself (the path hatchway's mesh backend uses), no sidecar in between
+    import arkitekt_mesh
+    node = await arkitekt_mesh.Node.start(statedir, hostname, control_url="CONTROL", auth_key="AUTHKEY")
+    try:
+        host, port = node.proxy_url.rsplit("/", 1)[1].rsplit(":", 1)
+        cpu = time.process_time()
+        mbps = await connect_get(host, int(port), "svc:8082", "/bulk")
+        cpu = time.process_time() - cpu
+        return {"mbps": mbps, "cpu_s": cpu}
+    finally:
+        node.close()
+
 async def main():
-    port, runs, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    best = 0.0
-    for _ in range(runs):
-        total, elapsed = await connect_get(port, "svc:8082", "/bulk")
-        assert total >= BULK_SIZE, total
-        best = max(best, total / elapsed / 1e6)
-    r, bad = await rps(port, seconds, 16)
-    print(json.dumps({"connect_mbps": best, "rps": r, "failed": bad}))
+    mode = sys.argv[1]
+    if mode == "connect":
+        cpu = time.process_time()
+        mbps = await connect_get("127.0.0.1", int(sys.argv[2]), "svc:8082", "/bulk")
+        print(json.dumps({"mbps": mbps, "client_cpu_s": time.process_time() - cpu}))
+    elif mode == "rps":
+        r, bad = await rps(int(sys.argv[2]), float(sys.argv[3]), 16)
+        print(json.dumps({"rps": r, "failed": bad}))
+    else:
+        print(json.dumps(await mesh(sys.argv[2], sys.argv[3])))
 
 uvloop.run(main())
-""".replace("BULK_SIZE", str(BULK))
+""".replace("BULK_SIZE", str(BULK)).replace("CONTROL", CONTROL_URL).replace("AUTHKEY", AUTH_KEY)
+
+
+def client(net: FakeTailnet, *args: str) -> dict[str, float]:
+    """One run of the load generator inside the namespace (its own process)."""
+    out = subprocess.run(net.command([sys.executable, "-c", CLIENT, *args]), capture_output=True, text=True,
+                         timeout=600, env=net.env())
+    if out.returncode != 0:
+        raise RuntimeError(f"client {args} failed: {out.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+# A venv run imports hatchway from src/: give it bytecode as an installed package has (a private cache dir; the
+# shell may carry PYTHONDONTWRITEBYTECODE=1, and compiling every module at each start is not what users run).
+# The first start of each sidecar in measure() is a warm-up that writes the cache and is not counted.
+BYTECODE_ENV = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": os.path.join(tempfile.gettempdir(),
+                                                                                   "hatchway-bench-pycache")}
 
 
 class Running:
@@ -107,7 +147,7 @@ class Running:
             args += ["-statusport", str(status_port)]
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(net.command(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=net.env(), restore_signals=True)
+                                     env=net.env(BYTECODE_ENV), restore_signals=True)
         self.ready = None
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
@@ -140,7 +180,15 @@ class Running:
         self.proc.stdout.close()
 
 
-def measure(net: FakeTailnet, argv: list[str], name: str, starts: int, runs: int, seconds: float) -> dict[str, float]:
+def idle_rss(sidecar: Running) -> float:
+    time.sleep(2.0)  # idle before the sample (a bench, not a test)
+    return procstat.sample(sidecar.proc.pid, tree_mode=True).rss / 1e6  # onefile+staticx: the whole process tree
+
+
+def measure(net: FakeTailnet, argv: list[str], name: str, starts: int, seconds: float) -> dict[str, float]:
+    """start to READY (median of ``starts`` after one warm-up, without and with -statusport), idle RSS without and
+    with -statusport (arkitekt-gateway's wrapper passes -statusport 9090 by default) and requests/s."""
+    Running(net, argv, f"{name}w", bl.free_port(), bl.free_port()).stop()  # warm-up: bytecode cache, page cache
     ready, ready_status = [], []
     for i in range(starts):
         sidecar = Running(net, argv, f"{name}{i}", bl.free_port())
@@ -149,65 +197,130 @@ def measure(net: FakeTailnet, argv: list[str], name: str, starts: int, runs: int
         sidecar = Running(net, argv, f"{name}s{i}", bl.free_port(), bl.free_port())
         ready_status.append(sidecar.ready)
         sidecar.stop()
+    sidecar = Running(net, argv, f"{name}st", bl.free_port(), bl.free_port())
+    try:
+        rss_status = idle_rss(sidecar)
+    finally:
+        sidecar.stop()
     port = bl.free_port()
     sidecar = Running(net, argv, name, port)
     try:
-        time.sleep(2.0)  # idle before the RSS sample (a bench, not a test)
-        rss = procstat.sample(sidecar.proc.pid, tree_mode=True).rss / 1e6  # onefile+staticx: parent + child
-        out = subprocess.run(net.command([sys.executable, "-c", CLIENT, str(port), str(runs), str(seconds)]),
-                             capture_output=True, text=True, timeout=600, env=net.env())
-        if out.returncode != 0:
-            raise RuntimeError(f"{name} client failed: {out.stderr[-2000:]}")
-        load = json.loads(out.stdout)
+        rss = idle_rss(sidecar)
+        load = client(net, "rps", str(port), str(seconds))
     finally:
         sidecar.stop()
-    return {"ready_s": bl.median(ready), "ready_status_s": bl.median(ready_status), "connect_mbps": load["connect_mbps"], "rps": load["rps"],
-            "failed": load["failed"], "idle_rss_mb": rss}
+    return {"ready_s": bl.median(ready), "ready_status_s": bl.median(ready_status), "rps": load["rps"],
+            "failed": load["failed"], "idle_rss_mb": rss, "idle_rss_status_mb": rss_status}
+
+
+def connect_rounds(net: FakeTailnet, go_argv: list[str], hw_argv: list[str], rounds: int) -> dict[str, dict[str, float]]:
+    """CONNECT svc:8082 + GET of the 64 MiB file, round robin in each round (a load burst hits all three alike):
+    through the Go sidecar, through hatchway, and the mesh's own ceiling (a Python process that is itself an
+    arkitekt-mesh node and dials through the node's local proxy, hatchway's mesh backend path without the
+    sidecar's relay). Besides MB/s, the CPU seconds the sidecar's process tree spent per transfer."""
+    go_port, hw_port = bl.free_port(), bl.free_port()
+    go = Running(net, go_argv, "goconn", go_port)
+    hw = Running(net, hw_argv, "hwconn", hw_port)
+    runs: dict[str, list[dict[str, float]]] = {"go": [], "hatchway": [], "mesh": []}
+    caddy = net.procs[1].pid  # the service node, the sender of the bytes (control is procs[0])
+    try:
+        order = ["go", "hatchway", "mesh"]
+        for r in range(rounds):
+            for who in order[r % 3:] + order[:r % 3]:
+                svc_cpu = procstat.sample(caddy, tree_mode=True).cpu
+                if who == "mesh":
+                    state = tempfile.mkdtemp(prefix="bench-mesh-")
+                    got = client(net, "mesh", state, f"meshdirect{r}")
+                    got["sidecar_cpu_s"] = got.pop("cpu_s")  # the node runs in the client process itself
+                else:
+                    sidecar = go if who == "go" else hw
+                    cpu = procstat.sample(sidecar.proc.pid, tree_mode=True).cpu
+                    got = client(net, "connect", str(go_port if who == "go" else hw_port))
+                    got["sidecar_cpu_s"] = procstat.sample(sidecar.proc.pid, tree_mode=True).cpu - cpu
+                got["svc_cpu_s"] = procstat.sample(caddy, tree_mode=True).cpu - svc_cpu
+                runs[who].append(got)
+                bl.log(f"round {r}: {who} {got['mbps']:.1f} MB/s, CPU s: sidecar {got['sidecar_cpu_s']:.2f}, "
+                       f"service node {got['svc_cpu_s']:.2f}")
+    finally:
+        go.stop()
+        hw.stop()
+    out: dict[str, dict[str, float]] = {}
+    for who, got in runs.items():
+        mbps = [g["mbps"] for g in got]
+        out[who] = {"best_mbps": max(mbps), "median_mbps": bl.median(mbps),
+                    "cpu_ms_per_mb": bl.median([g["sidecar_cpu_s"] * 1000 / (BULK / 1e6) for g in got]),
+                    "svc_cpu_ms_per_mb": bl.median([g["svc_cpu_s"] * 1000 / (BULK / 1e6) for g in got])}
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--connect-only", action="store_true", help="only the CONNECT throughput rounds")
+    parser.add_argument("--rounds", type=int, help="CONNECT rounds (default 5, --quick 3)")
     parser.add_argument("--hatchway-cmd", default=f"{sys.executable} -m hatchway.sidecar")
     parser.add_argument("--json")
     args = parser.parse_args()
-    starts, runs, seconds = (2, 2, 3.0) if args.quick else (5, 3, 5.0)
+    starts, rounds, seconds = (2, 3, 3.0) if args.quick else (5, 5, 5.0)
+    rounds = args.rounds or rounds
     go_bin = installed_file("arkitekt-gateway", "arkitekt-sidecar")
     hatchway = shlex.split(args.hatchway_cmd)
     net = FakeTailnet()
+    go: dict[str, float] = {}
+    hw: dict[str, float] = {}
     try:
         bl.log("starting the test tailnet (control + DERP + caddy svc)")
         net.start()
         with open(os.path.join(net.www, "bulk"), "wb") as fh:
             fh.write(os.urandom(1 << 20) * (BULK >> 20))
-        bl.log("Go sidecar")
-        go = measure(net, [go_bin], "gosc", starts, runs, seconds)
-        bl.log("hatchway sidecar")
-        hw = measure(net, hatchway, "hw", starts, runs, seconds)
+        if not args.connect_only:
+            bl.log("Go sidecar")
+            go = measure(net, [go_bin], "gosc", starts, seconds)
+            bl.log("hatchway sidecar")
+            hw = measure(net, hatchway, "hw", starts, seconds)
+        bl.log("CONNECT throughput rounds")
+        conn = connect_rounds(net, [go_bin], hatchway, rounds)
     finally:
         net.stop()
     dist = os.path.join(bl.REPO, "dist", "hatchway-sidecar")
     sizes = {"go_mb": os.path.getsize(go_bin) / 1e6,
              "hatchway_mb": os.path.getsize(dist) / 1e6 if os.path.exists(dist) else None}
+    cg, ch, cm = conn["go"], conn["hatchway"], conn["mesh"]
     rows = [
-        ["start to READY (s, median)", bl.fnum(go["ready_s"], 3), bl.fnum(hw["ready_s"], 3),
-         bl.ratio(go["ready_s"], hw["ready_s"]) + " sooner"],
-        ["start to READY with -statusport (s, median)", bl.fnum(go["ready_status_s"], 3),
-         bl.fnum(hw["ready_status_s"], 3), bl.ratio(go["ready_status_s"], hw["ready_status_s"]) + " sooner"],
-        ["CONNECT throughput (MB/s, best)", bl.fnum(go["connect_mbps"]), bl.fnum(hw["connect_mbps"]),
-         bl.ratio(hw["connect_mbps"], go["connect_mbps"])],
-        ["requests/s (16 clients, new conn each)", bl.fnum(go["rps"]), bl.fnum(hw["rps"]), bl.ratio(hw["rps"], go["rps"])],
-        ["failed requests", go["failed"], hw["failed"], ""],
-        ["idle RSS (MB)", bl.fnum(go["idle_rss_mb"]), bl.fnum(hw["idle_rss_mb"]),
-         bl.ratio(hw["idle_rss_mb"], go["idle_rss_mb"])],
-        ["size (MB)", bl.fnum(sizes["go_mb"]), bl.fnum(sizes["hatchway_mb"]), ""],
+        ["CONNECT throughput (MB/s, best)", bl.fnum(cg["best_mbps"]), bl.fnum(ch["best_mbps"]),
+         bl.ratio(ch["best_mbps"], cg["best_mbps"])],
+        ["CONNECT throughput (MB/s, median)", bl.fnum(cg["median_mbps"]), bl.fnum(ch["median_mbps"]),
+         bl.ratio(ch["median_mbps"], cg["median_mbps"])],
+        ["mesh ceiling: direct arkitekt-mesh dial, no proxy (MB/s, best / median)", "",
+         f"{bl.fnum(cm['best_mbps'])} / {bl.fnum(cm['median_mbps'])}",
+         "hatchway/ceiling " + bl.ratio(ch["median_mbps"], cm["median_mbps"])],
+        ["sidecar CPU per MB moved (ms, median; mesh ceiling: the dialing process)", bl.fnum(cg["cpu_ms_per_mb"], 2),
+         f"{bl.fnum(ch['cpu_ms_per_mb'], 2)} (ceiling {bl.fnum(cm['cpu_ms_per_mb'], 2)})", ""],
+        ["service node (caddy, the sender) CPU per MB (ms, median)", bl.fnum(cg["svc_cpu_ms_per_mb"], 2),
+         f"{bl.fnum(ch['svc_cpu_ms_per_mb'], 2)} (ceiling {bl.fnum(cm['svc_cpu_ms_per_mb'], 2)})", ""],
     ]
+    if go:
+        rows = [
+            ["start to READY (s, median)", bl.fnum(go["ready_s"], 3), bl.fnum(hw["ready_s"], 3),
+             bl.ratio(go["ready_s"], hw["ready_s"]) + " sooner"],
+            ["start to READY with -statusport (s, median)", bl.fnum(go["ready_status_s"], 3),
+             bl.fnum(hw["ready_status_s"], 3), bl.ratio(go["ready_status_s"], hw["ready_status_s"]) + " sooner"],
+            *rows,
+            ["requests/s (16 clients, new conn each)", bl.fnum(go["rps"]), bl.fnum(hw["rps"]),
+             bl.ratio(hw["rps"], go["rps"])],
+            ["failed requests", go["failed"], hw["failed"], ""],
+            ["idle RSS (MB)", bl.fnum(go["idle_rss_mb"]), bl.fnum(hw["idle_rss_mb"]),
+             bl.ratio(hw["idle_rss_mb"], go["idle_rss_mb"])],
+            ["idle RSS with -statusport (MB)", bl.fnum(go["idle_rss_status_mb"]), bl.fnum(hw["idle_rss_status_mb"]),
+             bl.ratio(hw["idle_rss_status_mb"], go["idle_rss_status_mb"])],
+        ]
+    rows.append(["size (MB)", bl.fnum(sizes["go_mb"]), bl.fnum(sizes["hatchway_mb"]), ""])
     print(bl.machine_line())
     print(f"hatchway command: {' '.join(hatchway)}")
     print(bl.table(["figure", "Go arkitekt-sidecar v0.0.5", "hatchway-sidecar (mesh)", "hatchway vs Go"], rows))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"go": go, "hatchway": hw, "sizes": sizes}, fh, indent=2)
+            json.dump({"go": go, "hatchway": hw, "connect": conn, "sizes": sizes}, fh, indent=2)
     return 0
 
 
