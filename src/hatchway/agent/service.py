@@ -20,7 +20,6 @@ import msgspec
 
 from hatchway.common.lifecycle import Fatal, Service
 from hatchway.common.reaper import Reaper
-from hatchway.common.reconnect import Backoff, GaveUp
 from hatchway.common.tasks import TaskSet
 
 from .health import HealthChecker, HealthConfig
@@ -126,6 +125,8 @@ class Agent(Service):
         if self.health is not None:
             self._tasks.spawn(self.health.run(), name="health checks")
         if config.callback:
+            from hatchway.common.reconnect import Backoff  # the reconnect loop: only a reverse-mode run loads it
+
             from .reverse import ReverseDialer
 
             self.dialer = ReverseDialer(config.callback, self.runtime, token=config.token,
@@ -173,6 +174,8 @@ class Agent(Service):
             self._done.set_result(code)
 
     async def _run_dialer(self, dialer: ReverseDialer) -> None:
+        from hatchway.common.reconnect import GaveUp
+
         try:
             await dialer.run()
         except GaveUp as exc:
