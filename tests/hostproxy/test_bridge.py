@@ -138,3 +138,18 @@ def test_ssh_agent_check(ssh_agent: tuple[str, str], tmp_path: Any) -> None:
     assert check_ssh_agent({}) == "SSH_AUTH_SOCK is not set"
     assert "not reachable" in (check_ssh_agent({"SSH_AUTH_SOCK": str(tmp_path / "none.sock")}) or "")
     assert check_ssh_agent({"SSH_AUTH_SOCK": ssh_agent[0]}) is None
+
+
+def test_widen_pipe_gives_a_frame_sized_pipe() -> None:
+    import fcntl
+
+    from hatchway.hostproxy.bridgelink import PIPE_SIZE, widen_pipe
+
+    r, w = os.pipe()
+    try:
+        widen_pipe(w)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE  # one pipe buffer, seen from both ends
+        widen_pipe(-1)  # not a descriptor: left alone, no error
+    finally:
+        os.close(r)
+        os.close(w)

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from hatchway.hostproxy.muxproto import (
     CLOSE,
     DATA,
+    MAX_DATA,
+    MAX_FRAME,
     OPEN,
     PUBKEY,
     READY,
@@ -88,3 +90,22 @@ def test_any_split_gives_the_same_events(payloads: list[bytes], cut: int) -> Non
     for i in range(0, len(stream), cut):
         got += split.receive_data(stream[i:i + cut])
     assert got == expected == [Data(5, p) for p in payloads]
+
+
+def test_large_data_frames_from_a_reused_receive_buffer() -> None:
+    """Payloads up to MAX_DATA (one 256 KiB socket read) survive any split, fed from one buffer overwritten
+    after every call (as a reader reusing its receive buffer would): received payloads are not views of it."""
+    payloads = [bytes([i]) * size for i, size in enumerate((MAX_DATA, 1, MAX_DATA - 7, 65536 + 9))]
+    wire = b"".join(encode_frame(DATA, 9, p) for p in payloads)
+    assert len(encode_frame(DATA, 9, payloads[0])) - 4 <= MAX_FRAME  # the largest DATA a peer accepts
+    host = BridgeProtocol("host")
+    host.streams[9] = "ssh-agent"
+    received: list[Data] = []
+    scratch = bytearray(100_003)
+    with memoryview(scratch) as view:
+        for start in range(0, len(wire), len(scratch)):
+            chunk = wire[start:start + len(scratch)]
+            scratch[:len(chunk)] = chunk
+            received += [e for e in host.receive_data(view[:len(chunk)]) if isinstance(e, Data)]
+            scratch[:] = b"\xee" * len(scratch)
+    assert [bytes(e.payload) for e in received] == payloads

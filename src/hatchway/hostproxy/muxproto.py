@@ -29,7 +29,9 @@ __all__ = [
 
 DATA, OPEN, CLOSE, PUBKEY, READY, ERROR = 1, 2, 3, 4, 5, 6
 MAX_FRAME = 1 << 20  # largest length value accepted
-MAX_DATA = 64 * 1024  # DATA payloads written at most this large (upstream reads 64 KiB)
+# DATA payloads written at most this large: one socket read (uvloop reads up to 256 KiB) is one frame.
+# Upstream writes 64 KiB payloads but reads any frame up to MAX_FRAME, so larger ones are compatible.
+MAX_DATA = 256 * 1024
 SOCKET_TYPES = ("ssh-agent", "gpg-agent")
 _HEADER = struct.Struct("!BI")
 
@@ -53,7 +55,7 @@ class Opened(msgspec.Struct, frozen=True):
 
 class Data(msgspec.Struct, frozen=True):
     stream: int
-    payload: bytes
+    payload: bytes | memoryview  # received: a view into the frame (no copy); compares equal to bytes
 
 
 class Closed(msgspec.Struct, frozen=True):
@@ -106,15 +108,16 @@ class BridgeProtocol:
             if len(frame) < 5:
                 raise FrameError("message too short")
             kind, stream = _HEADER.unpack_from(frame)
-            payload = frame[5:]
-            event = self._handle(kind, stream, payload)
+            if kind == DATA:  # the hot path: the payload stays in the frame's bytes
+                if stream in self.streams:
+                    events.append(Data(stream, memoryview(frame)[5:]))
+                continue  # unknown stream: dropped
+            event = self._handle(kind, stream, frame[5:])
             if event is not None:
                 events.append(event)
         return events
 
     def _handle(self, kind: int, stream: int, payload: bytes) -> Event | None:
-        if kind == DATA:
-            return Data(stream, payload) if stream in self.streams else None  # unknown stream: dropped
         if kind == CLOSE:
             if self.streams.pop(stream, None) is None:
                 return None  # never answer a CLOSE for a stream we do not have: no ping-pong

@@ -20,7 +20,7 @@ import msgspec
 
 from hatchway.common.sink import SinkProtocol
 
-from .bridgelink import BridgeLink
+from .bridgelink import BridgeLink, widen_pipe
 from .muxproto import SOCKET_TYPES, BridgeProtocol, Event, PubKey
 
 __all__ = ["RemoteSocket", "serve_sockets", "setup_gnupg"]
@@ -100,6 +100,8 @@ async def serve_sockets(environ: Mapping[str, str] | None = None, *, stdin: int 
         log.error("CLAWKER_REMOTE_SOCKETS lists no sockets")
         return 1
     loop = asyncio.get_running_loop()
+    for fd in (stdin, stdout):
+        widen_pipe(fd)
     out_transport, out_proto = await loop.connect_write_pipe(SinkProtocol, os.fdopen(stdout, "wb", 0, closefd=False))
     assert out_proto.sink is not None
     pubkeys: asyncio.Queue[bytes] = asyncio.Queue()
