@@ -250,22 +250,34 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: Buffer) -> list[bytes]:
-        """Add received bytes; return the messages now complete. Raises ValueError on an oversize frame."""
+        """Add received bytes; return the messages now complete. Raises ValueError on an oversize frame.
+
+        Each message is copied once (out of ``data``, or out of the held partial frame joined with
+        ``data``): frames whole inside ``data`` never go through the held buffer.
+        """
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            source: Buffer = buffer
+        else:
+            source = data
         out: list[bytes] = []
         start = 0
         size = self._size
-        while len(buffer) - start >= size:
-            (length,) = self._unpack(buffer, start)
-            if length > self._max:
-                raise ValueError(f"a {length}-byte frame exceeds the limit {self._max}")
-            end = start + size + length
-            if len(buffer) < end:
-                break
-            out.append(bytes(buffer[start + size : end]))
-            start = end
-        if start:
+        with memoryview(source) as view:
+            total = view.nbytes
+            while total - start >= size:
+                (length,) = self._unpack(view, start)
+                if length > self._max:
+                    raise ValueError(f"a {length}-byte frame exceeds the limit {self._max}")
+                end = start + size + length
+                if total < end:
+                    break
+                out.append(bytes(view[start + size : end]))
+                start = end
+            if source is not buffer and start < total:
+                buffer += view[start:]  # the start of a frame still to come
+        if source is buffer and start:
             del buffer[:start]
         return out
 
