@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hmac
 import http
 import re
 
@@ -287,6 +286,8 @@ def authorized(head: RequestHead, username: str, password: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     user, colon, secret = decoded.partition(b":")
+    import hmac  # only when credentials are checked: hmac imports hashlib/OpenSSL digests (~0.9 MiB RSS)
+
     user_ok = hmac.compare_digest(user, username.encode("utf-8"))
     pass_ok = hmac.compare_digest(secret, password.encode("utf-8"))
     return bool(colon) and user_ok and pass_ok

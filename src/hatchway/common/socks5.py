@@ -21,7 +21,6 @@ Hosts are text: dotted IPv4, compressed IPv6 (``::1``), or a domain name
 from __future__ import annotations
 
 import enum
-import hmac
 import socket
 import struct
 
@@ -469,6 +468,8 @@ class ServerNegotiation(_Negotiation):
         if auth is None:
             return False
         assert isinstance(auth, UserPassAuth) and self._credentials is not None
+        import hmac  # only when credentials are checked: hmac imports hashlib/OpenSSL digests (~0.9 MiB RSS)
+
         user_ok = hmac.compare_digest(_raw(auth.username), self._credentials[0])
         pass_ok = hmac.compare_digest(_raw(auth.password), self._credentials[1])
         if not (user_ok and pass_ok):
