@@ -8,6 +8,9 @@ from hatchway.sidecar.mesh import order_addresses
 
 def test_ipv4_first() -> None:
     assert order_addresses(["fd7a:115c:a1e0::4/128", "100.64.0.4/32"]) == ["100.64.0.4", "fd7a:115c:a1e0::4"]
+    # stable within each family; an IPv4-mapped IPv6 address is IPv6
+    assert order_addresses(["fd7a::2", "100.64.0.9", "::ffff:10.0.0.1", "fd7a::1/128", "100.64.0.1"]) == \
+        ["100.64.0.9", "100.64.0.1", "fd7a::2", "::ffff:10.0.0.1", "fd7a::1"]
 
 
 def test_refusal_body_is_the_error_text() -> None:

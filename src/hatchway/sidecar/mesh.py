@@ -10,7 +10,6 @@ times: ``/status`` reports self (addresses) and ``"peers": []``.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from typing import Any
 
@@ -30,9 +29,11 @@ ERROR_BODY_LIMIT = 4096
 
 
 def order_addresses(addresses: list[str]) -> list[str]:
-    """IPv4 first, then IPv6 (Go's ``TailscaleIPs`` order); prefix lengths dropped."""
+    """IPv4 first, then IPv6 (Go's ``TailscaleIPs`` order); prefix lengths dropped.
+
+    An IPv6 address always has a colon and an IPv4 one never (no ``ipaddress`` import: 0.3 MiB of idle RSS)."""
     parsed = [str(a).split("/")[0] for a in addresses]
-    return sorted(parsed, key=lambda a: ipaddress.ip_address(a).version)
+    return sorted(parsed, key=lambda a: ":" in a)
 
 
 class MeshBackend:
