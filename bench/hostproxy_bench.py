@@ -62,6 +62,20 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 '''
 
 
+FAKE_ENGINE = r'''
+import asyncio, os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "tests", "hostproxy"))
+from fake_engine import FakeEngine
+async def main():
+    engine = FakeEngine()
+    engine.add("agent", dev__clawker__managed="true", dev__clawker__purpose="agent")
+    await engine.start(sys.argv[1])
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+'''
+
+
 def http_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes | None = None) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
     if body is not None:
@@ -109,6 +123,17 @@ def latency(port: int, request: bytes, n: int) -> list[float]:
                 pass
             out.append((time.perf_counter() - t) * 1000)
         assert not reader.bad, f"{reader.bad} answers were not 200"
+    return out
+
+
+def spawn_floor(n: int) -> list[float]:
+    """ms to run the same browser command (``true``) directly: posix_spawn + wait, no server, no HTTP."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        pid = os.posix_spawnp("true", ["true", "https://example.com/login?x=1"], os.environ, setsid=True)
+        os.waitpid(pid, 0)
+        out.append((time.perf_counter() - t) * 1000)
     return out
 
 
@@ -376,6 +401,11 @@ def pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
+def unpin(pid: int) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, range(os.cpu_count() or 1))
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--load"]:  # the load generator's own process
         port, request_hex, seconds, connections, cpu = sys.argv[2:7]
@@ -403,42 +433,58 @@ def main() -> int:
         state = os.path.join(tmp, "state")
         token = mint_token(os.path.join(state, "hostproxy", "tokens.json"), "bench-ctr")
         port, base_port = benchlib.free_port(), benchlib.free_port()
-        env = benchlib.hatchway_env({"CLAWKER_STATE_DIR": state})
-        daemon = group.add(benchlib.Proc("daemon", [
-            *program, "serve", "--port", str(port), "--bind", "127.0.0.1",
-            "--no-watch", "--browser-command", "true", "--open-rate", "0", "--request-rate", "0",
-            "--callback-per-container", str(args.sessions), "--callback-total", str(args.sessions),
-            "--log-level", "warning"], tmp, env=env))
-        minimal = group.add(benchlib.Proc("minimal", [sys.executable, "-c", MINIMAL_APP, str(base_port)], tmp,
-                                          env=env))
-        assert daemon.wait_line("READY", 20), daemon.log_tail()
-        assert minimal.wait_line("READY", 20), minimal.log_tail()
-        for _ in range(100):
-            if benchlib.port_open("127.0.0.1", base_port):
-                break
-            time.sleep(0.05)
+        docker_sock = os.path.join(tmp, "docker.sock")
+        env = benchlib.hatchway_env({"CLAWKER_STATE_DIR": state, "DOCKER_HOST": f"unix://{docker_sock}"})
+        if only & {"http", "idle", "sessions"}:
+            # the daemon as deployed: its watcher polls the (fake) engine and follows its event stream
+            engine = group.add(benchlib.Proc("fake engine", [sys.executable, "-c", FAKE_ENGINE, docker_sock], tmp,
+                                              env=env))
+            assert engine.wait_line("READY", 20), engine.log_tail()
+            daemon = group.add(benchlib.Proc("daemon", [
+                *program, "serve", "--port", str(port), "--bind", "127.0.0.1",
+                "--browser-command", "true", "--open-rate", "0", "--request-rate", "0",
+                "--callback-per-container", str(args.sessions), "--callback-total", str(args.sessions),
+                "--log-level", "warning"], tmp, env=env))
+            minimal = group.add(benchlib.Proc("minimal", [sys.executable, "-c", MINIMAL_APP, str(base_port)], tmp,
+                                              env=env))
+            assert daemon.wait_line("READY", 20), daemon.log_tail()
+            assert minimal.wait_line("READY", 20), minimal.log_tail()
+            for _ in range(100):
+                if benchlib.port_open("127.0.0.1", base_port):
+                    break
+                time.sleep(0.05)
         if "idle" in only:
             cpu, rss = idle(daemon, args.idle)
             cpu0, rss0 = idle(minimal, args.idle)
             print(benchlib.table(["server", "idle CPU %", "RSS MB"], [
-                ["hostproxy", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1)],
+                ["hostproxy (watching the fake engine)", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1)],
                 ["minimal aiohttp", benchlib.fnum(cpu0, 3), benchlib.fnum(rss0 / 1e6, 1)],
                 ["ratio", benchlib.ratio(cpu, cpu0) if cpu0 else "-", benchlib.ratio(rss, rss0)]],
                 f"idle ({args.idle:g} s each)"))
         if "http" in only:
-            pin(daemon.pid, args.cpu)
-            pin(minimal.pid, args.cpu)
             auth = {"Authorization": f"Bearer {token}"}
             body = json.dumps({"url": "https://example.com/login?x=1"}).encode()
+            servers = [("hostproxy", port, auth, daemon), ("minimal aiohttp", base_port, {}, minimal)]
+            requests = {name: (http_request("GET", "/health", p, h),
+                               http_request("POST", "/open/url", p, {**h, "Content-Type": "application/json"}, body))
+                        for name, p, h, _ in servers}
+            lat: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, *_ in servers}
+            floor: list[float] = []
+            for name, p, _, _ in servers:
+                latency(p, requests[name][0], 200)  # warm up
+            rounds = 10  # interleaved: a burst of load from elsewhere hits both servers alike
+            for _ in range(rounds):
+                for name, p, _, _ in servers:
+                    lat[name][0].extend(latency(p, requests[name][0], max(args.requests // rounds, 10)))
+                    lat[name][1].extend(latency(p, requests[name][1], max(args.requests // 3 // rounds, 10)))
+                floor.extend(spawn_floor(max(args.requests // 3 // rounds, 10)))
             rows = []
-            for name, srv_port, hdrs in (("hostproxy", port, auth), ("minimal aiohttp", base_port, {})):
-                health = http_request("GET", "/health", srv_port, hdrs)
-                opens = http_request("POST", "/open/url", srv_port, {**hdrs, "Content-Type": "application/json"}, body)
-                latency(srv_port, health, 200)  # warm up
-                h = latency(srv_port, health, args.requests)
-                o = latency(srv_port, opens, max(args.requests // 3, 100))
-                rate = load(srv_port, health, args.seconds, cpu=client_cpu)
-                w = wrk(srv_port, "/health", args.seconds, hdrs, cpu=client_cpu)
+            for name, p, hdrs, proc in servers:
+                pin(proc.pid, args.cpu)  # the rate runs: the server on one core, the client on the other
+                rate = load(p, requests[name][0], args.seconds, cpu=client_cpu)
+                w = wrk(p, "/health", args.seconds, hdrs, cpu=client_cpu)
+                unpin(proc.pid)
+                h, o = lat[name]
                 rows.append([name, benchlib.fnum(benchlib.pct(h, 50), 3), benchlib.fnum(benchlib.pct(h, 99), 3),
                              benchlib.fnum(benchlib.pct(o, 50), 3), benchlib.fnum(benchlib.pct(o, 99), 3),
                              benchlib.fnum(rate["rps"], 0), benchlib.fnum(rate["p99"], 2),
@@ -446,9 +492,13 @@ def main() -> int:
             rows.append(["ratio (hostproxy/minimal)", *(
                 benchlib.ratio(float(a.replace(",", "")), float(b.replace(",", ""))) if a != "-" else "-"
                 for a, b in zip(rows[0][1:], rows[1][1:], strict=True))])
+            rows.append(["floor: `true` spawned + waited, no HTTP", "-", "-", benchlib.fnum(benchlib.pct(floor, 50), 3),
+                         benchlib.fnum(benchlib.pct(floor, 99), 3), "-", "-", "-", "-"])
             print(benchlib.table(["server", "/health p50 ms", "/health p99 ms", "/open/url p50 ms", "/open/url p99 ms",
                                   "/health req/s (raw, 32 conn)", "p99 ms", "/health req/s (wrk -t1 -c32)", "p99 ms"],
-                                 rows, f"HTTP latency (one connection, sequential) and rate (server on CPU {args.cpu})"))
+                                 rows, f"HTTP latency (one keep-alive connection, one request at a time, {rounds} "
+                                       f"interleaved rounds) and rate (server pinned to CPU {args.cpu}, client to "
+                                       f"CPU {client_cpu})"))
         if "sessions" in only:
             s = asyncio.run(sessions_bench(f"http://127.0.0.1:{port}", token, args.sessions))
             rss_after = procstat.status(daemon.pid)[0]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import aiohttp
 import msgspec
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["ContainerSummary", "DockerError", "EngineClient", "EngineEvent", "socket_path"]
 
@@ -73,10 +76,14 @@ class EngineClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp  # the client half of aiohttp only where a Docker call is made (not with --no-watch)
+
             self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.path))
         return self._session
 
     async def _get(self, path: str, params: dict[str, str]) -> bytes:
+        import aiohttp
+
         try:
             async with self._http().get("http://docker" + path, params=params,
                                          timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
@@ -100,6 +107,8 @@ class EngineClient:
 
     async def events(self, filters: Mapping[str, Sequence[str]]) -> AsyncIterator[EngineEvent]:
         """Stream events until the engine ends the stream; DockerError on failure."""
+        import aiohttp
+
         try:
             async with self._http().get("http://docker/events", params={"filters": encode_filters(filters)},
                                          timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)) as r:
