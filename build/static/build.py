@@ -556,6 +556,125 @@ SITE_PATCHES = {
     ],
 }
 
+# aiohttp's `import attr` (attrs: ~18 ms at every start, ~0.7 ms per class) -> the subset aiohttp uses
+# (build/static/attrs_lite.py, packed as aiohttp/_attrs_lite.py; tests/packaging/test_static_imports.py
+# checks it behaves as attrs does for aiohttp's uses).
+ATTR_USERS = ("client.py", "client_ws.py", "client_reqrep.py", "helpers.py", "tracing.py", "web_protocol.py",
+              "web_request.py", "web_routedef.py", "web_ws.py")
+for _rel in ATTR_USERS:
+    SITE_PATCHES.setdefault(f"aiohttp/{_rel}", []).append(("\nimport attr\n", "\nfrom . import _attrs_lite as attr\n"))
+SITE_FILES = {"aiohttp/_attrs_lite.py": HERE / "attrs_lite.py"}
+
+# aiohttp.helpers: the email package (~7 ms) only for Content-Type parameters and HTTP dates, on
+# first use; platform.system() -> sys.platform (platform costs ~2 ms).
+SITE_PATCHES["aiohttp/helpers.py"] += [
+    ("from email.message import EmailMessage\nfrom email.parser import HeaderParser\nfrom email.policy import HTTP\n"
+     "from email.utils import parsedate\n", ""),
+    ("import platform\n", ""),
+    ('IS_MACOS = platform.system() == "Darwin"\nIS_WINDOWS = platform.system() == "Windows"\n',
+     'IS_MACOS = sys.platform == "darwin"\nIS_WINDOWS = sys.platform == "win32"\n'),
+    ("class EnsureOctetStream(EmailMessage):\n",
+     "@functools.lru_cache(maxsize=None)\ndef _ensure_octet_stream() -> type:\n"
+     "    from email.message import EmailMessage\n\n"
+     "    class EnsureOctetStream(EmailMessage):\n"
+     "        def __init__(self) -> None:\n"
+     "            super().__init__()\n"
+     "            self.set_default_type(\"application/octet-stream\")\n\n"
+     "        def get_content_type(self) -> str:\n"
+     "            value = self.get(\"content-type\", \"\").lower()\n"
+     "            ctype, _, _ = value.partition(\";\")\n"
+     "            ctype = ctype.strip()\n"
+     "            if ctype.count(\"/\") != 1:\n"
+     "                return self.get_default_type()\n"
+     "            return ctype\n\n"
+     "    return EnsureOctetStream\n\n\n"
+     "class _UnusedEnsureOctetStream:\n"),
+    ("    msg = HeaderParser(EnsureOctetStream, policy=HTTP).parsestr(",
+     "    from email.parser import HeaderParser\n    from email.policy import HTTP\n\n"
+     "    msg = HeaderParser(_ensure_octet_stream(), policy=HTTP).parsestr("),
+    ("        timetuple = parsedate(date_str)\n",
+     "        from email.utils import parsedate\n\n        timetuple = parsedate(date_str)\n"),
+]
+# html (html.entities: ~2.5 ms) only when an error page or a directory index is rendered
+SITE_PATCHES["aiohttp/web_protocol.py"] = SITE_PATCHES.get("aiohttp/web_protocol.py", []) + [
+    ("from html import escape as html_escape\n",
+     "def html_escape(s: str, quote: bool = True) -> str:\n    from html import escape\n\n    return escape(s, quote)\n"),
+]
+SITE_PATCHES["aiohttp/web_urldispatcher.py"] = SITE_PATCHES.get("aiohttp/web_urldispatcher.py", []) + [
+    ("\nimport html\n", "\n"),
+    ("\nimport platform\n", "\n"),
+    ("html_escape = functools.partial(html.escape, quote=True)\n",
+     "def html_escape(s: str) -> str:\n    from html import escape\n\n    return escape(s, quote=True)\n"),
+    ('platform.system() == "Windows"', 'sys.platform == "win32"'),
+]
+
+# multidict: platform only for python_implementation(), pathlib only for get_include().
+SITE_PATCHES["multidict/_compat.py"] = [
+    ("import platform\n", "import sys\n"),
+    ('PYPY = platform.python_implementation() == "PyPy"', 'PYPY = sys.implementation.name == "pypy"'),
+]
+SITE_PATCHES["multidict/__init__.py"] = [
+    ("from pathlib import Path\n", ""),
+    ("    return str(Path(__file__).absolute().parent)\n",
+     "    import os\n\n    return os.path.dirname(os.path.abspath(__file__))\n"),
+]
+# typing_extensions (~3.5 ms) only for type-checker details on 3.11: TypeVar/TypeVarTuple defaults
+# (the runtime objects behave the same without them) and msgspec's get_type_hints (typing's is
+# equivalent on 3.11, which has Required/NotRequired).
+for _rel in ("aiohttp/web_ws.py", "aiohttp/client_ws.py"):
+    SITE_PATCHES[_rel] += [
+        ("    from typing_extensions import TypeVar\n", "    from typing import TypeVar\n"),
+        ('TypeVar("_DecodeText", bound=bool, covariant=True, default=Literal[True])',
+         'TypeVar("_DecodeText", bound=bool, covariant=True)'),
+    ]
+SITE_PATCHES["aiosignal/__init__.py"] = [
+    ("    from typing_extensions import TypeVarTuple\n", "    from typing import TypeVarTuple\n"),
+    ('_Ts = TypeVarTuple("_Ts", default=Unpack[tuple[()]])', '_Ts = TypeVarTuple("_Ts")'),
+]
+SITE_PATCHES["msgspec/_utils.py"] = [
+    ("try:\n    from typing_extensions import get_type_hints as _get_type_hints\nexcept Exception:\n"
+     "    from typing import get_type_hints as _get_type_hints\n",
+     "from typing import get_type_hints as _get_type_hints\n"),
+    ("try:\n    from typing_extensions import NotRequired, Required\nexcept Exception:\n    try:\n"
+     "        from typing import NotRequired, Required\n    except Exception:\n        Required = NotRequired = None\n",
+     "from typing import NotRequired, Required\n"),
+]
+# multipart/tempfile/shutil (~4 ms) when a request body is multipart; web_fileresponse (~3.5 ms)
+# when a static file is served.
+SITE_PATCHES["aiohttp/web_request.py"] += [
+    ("from .multipart import BodyPartReader, MultipartReader\n", ""),
+    ("if sys.version_info >= (3, 11):\n    from tempfile import SpooledTemporaryFile\nelse:",
+     "if sys.version_info >= (3, 11):\n    pass\nelse:"),
+    ("    async def multipart(self) -> MultipartReader:\n",
+     '    async def multipart(self) -> "MultipartReader":\n        from .multipart import MultipartReader\n\n'),
+    ("                if isinstance(field, BodyPartReader):\n",
+     "                from .multipart import BodyPartReader\n\n                if isinstance(field, BodyPartReader):\n"),
+    ("                        tmp = SpooledTemporaryFile(_FILE_SPOOL_MAX_SIZE)\n",
+     "                        from tempfile import SpooledTemporaryFile\n\n"
+     "                        tmp = SpooledTemporaryFile(_FILE_SPOOL_MAX_SIZE)\n"),
+]
+SITE_PATCHES["aiohttp/web_urldispatcher.py"] += [
+    ("from .web_fileresponse import FileResponse\n", ""),
+    ("        return FileResponse(file_path, chunk_size=self._chunk_size)\n",
+     "        from .web_fileresponse import FileResponse\n\n"
+     "        return FileResponse(file_path, chunk_size=self._chunk_size)\n"),
+]
+SITE_PATCHES["aiohttp/web.py"] = [
+    ("from .web_fileresponse import FileResponse as FileResponse\n", ""),
+    (None, "\n\ndef __getattr__(name: str) -> Any:\n"
+           "    if name == 'FileResponse':\n"
+           "        from .web_fileresponse import FileResponse\n\n"
+           "        return FileResponse\n"
+           "    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"),
+]
+
+# Stdlib edits, same rules.  uuid (msgspec imports it at start) imports platform only for
+# platform.system(), i.e. os.uname().sysname.
+STDLIB_PATCHES = {
+    "uuid.py": [("    import platform\n    _platform_system = platform.system()\n",
+                 "    _platform_system = os.uname().sysname\n")],
+}
+
 # Package __init__ files whose re-exports become lazy (lazy_package_init): `import aiohttp`
 # (every aiohttp.web user) no longer imports aiohttp.client/connector/cookiejar/tracing/...
 # a server never uses; `aiohttp.ClientSession` still works (imported on first use).
@@ -600,8 +719,22 @@ def lazy_package_init(text: str, keep: frozenset = frozenset()) -> str:
         "    return value\n")
 
 
+def apply_edits(rel: str, text: str, edits: list) -> str:
+    """`text` with each (old, new) edit applied once (old None: append new); an edit whose `old` is
+    missing or found twice stops the build (a new upstream version moved the code: look again)."""
+    for old, new in edits:
+        if old is None:  # append
+            text += new
+            continue
+        if text.count(old) != 1:
+            raise SystemExit(f"[static] patch for {rel} no longer applies: {old!r} found {text.count(old)} times")
+        text = text.replace(old, new)
+    return text
+
+
 def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
-    st = Stage("stdlib", str(cpython), str(ext), sorted(stdlib_drop(cpython / "Lib")), SITE_PATCHES,
+    st = Stage("stdlib", str(cpython), str(ext), sorted(stdlib_drop(cpython / "Lib")), SITE_PATCHES, STDLIB_PATCHES,
+               {k: sha256(v) for k, v in SITE_FILES.items()}, recipe(apply_edits),
                recipe(compile_tree),
                {k: sorted(v) for k, v in LAZY_INITS.items()}, recipe(lazy_package_init), recipe(build_stdlib),
                COMPILE)
@@ -609,18 +742,21 @@ def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
         return st.dir
     d = st.start()
     compile_tree(pyexe, cpython / "Lib", d / "pyc", stdlib_drop(cpython / "Lib"))
+    patched = d / "stdlib-patched"
+    patched.mkdir()
+    for rel, edits in STDLIB_PATCHES.items():
+        (patched / rel).parent.mkdir(parents=True, exist_ok=True)
+        (patched / rel).write_text(apply_edits(rel, (cpython / "Lib" / rel).read_text(), edits))
+    compile_tree(pyexe, patched, d / "pyc")  # over the unpatched .pyc
     # _sysconfigdata (sysconfig) from the build tree
     builddir = cpython / (cpython / "pybuilddir.txt").read_text().strip()
     compile_tree(pyexe, builddir, d / "pyc")
     site = d / "site"
     shutil.copytree(ext / "site", site)
     for rel, edits in SITE_PATCHES.items():
-        text = (site / rel).read_text()
-        for old, new in edits:
-            if old not in text:
-                raise SystemExit(f"[static] patch for {rel} no longer applies: {old!r} not found")
-            text = text.replace(old, new)
-        (site / rel).write_text(text)
+        (site / rel).write_text(apply_edits(rel, (site / rel).read_text(), edits))
+    for rel, source in SITE_FILES.items():
+        shutil.copy(source, site / rel)
     for rel, keep in LAZY_INITS.items():
         (site / rel).write_text(lazy_package_init((site / rel).read_text(), keep))
     compile_tree(pyexe, site, d / "pyc")

@@ -1,12 +1,18 @@
 """Start-up import graph of the static executable (issue #7: "a server does not import client
-machinery"): its packed aiohttp/__init__ re-exports lazily (build/static/build.py LAZY_INITS) and
-aiohttp.helpers imports urllib.request only for a client's proxy settings."""
+machinery", "start-up is paid only for what a run needs"): its packed aiohttp/__init__ re-exports
+lazily (build/static/build.py LAZY_INITS), aiohttp.helpers imports urllib.request only for a client's
+proxy settings, and the edits of SITE_PATCHES/STDLIB_PATCHES keep attrs, email, html, platform,
+typing_extensions, multipart, tempfile and web_fileresponse out of a server's start while those
+features still work on first use."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 CLIENT_ONLY = ["aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep", "aiohttp.cookiejar",
                "aiohttp.tracing", "urllib.request", "http.client"]
@@ -41,3 +47,64 @@ def test_server_imports_no_client_machinery_and_aiohttp_names_still_resolve(stat
     assert out["server"] == []
     assert "aiohttp.client" in out["after"] and "aiohttp.connector" in out["after"]
     assert out["all"] is True
+
+
+NOT_AT_START = ["attr", "email", "email.message", "html", "platform", "typing_extensions", "aiohttp.multipart",
+                "tempfile", "aiohttp.web_fileresponse"]
+
+LAZY_SCRIPT = r"""
+import asyncio, json, sys
+import hatchway.linksocks.server, hatchway.common.httpapi
+at_start = sorted(m for m in NOT_AT_START if m in sys.modules)
+from aiohttp import web, helpers
+import aiohttp
+assert web.FileResponse.__module__ == "aiohttp.web_fileresponse"
+assert helpers.parse_content_type("multipart/form-data; boundary=xyz")[0] == "multipart/form-data"
+assert helpers.parse_content_type("bogus")[0] == "application/octet-stream"
+assert helpers.parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").year == 2015
+assert helpers.IS_WINDOWS is False and helpers.IS_MACOS is False
+t = aiohttp.ClientTimeout(total=3)
+assert repr(t).startswith("ClientTimeout(total=3,") and t == aiohttp.ClientTimeout(total=3)
+
+async def upload():
+    async def handler(request):
+        form = await request.post()
+        field = form["f"]
+        return web.json_response({"name": field.filename, "data": field.file.read().decode()})
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    form = aiohttp.FormData()
+    form.add_field("f", b"payload", filename="a.txt")
+    async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{port}/", data=form) as r:
+        body = await r.json()
+    await runner.cleanup()
+    return body
+
+body = asyncio.run(upload())
+assert body == {"name": "a.txt", "data": "payload"}, body
+print(json.dumps({"at_start": at_start}))
+"""
+
+
+def test_server_start_skips_unused_libraries_that_still_work_on_first_use(static_binary, tmp_path: Path) -> None:
+    python = tmp_path / "python3"
+    python.symlink_to(static_binary("linksocks"))
+    script = f"NOT_AT_START = {NOT_AT_START!r}\n{LAZY_SCRIPT}"
+    res = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == {"at_start": []}
+
+
+def test_attrs_lite_behaves_as_attrs_for_aiohttps_uses() -> None:
+    probe = Path(__file__).with_name("attrs_probe.py")
+    real = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=60)
+    lite = subprocess.run([sys.executable, str(probe), str(REPO / "build" / "static" / "attrs_lite.py")],
+                          capture_output=True, text=True, timeout=60)
+    assert real.returncode == 0 and lite.returncode == 0, (real.stderr, lite.stderr)
+    assert lite.stdout == real.stdout
+    assert "FrozenInstanceError" in real.stdout and "W(ws_receive=None, ws_close=3)" in real.stdout

@@ -26,3 +26,17 @@ _WHERE = {
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+
+
+# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
+# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
+PROG = "hatchway-agent"
+VERSION_FLAGS = ("-version", "--version")
+VERSION_COMMANDS: tuple[str, ...] = ()
+
+
+def version_line() -> str:
+    from hatchway import __version__
+    from hatchway.common.versionflag import go_version_string
+
+    return go_version_string(PROG, __version__)

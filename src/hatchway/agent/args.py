@@ -19,9 +19,9 @@ if not __package__:  # exec'd by path: make the hatchway package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from hatchway import __version__  # noqa: E402
-from hatchway.common.cliargs import CommandParser, ParserBuilder, go_version_string, parse_duration  # noqa: E402
+from hatchway.agent import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.common.cliargs import CommandParser, ParserBuilder, parse_duration  # noqa: E402
 
-PROG = "hatchway-agent"
 TOKEN_ENV = "SOCKERLESS_AGENT_TOKEN"
 HEALTH_ENV = "HATCHWAY_AGENT_HEALTHCHECK"
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled")
@@ -62,7 +62,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
                 '({"Test":["CMD-SHELL","..."],"Interval":30000000000,...}); the -health-* flags override it')
     b.log_format()
     b.rest("argv", help="ARGV after the flags (or after --) is the main process, with -keep-alive.")
-    b.version(PROG, __version__, flags=("-version", "--version"), text=go_version_string(PROG, __version__))
+    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
     b.document(
         examples=[
             (f"SOCKERLESS_AGENT_TOKEN=secret {PROG} -addr :9111 -keep-alive -- tail -f /dev/null",

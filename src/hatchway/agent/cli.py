@@ -9,6 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from hatchway.common.versionflag import answer_version
+
+from . import VERSION_FLAGS, version_line
 from .args import HEALTH_ENV, TOKEN_ENV, build_parser, main_argv
 
 if TYPE_CHECKING:
@@ -87,6 +90,8 @@ def health_config(args: Any) -> HealthConfig | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+        return 0
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     from hatchway.common import lifecycle

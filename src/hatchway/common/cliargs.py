@@ -40,6 +40,8 @@ import re
 import sys
 import textwrap
 
+from hatchway.common.versionflag import go_platform, go_version_string, version_string
+
 TYPE_CHECKING = False  # typing is not imported at run time: --help and --version start faster without it
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -154,25 +156,6 @@ def parse_go_int(text: str) -> int:
 
 
 parse_go_int.__name__ = "int"
-
-
-def go_platform() -> str:
-    """``GOOS/GOARCH`` of this process (from uname: no executable scan, unlike platform.platform())."""
-    machine = os.uname().machine
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386",
-            "i686": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
-            "riscv64": "riscv64"}.get(machine, machine)
-    return f"{sys.platform}/{arch}"
-
-
-def version_string(prog: str, version: str) -> str:
-    """clap's ``--version`` line: ``PROG VERSION``."""
-    return f"{prog} {version}"
-
-
-def go_version_string(prog: str, version: str) -> str:
-    """The Go programs' version line: ``PROG version vVERSION linux/amd64``."""
-    return f"{prog} version v{version.removeprefix('v')} {go_platform()}"
 
 
 # --- parser --------------------------------------------------------------------------------------------------

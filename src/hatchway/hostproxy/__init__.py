@@ -45,3 +45,17 @@ def __getattr__(name: str) -> Any:
     from importlib import import_module
 
     return getattr(import_module(module, __name__), name)
+
+
+# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
+# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
+PROG = "hatchway-hostproxy"
+VERSION_FLAGS = ("-V", "--version")
+VERSION_COMMANDS: tuple[str, ...] = ()
+
+
+def version_line() -> str:
+    from hatchway import __version__
+    from hatchway.common.versionflag import version_string
+
+    return version_string(PROG, __version__)

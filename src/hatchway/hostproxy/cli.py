@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .args import build_parser
+from hatchway.common.versionflag import answer_version
+
+from . import VERSION_FLAGS, version_line
 
 
 def _proxy(url: str | None = None) -> Any:
@@ -17,6 +19,10 @@ def _proxy(url: str | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+        return 0
+    from .args import build_parser
+
     args = build_parser().parse_args(argv)
     command = args.command
     if command == "serve":
@@ -68,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bridge import run_bridge
 
         return lifecycle.run(lambda: run_bridge(args))
+    from .args import build_parser
+
     build_parser().print_help()
     return 0
 

@@ -23,11 +23,10 @@ from hatchway import __version__  # noqa: E402
 from hatchway.common.cliargs import (  # noqa: E402
     CommandParser,
     ParserBuilder,
-    go_version_string,
     parse_duration,
 )
+from hatchway.linksocks import PROG, VERSION_FLAGS, version_line  # noqa: E402
 
-PROG = "hatchway-linksocks"
 SUBCOMMANDS = ("server", "client", "provider", "connector", "version")
 COMMANDS = (*SUBCOMMANDS, "help", "completion")
 DIRECT_MODES = ("relay-only", "auto", "direct-only")
@@ -195,7 +194,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
         environ=environ,
     )
     b = ParserBuilder(parser)
-    b.version(PROG, __version__, text=go_version_string(PROG, __version__))
+    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
     _add_server(b)
     _add_client(b, "client", "start a client (forward mode: local SOCKS5 port; -r: provider)")
     _add_client(b, "provider", "start a provider (a client in reverse mode; dials for the server)")
@@ -205,11 +204,6 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
     b.completion_command()
     b.document(examples=SERVER_EXAMPLES + CLIENT_EXAMPLES, exit_status=EXIT_STATUS, notes=NOTES)
     return parser
-
-
-def version_line() -> str:
-    """``version``: Go's shape, ``hatchway-linksocks version v0.1.0 linux/amd64``."""
-    return go_version_string(PROG, __version__)
 
 
 def argv_with_mode(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> list[str]:

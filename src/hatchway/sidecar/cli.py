@@ -10,6 +10,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..common.lifecycle import EXIT_FAILURE, run, setup_logging
+from ..common.versionflag import answer_version
+from . import VERSION_FLAGS, version_line
 from .args import auth_key, build_parser
 from .backend import verbose_backend_log
 from .signals import SignalWriter
@@ -40,6 +42,8 @@ def prepare_statedir(statedir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+        return 0
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from .args import build_parser
+from hatchway.common.versionflag import answer_version
+
+from . import VERSION_FLAGS, version_line
 
 TYPE_CHECKING = False  # no typing import for --help and --version
 if TYPE_CHECKING:
@@ -21,8 +23,13 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+        return 0
     from hatchway.common import lifecycle
+
+    from .args import build_parser
+
+    args = build_parser().parse_args(argv)
 
     if args.command == "runner":
         lifecycle.setup_logging(args.log_level, args.log_format)
