@@ -65,6 +65,10 @@ def _serve(b: ParserBuilder) -> None:
               help="command that opens a URL (the URL is appended as one argument); default per platform")
     sb.option("--browser-timeout", env="HATCHWAY_HOSTPROXY_BROWSER_TIMEOUT", default=10.0, type=duration,
               help="seconds the browser command may take")
+    sb.option("--egress-rules", env="HATCHWAY_HOSTPROXY_EGRESS_RULES", default="",
+              help="the firewall's egress rules file (egress-rules.yaml): /open/url opens only URLs it allows "
+              "(403 'blocked by egress policy'; 500 'egress rules unavailable' when it cannot be read); "
+              "default: no check")
     sb.option("--log-level", env="HATCHWAY_LOG_LEVEL", default="info", help="log level")
     sb.log_format()
 

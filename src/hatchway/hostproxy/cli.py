@@ -100,7 +100,7 @@ def _serve(args: Any) -> int:
             allow_tokenless=args.allow_tokenless, git_hosts=args.git_host, git_allow_store=args.git_allow_store,
             callback_any_method=args.callback_any_method, open_rate=args.open_rate, neutral_dir=paths.neutral_dir,
             request_rate=args.request_rate, callback_per_container=args.callback_per_container,
-            callback_total=args.callback_total)
+            callback_total=args.callback_total, egress_rules=args.egress_rules)
         if "0.0.0.0" in server_config.bind or "::" in server_config.bind:
             raise ValueError("refusing to listen on all interfaces")
     except ValueError as exc:

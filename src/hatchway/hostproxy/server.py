@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -66,6 +66,9 @@ from .wire import (
     SuccessResponse,
 )
 
+if TYPE_CHECKING:
+    from .egress import EgressRules
+
 __all__ = ["HostProxyServer", "ServerConfig"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     browser_timeout: float = 10.0
     cleanup_interval: float = CLEANUP_INTERVAL
     neutral_dir: str = ""  # empty working directory for git (required for /git/credential)
+    egress_rules: str = ""  # [later] the firewall's egress rules file: /open/url must pass it (empty: no check)
     max_connections: int = 256
 
 
@@ -149,6 +153,11 @@ class HostProxyServer(Service):
         self.channel = CallbackChannel(self.store)
         self.guard = HostGuard(config.port, self.guard_hosts())
         self.url_policy = UrlPolicy(max_length=config.url_max_length)
+        self.egress: EgressRules | None = None
+        if config.egress_rules:
+            from .egress import EgressRules
+
+            self.egress = EgressRules(config.egress_rules)
         self.callback_policy = CallbackPolicy(
             min_port=config.callback_min_port, per_owner=config.callback_per_container,
             total=config.callback_total, max_ttl=config.callback_max_ttl)
@@ -325,6 +334,13 @@ class HostProxyServer(Service):
             return json_response(OpenUrlResponse(success=False, error="invalid URL format"), 400)
         if parts.scheme.lower() not in ("http", "https"):
             return json_response(OpenUrlResponse(success=False, error="only http and https URLs are allowed"), 400)
+        if self.egress is not None:
+            refused = self._egress_refusal(url)
+            if refused is not None:
+                audit.warning("open refused container=%s url=%s: %s", identity.label, escape(url, 512),
+                              escape(refused.error))
+                error = "egress rules unavailable" if refused.status == 500 else "blocked by egress policy"
+                return json_response(OpenUrlResponse(success=False, url=url, error=error), refused.status)
         refusal = self.url_policy.check(url, lambda: self._callback_ports(identity))
         if refusal is not None:
             audit.warning("open refused container=%s url=%s: %s", identity.label, escape(url, 512), refusal.error)
@@ -339,6 +355,20 @@ class HostProxyServer(Service):
         except BrowserError as exc:
             return json_response(OpenUrlResponse(success=False, url=url, error=str(exc)), 500)
         return json_response(OpenUrlResponse(success=True, url=url))
+
+    def _egress_refusal(self, url: str) -> Refusal | None:
+        """None when the egress rules allow ``url``; 403 (blocked, with why) or 500 (rules unusable) otherwise."""
+        from .egress import Blocked, RulesUnavailable
+
+        assert self.egress is not None
+        try:
+            self.egress.check(url)
+        except Blocked as exc:
+            return Refusal(403, str(exc))
+        except RulesUnavailable as exc:
+            log.error("egress rules unavailable: %s", exc)  # every /open/url fails closed until the file is fixed
+            return Refusal(500, str(exc))
+        return None
 
     async def git_credential(self, request: web.Request) -> web.Response:
         identity: Identity = request[IDENTITY]
