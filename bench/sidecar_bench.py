@@ -1,7 +1,7 @@
 """hatchway-sidecar vs the reference Go arkitekt-sidecar (v0.0.5 from arkitekt-gateway), side by side in one run,
 on the offline test tailnet (tests/sidecar: fake control + DERP in a network namespace, caddy-tailscale as `svc`).
 
-    .venv-test/bin/python bench/sidecar_bench.py [--quick] [--connect-only] [--rounds N]
+    .venv-test/bin/python bench/sidecar_bench.py [--quick] [--connect-only] [--rounds N] [--tcp-buffers B1,B2]
         [--hatchway-cmd "dist/hatchway-sidecar"] [--json FILE]
 
 Figures (each sidecar is its own process inside the namespace; the load generator is one uvloop Python process
@@ -89,11 +89,12 @@ async def rps(port, seconds, workers):
     await asyncio.gather(*(worker() for _ in range(workers)))
     return ok / (time.perf_counter() - start), bad
 
-async def mesh(statedir, hostname):
+async def mesh(statedir, hostname, tcp_buffer):
     # the mesh's own ceiling: this process is an arkitekt-mesh node and dials through the node's local proxy
     # itself (the path hatchway's mesh backend uses), no sidecar in between
     import arkitekt_mesh
-    node = await arkitekt_mesh.Node.start(statedir, hostname, control_url="CONTROL", auth_key="AUTHKEY")
+    node = await arkitekt_mesh.Node.start(statedir, hostname, control_url="CONTROL", auth_key="AUTHKEY",
+                                          tcp_buffer=tcp_buffer or None)
     try:
         host, port = node.proxy_url.rsplit("/", 1)[1].rsplit(":", 1)
         cpu = time.process_time()
@@ -113,7 +114,7 @@ async def main():
         r, bad = await rps(int(sys.argv[2]), float(sys.argv[3]), 16)
         print(json.dumps({"rps": r, "failed": bad}))
     else:
-        print(json.dumps(await mesh(sys.argv[2], sys.argv[3])))
+        print(json.dumps(await mesh(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)))
 
 uvloop.run(main())
 """.replace("BULK_SIZE", str(BULK)).replace("CONTROL", CONTROL_URL).replace("AUTHKEY", AUTH_KEY)
@@ -272,11 +273,30 @@ def connect_rounds(net: FakeTailnet, go_argv: list[str], hw_argv: list[str], rou
     return out
 
 
+def tcp_buffer_rounds(net: FakeTailnet, buffers: list[int], rounds: int) -> dict[int, dict[str, float]]:
+    """The mesh's own ceiling by arkitekt-mesh's ``tcp_buffer`` (bytes in flight per connection and direction,
+    default 1 MiB; throughput <= tcp_buffer / RTT), round robin, with the service node's CPU per MB."""
+    caddy = net.procs[1].pid
+    runs: dict[int, list[dict[str, float]]] = {b: [] for b in buffers}
+    for r in range(rounds):
+        for buf in buffers[r % len(buffers):] + buffers[:r % len(buffers)]:
+            svc_cpu = procstat.sample(caddy, tree_mode=True).cpu
+            got = client(net, "mesh", tempfile.mkdtemp(prefix="bench-mesh-"), f"meshbuf{r}x{buf}", str(buf))
+            got["svc_cpu_s"] = procstat.sample(caddy, tree_mode=True).cpu - svc_cpu
+            runs[buf].append(got)
+            bl.log(f"round {r}: mesh tcp_buffer={buf} {got['mbps']:.1f} MB/s, service node CPU {got['svc_cpu_s']:.2f} s")
+    return {b: {"median_mbps": bl.median([g["mbps"] for g in got]), "best_mbps": max(g["mbps"] for g in got),
+                "svc_cpu_ms_per_mb": bl.median([g["svc_cpu_s"] * 1000 / (BULK / 1e6) for g in got])}
+            for b, got in runs.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--connect-only", action="store_true", help="only the CONNECT throughput rounds")
     parser.add_argument("--rounds", type=int, help="CONNECT rounds (default 5, --quick 3)")
+    parser.add_argument("--tcp-buffers", help="also: the mesh ceiling for these arkitekt-mesh tcp_buffer sizes "
+                        "(comma-separated bytes, e.g. 131072,1048576)")
     parser.add_argument("--hatchway-cmd", default=f"{sys.executable} -m hatchway.sidecar")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -299,6 +319,7 @@ def main() -> int:
             hw = measure(net, hatchway, "hw", starts, seconds)
         bl.log("CONNECT throughput rounds")
         conn = connect_rounds(net, [go_bin], hatchway, rounds)
+        bufs = tcp_buffer_rounds(net, [int(b) for b in args.tcp_buffers.split(",")], rounds) if args.tcp_buffers else {}
     finally:
         net.stop()
     dist = os.path.join(bl.REPO, "dist", "hatchway-sidecar")
@@ -336,12 +357,16 @@ def main() -> int:
              bl.ratio(hw["idle_rss_status_mb"], go["idle_rss_status_mb"])],
         ]
     rows.append(["size (MB)", bl.fnum(sizes["go_mb"]), bl.fnum(sizes["hatchway_mb"]), ""])
+    for buf, fig in bufs.items():
+        rows.append([f"mesh ceiling with tcp_buffer={buf} (MB/s median / best; service node CPU ms/MB)", "",
+                     f"{bl.fnum(fig['median_mbps'])} / {bl.fnum(fig['best_mbps'])}; {bl.fnum(fig['svc_cpu_ms_per_mb'], 2)}",
+                     bl.ratio(fig["median_mbps"], cg["median_mbps"])])
     print(bl.machine_line())
     print(f"hatchway command: {' '.join(hatchway)}")
     print(bl.table(["figure", "Go arkitekt-sidecar v0.0.5", "hatchway-sidecar (mesh)", "hatchway vs Go"], rows))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"go": go, "hatchway": hw, "connect": conn, "sizes": sizes}, fh, indent=2)
+            json.dump({"go": go, "hatchway": hw, "connect": conn, "tcp_buffers": bufs, "sizes": sizes}, fh, indent=2)
     return 0
 
 
