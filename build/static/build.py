@@ -764,9 +764,37 @@ def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
     return d
 
 
+# Modules frozen into the executable (PyImport_FrozenModules, main.c): those the interpreter imports
+# during initialisation, before the packed-code importer is installed.
+FROZEN = (("encodings", "encodings/__init__.py", True), ("encodings.aliases", "encodings/aliases.py", False),
+          ("encodings.utf_8", "encodings/utf_8.py", False))
+
+FREEZE = r"""
+import marshal, sys
+lib, out, spec = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+parts, table = [], []
+for i, (name, rel, is_pkg) in enumerate(spec):
+    with open(lib + "/" + rel, "rb") as f:
+        code = compile(f.read(), rel, "exec", dont_inherit=True, optimize=0)
+    data = marshal.dumps(code)
+    parts.append("static const unsigned char M%d[] = {%s};" % (i, ",".join(str(b) for b in data)))
+    table.append('    {"%s", M%d, (int)sizeof(M%d), %d, NULL},' % (name, i, i, int(is_pkg)))
+with open(out, "w") as f:
+    f.write("\n".join(parts) + "\nstatic const struct _frozen hatchway_frozen[] = {\n" + "\n".join(table)
+            + "\n    {NULL, NULL, 0, 0, NULL},\n};\n")
+"""
+
+
+def freeze_modules(pyexe: Path, lib: Path, out: Path) -> None:
+    """frozen_modules.h: the FROZEN modules' code (marshalled by the build tree's interpreter, so the
+    format matches) as C arrays and the hatchway_frozen table main.c installs."""
+    sh([pyexe, "-X", "no_debug_ranges", "-c", FREEZE, lib, out, repr(FROZEN)])
+
+
 def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Path, mimalloc: Path) -> Path:
     main_c = HERE / "main.c"
-    st = Stage("exe", str(cpython), str(ext), str(zlib), str(ssl), str(mimalloc), sha256(main_c), recipe(link_exe))
+    st = Stage("exe", str(cpython), str(ext), str(zlib), str(ssl), str(mimalloc), sha256(main_c), recipe(link_exe),
+               FROZEN, FREEZE, recipe(freeze_modules))
     if st.done:
         return st.dir / "hatchway.exe"
     d = st.start()
@@ -777,6 +805,7 @@ def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Pat
     lines.append("")
     (d / "extmods.h").write_text("\n".join(lines) + "\n")
     shutil.copy(main_c, d / "main.c")
+    freeze_modules(cpython / "python", cpython / "Lib", d / "frozen_modules.h")
     inc = ["-I", str(cpython / "Include"), "-I", str(cpython), "-I", str(d)]
     sh([env["CC"], "-c", "-O2", f"-ffile-prefix-map={d}=.", *inc, d / "main.c", "-o", d / "main.o"], env=env,
        logfile=st.log)
@@ -837,6 +866,34 @@ def write_zip(path: Path, trees: list[Path], stored: set[str], deflate_all: bool
             z.writestr(info, b"" if name.endswith("/") else entries[name], compresslevel=9)
 
 
+def write_index(path: Path) -> None:
+    """The zip's comment becomes the packed-code importer's index (main.c FINDER): b"HWIX1" + marshal of
+    {module: (path in the zip, data offset from the zip's start, size, deflated, is_package)}, sorted.
+    Offsets are relative to the zip, so the same index works after the zip is appended to the exe."""
+    import marshal
+
+    index = {}
+    with open(path, "rb") as raw, zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            name = info.filename
+            if not name.endswith(".pyc"):
+                continue
+            raw.seek(info.header_offset)
+            head = raw.read(30)
+            if head[:4] != b"PK\x03\x04":
+                raise SystemExit(f"[static] {path}: no local header for {name}")
+            data_at = info.header_offset + 30 + int.from_bytes(head[26:28], "little") + \
+                int.from_bytes(head[28:30], "little")
+            is_pkg = name.endswith("/__init__.pyc")
+            module = (name[:-len("/__init__.pyc")] if is_pkg else name[:-len(".pyc")]).replace("/", ".")
+            index[module] = (name, data_at, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED, is_pkg)
+    comment = b"HWIX1" + marshal.dumps(dict(sorted(index.items())), 4)
+    if len(comment) > 65535:
+        raise SystemExit(f"[static] the module index ({len(comment)} bytes) does not fit in a zip comment")
+    with zipfile.ZipFile(path, "a") as z:
+        z.comment = comment
+
+
 def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, deflate_all: bool = False,
          src: Path = REPO / "src") -> None:
     """The project's code (compiled by the build tree's interpreter: same magic number)
@@ -862,6 +919,7 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, d
     if len(hot) < 50:
         raise SystemExit(f"[static] the import trace found only {len(hot)} modules: {hot}")
     write_zip(z, [stdlib / "pyc", own], set() if deflate_all else set(hot), deflate_all)
+    write_index(z)
     blob = exe.read_bytes()
     marker = b"@@HATCHWAY_DEFAULT_PROGRAM@@="
     at = blob.index(marker)

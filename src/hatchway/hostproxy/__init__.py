@@ -3,7 +3,11 @@
 Names are imported lazily, so each role loads only what it runs.
 """
 
-from typing import Any
+from __future__ import annotations
+
+TYPE_CHECKING = False  # no typing import at run time: --version and --help start faster without it
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BridgeManager",

@@ -21,15 +21,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
         return 0
-    from hatchway.common import lifecycle
-
     from .args import build_parser
 
     args = build_parser().parse_args(argv)
+    from hatchway.common import lifecycle
 
     if args.command == "runner":
         lifecycle.setup_logging(args.log_level, args.log_format)
