@@ -126,6 +126,11 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
     return bytes(chunks)
 
 
+def _shape(path: str) -> str:
+    """The JSON shape of ``path``'s answers: ``received`` (callback data polls) or ``success``."""
+    return "received" if path.endswith("/data") else "success"
+
+
 def _refuse(refusal: Refusal, shape: str = "success") -> web.Response:
     if shape == "received":
         return json_response(CallbackDataResponse(received=False, error=refusal.error), refusal.status)
@@ -265,20 +270,21 @@ class HostProxyServer(Service):
     @web.middleware
     async def _checks(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # compatibility mode: a tokenless (upstream) client may send any Content-Type; Origin and Host still apply
-        relaxed = self.config.allow_tokenless and "Authorization" not in request.headers
-        refusal = self.guard.check(request.method, request.headers.get("Host"), request.headers.get("Origin"),
-                                   request.headers.get("Content-Type"), require_json=False if relaxed else None)
-        shape = "received" if request.path.endswith("/data") else "success"
+        headers = request.headers
+        relaxed = self.config.allow_tokenless and "Authorization" not in headers
+        refusal = self.guard.check(request.method, headers.get("Host"), headers.get("Origin"),
+                                   headers.get("Content-Type"), require_json=False if relaxed else None)
+        path = request.path
         if refusal is not None:
-            log.info("refused %s %s: %s", request.method, escape(request.path), refusal.error)
-            return _refuse(refusal, shape)
-        if request.path == "/health":
+            log.info("refused %s %s: %s", request.method, escape(path), refusal.error)
+            return _refuse(refusal, _shape(path))
+        if path == "/health":
             return await handler(request)
         identity = self._identify(request)
         if identity is None:
-            return _refuse(Refusal(401, "unauthorized: missing or unknown container token"), shape)
+            return _refuse(Refusal(401, "unauthorized: missing or unknown container token"), _shape(path))
         if not self.request_limit.allow(identity.owner):
-            return _refuse(Refusal(429, "too many requests"), shape)
+            return _refuse(Refusal(429, "too many requests"), _shape(path))
         guard = request.app.get(GUARD_KEY)
         if guard is not None and request.transport is not None:
             guard.authenticated(request.transport)
