@@ -670,9 +670,20 @@ SITE_PATCHES["aiohttp/web.py"] = [
 
 # Stdlib edits, same rules.  uuid (msgspec imports it at start) imports platform only for
 # platform.system(), i.e. os.uname().sysname.
+# gettext.find: argparse asks for a translation ~60 times per run, each one ~15 stat() calls for .mo
+# files under /share/locale (the executable's prefix) plus `import locale`: ~4 ms of --help and of
+# every start.  When the locale directory does not exist no .mo file can be found: answer at once.
+# linecache (logging -> traceback) imports tokenize only to read a source file for a traceback.
 STDLIB_PATCHES = {
     "uuid.py": [("    import platform\n    _platform_system = platform.system()\n",
                  "    _platform_system = os.uname().sysname\n")],
+    "gettext.py": [("    if localedir is None:\n        localedir = _default_localedir\n    if languages is None:\n",
+                    "    if localedir is None:\n        localedir = _default_localedir\n"
+                    "    if not os.path.isdir(localedir):\n        return [] if all else None\n"
+                    "    if languages is None:\n")],
+    "linecache.py": [("\nimport tokenize\n", "\n"),
+                     ("        with tokenize.open(fullname) as fp:", "        import tokenize\n\n"
+                      "        with tokenize.open(fullname) as fp:")],
 }
 
 # Package __init__ files whose re-exports become lazy (lazy_package_init): `import aiohttp`
