@@ -294,3 +294,27 @@ async def test_status_and_stop_commands(daemons: Daemons) -> None:
     assert code == 0 and out == "Stop signal sent to host proxy daemon\nHost proxy daemon stopped\n"
     assert await proc.wait() == 0
     assert await cli("stop") == (0, "Host proxy daemon is not running\n")
+
+
+async def test_idle_daemon_runs_one_thread(daemons: Daemons) -> None:
+    """Binding 127.0.0.1 does not go through getaddrinfo, whose libuv thread pool would stay for good (RSS)."""
+    proc = await daemons.spawn(free_port(), "--no-watch")
+    await daemons.ready(proc)
+    assert os.listdir(f"/proc/{proc.pid}/task") == [str(proc.pid)]
+
+
+def test_engine_client_imports_aiohttp_only_when_used() -> None:
+    """The engine client loads aiohttp (its client half: 2.8 MB of the static daemon's RSS) at its first Docker
+    call, so a daemon without the watcher never does (the static build's aiohttp package import is lazy)."""
+    code = ("import asyncio, sys, hatchway.hostproxy.engine as e, hatchway.hostproxy.watcher\n"
+            "assert 'aiohttp' not in sys.modules, sorted(m for m in sys.modules if 'aiohttp' in m)\n"
+            "async def main():\n"
+            "    engine = e.EngineClient('/nonexistent.sock')\n"
+            "    try:\n"
+            "        await engine.list_containers()\n"
+            "    except e.DockerError:\n"
+            "        pass\n"
+            "    await engine.close()\n"
+            "asyncio.run(main())\n"
+            "assert 'aiohttp.client' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
