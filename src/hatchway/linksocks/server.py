@@ -30,7 +30,7 @@ import asyncio
 import logging
 import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -50,11 +50,13 @@ from .options import ServerOptions as ServerOptions  # the public name (hatchway
 from .options import unknown_options
 from .orphans import OrphanBuffer
 from .protocol import Auth, AuthResponse, Connect, Connector, ConnectorResponse, Log, Partners
-from .reverse import ProviderPool, ReverseListener
 from .routing import route
 from .target_dialer import TargetDialer
 from .tokens import ReverseToken, Role, TokenError, TokenRegistry
 from .urls import addresses_text
+
+if TYPE_CHECKING:  # reverse mode's SOCKS5/HTTP front end is imported by the first reverse token
+    from .reverse import ProviderPool, ReverseListener
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,8 @@ class Server(Service):
     # token listener: called by the registry on every change
     def token_added(self, entry: Any) -> None:
         if isinstance(entry, ReverseToken) and entry.parent is None and not entry.autonomy:
+            from .reverse import ReverseListener
+
             listener = ReverseListener(
                 self.table,
                 self._pool(entry.token),
@@ -253,6 +257,8 @@ class Server(Service):
     def _pool(self, key: str) -> ProviderPool:
         pool = self.pools.get(key)
         if pool is None:
+            from .reverse import ProviderPool
+
             pool = self.pools[key] = ProviderPool(key)
         return pool
 
