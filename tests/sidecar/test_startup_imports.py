@@ -2,11 +2,13 @@
 
 The sidecar runs as a process with ``-X importtime`` until READY; the module list on stderr says what it imported.
 aiohttp (about 14.5 MiB of RSS with aiohttp.web) comes only with ``-statusport``; each backend imports only itself;
-a mesh run without credentials to check imports no hmac/hashlib (0.9 MiB of RSS).
+a mesh run without credentials to check imports no hmac/hashlib (0.9 MiB of RSS); and no run starts uvloop's
+resolver thread pool (the listeners bind their IP literal themselves).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -19,9 +21,16 @@ IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 PYTHON = [sys.executable, "-X", "importtime", "-m", "hatchway.sidecar"]
 
 
+def thread_names(pid: int) -> list[str]:
+    return sorted(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() for tid in os.listdir(f"/proc/{pid}/task"))
+
+
 async def imports_until_ready(sc: SidecarProc) -> set[str]:
     async with sc:
         await sc.ready()
+        assert sc.proc is not None
+        # the proxy (and status API) bind 127.0.0.1 themselves: uvloop's resolver pool (4 threads, ~0.7 MB) never starts
+        assert "libuv-worker" not in thread_names(sc.proc.pid)
         assert await sc.terminate() == 0
     modules = set(IMPORTED.findall(sc.stderr.decode(errors="replace")))
     assert "hatchway.sidecar.service" in modules, sc.stderr[-2000:]  # the list is real

@@ -48,6 +48,7 @@ import msgspec
 from aiohttp import web
 
 from .lifecycle import Service
+from .listen import bound_socket
 from .logsafe import OneLineLogger, RateLimited, escape
 
 __all__ = [
@@ -561,7 +562,7 @@ class HttpServer(Service):
         loop = asyncio.get_running_loop()
         factory = self.guard.wrap(self.runner.server)  # type: ignore[arg-type]  # aiohttp types the factory loosely
         if isinstance(address, TcpAddress):
-            sock = _bound_socket(address.host, address.port)
+            sock = bound_socket(address.host, address.port)
             if sock is not None:
                 server = await loop.create_server(factory, sock=sock, backlog=self.backlog)
             else:
@@ -597,32 +598,6 @@ class HttpServer(Service):
                 pass
         self._unix_paths.clear()
         self.addresses.clear()
-
-
-def _bound_socket(host: str, port: int) -> socket.socket | None:
-    """A TCP socket bound to ``host`` when it is an IP literal, else None (a name: the loop resolves it).
-
-    Binding it here spares the loop's getaddrinfo: uvloop runs that on libuv's thread pool, whose
-    four threads then stay for the life of the process (~0.7 MB RSS in an idle daemon). The socket
-    is set up as ``create_server`` would (SO_REUSEADDR; IPv6 only on an IPv6 address); a failure
-    raises OSError with the system's text (``Address already in use``).
-    """
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    return None
 
 
 def _remove_stale_socket(path: str) -> None:

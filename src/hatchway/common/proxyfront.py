@@ -28,6 +28,7 @@ from typing import Any, cast
 from . import httpproxy, socks5
 from .dialing import Dialer, ProxyError, UdpAssociation
 from .lifecycle import Service
+from .listen import bound_socket
 from .logsafe import escape
 from .relay import READ_MAX, Relay
 from .tasks import TaskSet
@@ -130,9 +131,14 @@ class ProxyFront(Service):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         hosts = self.host if self.host else None
-        self._server = await loop.create_server(
-            lambda: FrontConnection(self), hosts, self.port, reuse_address=True, backlog=1024
-        )
+        # one IP literal (the usual 127.0.0.1): bound here, so uvloop's resolver thread pool never starts
+        sock = bound_socket(hosts, self.port) if isinstance(hosts, str) else None
+        if sock is not None:
+            self._server = await loop.create_server(lambda: FrontConnection(self), sock=sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                lambda: FrontConnection(self), hosts, self.port, reuse_address=True, backlog=1024
+            )
         self.bound = [sock.getsockname()[:2] for sock in self._server.sockets]
         log.debug("proxy front listening on %s", self.bound)
 
