@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hatchway.common import httpproxy
-from hatchway.sidecar.mesh import order_addresses
+from hatchway.common.dialer import UpstreamProxy
+from hatchway.sidecar.backend import BackendError
+from hatchway.sidecar.mesh import ERROR_BODY_LIMIT, local_proxy, order_addresses
 
 
 def test_ipv4_first() -> None:
@@ -31,3 +35,12 @@ def test_refusal_body_is_the_error_text() -> None:
     no_length = httpproxy.ConnectNegotiation("nosuch", 80, error_body_limit=4096)
     no_length.receive_data(b"HTTP/1.1 403 Forbidden\r\n\r\n")
     assert no_length.error is not None and no_length.error.message == "HTTP CONNECT failed: HTTP/1.1 403 Forbidden"
+
+
+def test_local_proxy_url() -> None:
+    assert local_proxy("http://127.0.0.1:41234") == UpstreamProxy("http", "127.0.0.1", 41234,
+                                                                   error_body_limit=ERROR_BODY_LIMIT)
+    assert local_proxy("http://[::1]:8080/").address == "[::1]:8080"
+    for bad in ("socks5://127.0.0.1:1080", "127.0.0.1:8080", "http://127.0.0.1:99999", "http://:80"):
+        with pytest.raises(BackendError, match="unusable local proxy URL"):
+            local_proxy(bad)

@@ -2,7 +2,7 @@
 
 The sidecar runs as a process with ``-X importtime`` until READY; the module list on stderr says what it imported.
 aiohttp (about 14.5 MiB of RSS with aiohttp.web) comes only with ``-statusport``; each backend imports only itself;
-a mesh run without credentials to check imports no hmac/hashlib (0.9 MiB of RSS); and no run starts uvloop's
+a mesh run without credentials to check imports no hmac/hashlib (0.9 MiB of RSS) and no urllib.parse (0.4 MiB); and no run starts uvloop's
 resolver thread pool (the listeners bind their IP literal themselves).
 """
 
@@ -62,5 +62,6 @@ async def test_mesh_backend_imports_no_direct_backend_and_no_aiohttp(fake_tailne
             "-port", str(free_port())]
     modules = await imports_until_ready(SidecarProc(args, command=net.command(PYTHON), env=net.env()))
     assert {"arkitekt_mesh", "hatchway.sidecar.mesh"} <= modules
-    for unwanted in ("aiohttp", "hatchway.sidecar.direct", "hatchway.sidecar.statusapi", "hmac", "hashlib"):
+    for unwanted in ("aiohttp", "hatchway.sidecar.direct", "hatchway.sidecar.statusapi", "hmac", "hashlib",
+                     "urllib.parse"):
         assert unwanted not in modules, unwanted

@@ -13,16 +13,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-import msgspec
-
 from ..common import socks5
-from ..common.dialer import UpstreamProxyDialer, is_ip_literal, parse_upstream
+from ..common.dialer import UpstreamProxy, UpstreamProxyDialer, is_ip_literal
 from ..common.dialing import Connected, ProxyError, UdpAssociation
-from ..common.httpproxy import join_host_port
+from ..common.httpproxy import HttpProxyError, join_host_port, split_host_port
 from .backend import BackendError, JoinConfig, LoginUrlHook, NeedsLoginError, backend_log
 from .status import NodeInfo, PeerStatus, Status
 
-__all__ = ["MESH_VERSION", "MeshBackend", "order_addresses"]
+__all__ = ["MESH_VERSION", "MeshBackend", "local_proxy", "order_addresses"]
 
 MESH_VERSION = "0.8.0"  # the pinned arkitekt-mesh (pyproject extra "sidecar")
 ERROR_BODY_LIMIT = 4096
@@ -34,6 +32,21 @@ def order_addresses(addresses: list[str]) -> list[str]:
     An IPv6 address always has a colon and an IPv4 one never."""
     parsed = [str(a).split("/")[0] for a in addresses]
     return sorted(parsed, key=lambda a: ":" in a)
+
+
+def local_proxy(url: str) -> UpstreamProxy:
+    """The node's ``proxy_url`` (``http://127.0.0.1:P``) as the upstream every dial goes through.
+
+    The node's 502 body is its error text ("nosuch:80: no peer named nosuch on the mesh"): kept. Parsed with
+    common's host:port splitter (``parse_upstream`` would import urllib.parse, ~0.4 MiB of idle RSS)."""
+    scheme, sep, authority = url.partition("://")
+    try:
+        if scheme != "http" or not sep:
+            raise HttpProxyError(400, "not an http:// URL")
+        host, port = split_host_port(authority.rstrip("/"), 80)
+    except HttpProxyError as exc:
+        raise BackendError(f"arkitekt-mesh gave an unusable local proxy URL {url!r}: {exc.message}") from None
+    return UpstreamProxy("http", host, port, error_body_limit=ERROR_BODY_LIMIT)
 
 
 class MeshBackend:
@@ -66,8 +79,11 @@ class MeshBackend:
         except arkitekt_mesh.MeshError as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         self.node = node
-        # the node's 502 body is its error text ("nosuch:80: no peer named nosuch on the mesh"): keep it
-        upstream = msgspec.structs.replace(parse_upstream(str(node.proxy_url)), error_body_limit=ERROR_BODY_LIMIT)
+        try:
+            upstream = local_proxy(str(node.proxy_url))
+        except BackendError:
+            node.close()
+            raise
         self._dialer = UpstreamProxyDialer(upstream, timeout=self.timeout, udp_direct=False)
         self.info = NodeInfo(hostname=join.hostname, tailscale_ips=order_addresses(list(node.addresses)), online=True)
         backend_log.debug("arkitekt-mesh: node running, addresses %s, local proxy %s", self.info.tailscale_ips,
