@@ -12,7 +12,6 @@ of networking modules); ``run`` imports it when it starts the loop.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -197,6 +196,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        import json  # only with --log-format json: a text-logging process never loads it
+
         return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -277,6 +278,8 @@ def announce_ready(what: str, **fields: Any) -> None:
     Under ``--log-format json`` it is a JSON object with ``"ready": true`` and ``msg`` ``READY <what>``.
     """
     if _log_format == "json":
+        import json
+
         entry = {"ts": round(time.time(), 6), "level": "info", "logger": "hatchway", "msg": f"READY {what}",
                  "ready": True, **{key: _json_safe(value) for key, value in fields.items()}}
         print(json.dumps(entry, separators=(",", ":"), ensure_ascii=False), file=sys.stderr, flush=True)
