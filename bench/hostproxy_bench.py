@@ -152,7 +152,7 @@ def load_main(port: int, request_hex: str, seconds: float, connections: int, cpu
         readers[sock] = ResponseReader()
     done = 0
     lat: list[float] = []
-    sent_at = {}
+    sent_at: dict[socket.socket, float] = {}
     start = time.perf_counter()
     stop = start + seconds
     for sock in readers:
@@ -161,17 +161,18 @@ def load_main(port: int, request_hex: str, seconds: float, connections: int, cpu
     now = start
     while now < stop:
         for key, _ in sel.select(0.5):
-            sock = key.fileobj
-            data = sock.recv(65536)  # type: ignore[union-attr]
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            data = conn.recv(65536)
             if not data:
                 raise SystemExit("server closed a connection")
-            got = readers[sock].feed(data)  # type: ignore[index]
+            got = readers[conn].feed(data)
             if got:
                 now = time.perf_counter()
                 done += got
-                lat.append((now - sent_at[sock]) * 1000)
-                sent_at[sock] = now
-                sock.send(request)  # type: ignore[union-attr]
+                lat.append((now - sent_at[conn]) * 1000)
+                sent_at[conn] = now
+                conn.send(request)
     elapsed = time.perf_counter() - start
     bad = sum(r.bad for r in readers.values())
     print(json.dumps({"rps": done / elapsed, "p50": benchlib.pct(lat, 50), "p99": benchlib.pct(lat, 99), "bad": bad}))
@@ -215,7 +216,7 @@ async def sessions_bench(base: str, token: str, count: int) -> dict[str, float]:
     import aiohttp
 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    ports = []
+    ports: list[int] = []
     while len(ports) < count:
         p = benchlib.free_port()
         if p not in ports:
@@ -408,8 +409,8 @@ def unpin(pid: int) -> None:
 
 def main() -> int:
     if sys.argv[1:2] == ["--load"]:  # the load generator's own process
-        port, request_hex, seconds, connections, cpu = sys.argv[2:7]
-        return load_main(int(port), request_hex, float(seconds), int(connections), int(cpu))
+        load_args = sys.argv[2:7]
+        return load_main(int(load_args[0]), load_args[1], float(load_args[2]), int(load_args[3]), int(load_args[4]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=5000, help="sequential /health requests (/open/url: a third)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each rate run")
@@ -464,7 +465,8 @@ def main() -> int:
         if "http" in only:
             auth = {"Authorization": f"Bearer {token}"}
             body = json.dumps({"url": "https://example.com/login?x=1"}).encode()
-            servers = [("hostproxy", port, auth, daemon), ("minimal aiohttp", base_port, {}, minimal)]
+            servers: list[tuple[str, int, dict[str, str], benchlib.Proc]] = [
+                ("hostproxy", port, auth, daemon), ("minimal aiohttp", base_port, {}, minimal)]
             requests = {name: (http_request("GET", "/health", p, h),
                                http_request("POST", "/open/url", p, {**h, "Content-Type": "application/json"}, body))
                         for name, p, h, _ in servers}
