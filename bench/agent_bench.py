@@ -22,8 +22,11 @@ import asyncio
 import base64
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -253,6 +256,99 @@ async def cold_start(cmd: str | None, logdir: str, runs: int) -> list[float]:
     return times
 
 
+class PrivateDockerd:
+    """A dockerd of the bench's own (private data/exec roots and socket, no bridge, no iptables), as the
+    packaging tests start it, with one container (a static busybox, `sleep`) to `docker exec` into."""
+
+    def __init__(self, logdir: str) -> None:
+        self.root = tempfile.mkdtemp(prefix="agent-bench-dockerd-")
+        os.mkdir(os.path.join(self.root, "client"))
+        self.sock = os.path.join(self.root, "docker.sock")
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}",
+                    "DOCKER_CONFIG": os.path.join(self.root, "client")}
+        self.client = shutil.which("docker") or "docker"
+        self.daemon = bl.Proc("dockerd", [shutil.which("dockerd") or "/usr/sbin/dockerd",
+                                          "--data-root", os.path.join(self.root, "data"),
+                                          "--exec-root", os.path.join(self.root, "exec"), "-H", f"unix://{self.sock}",
+                                          "-p", os.path.join(self.root, "docker.pid"), "--iptables=false",
+                                          "--ip6tables=false", "--bridge=none"], logdir)
+        self.container = "agent-bench"
+
+    def docker(self, *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([self.client, *args], env=self.env, capture_output=True, timeout=120, **kw)  # type: ignore[call-overload]
+
+    def start(self) -> None:
+        deadline = time.monotonic() + 60
+        while self.docker("version").returncode != 0:
+            if self.daemon.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not start: {self.daemon.log_tail()}")
+            time.sleep(0.2)
+        rootfs = os.path.join(self.root, "rootfs.tar")
+        with tarfile.open(rootfs, "w") as tar:
+            tar.add("/bin/busybox", "bin/busybox")
+            for name in ("sh", "true", "head", "sleep"):
+                link = tarfile.TarInfo(f"bin/{name}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        self.docker("import", rootfs, "agent-bench/busybox", check=True)
+        self.docker("run", "-d", "--network", "none", "--name", self.container, "agent-bench/busybox",
+                    "/bin/sleep", "3600", check=True)
+
+    def round_trips(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.docker("exec", self.container, "true", check=True)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def stream(self, size: int) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([self.client, "exec", self.container, "head", "-c", str(size), "/dev/zero"],
+                                env=self.env, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        got = 0
+        while chunk := proc.stdout.read1(256 * 1024):
+            got += len(chunk)
+        assert proc.wait() == 0 and got == size, (proc.returncode, got)
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        try:
+            self.docker("rm", "-f", self.container)
+        finally:
+            if self.daemon.popen.poll() is None:  # dockerd first (it stops its containerd), by its PID
+                os.kill(self.daemon.pid, signal.SIGTERM)
+                try:
+                    self.daemon.popen.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.daemon.stop()  # whatever is left of its tree: SIGTERM, then SIGKILL
+            with open("/proc/self/mounts") as f:
+                mounts = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
+            for mount in sorted(mounts, key=len, reverse=True):
+                if subprocess.run(["umount", mount], capture_output=True).returncode != 0:
+                    subprocess.run(["umount", "-l", mount], capture_output=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def docker_figures(logdir: str, n: int, size: int) -> dict[str, float] | str:
+    """`docker exec` round trip and stdout throughput on a private dockerd; a reason string when none runs."""
+    if shutil.which("dockerd") is None or shutil.which("docker") is None or not os.path.exists("/bin/busybox"):
+        return "no dockerd/docker/busybox here"
+    dockerd = PrivateDockerd(logdir)
+    try:
+        dockerd.start()
+        dockerd.round_trips(3)  # warm-up
+        rt = dockerd.round_trips(n)
+        elapsed = min(dockerd.stream(size) for _ in range(2))
+        return {"p50_ms": bl.pct(rt, 50) * 1e3, "p99_ms": bl.pct(rt, 99) * 1e3, "MBps": size / elapsed / 1e6}
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return f"dockerd failed: {exc}"
+    finally:
+        dockerd.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     logdir = tempfile.mkdtemp(prefix="agent-bench-")
     bl.log(f"logs in {logdir}")
@@ -300,6 +396,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         agent.stop()
     cold = await cold_start(args.agent_cmd, logdir, args.cold_runs)
     results["cold_start_ms"] = {"median": bl.median(cold) * 1e3, "min": min(cold) * 1e3}
+    if not args.no_docker:
+        results["docker"] = docker_figures(logdir, args.docker_n, args.size)
+    results["load_after"] = os.getloadavg()
     return results
 
 
@@ -308,11 +407,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="256 MiB stream, 200 round trips")
     parser.add_argument("--agent-cmd", default=None, help="agent command (default: python -m hatchway.agent)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--no-docker", action="store_true", help="skip the `docker exec` rows (private dockerd)")
     args = parser.parse_args()
     args.n = 200 if args.quick else 1000
     args.size = (256 if args.quick else 1024) * 2**20
     args.csize = 1024 * 1024
     args.cold_runs = 3 if args.quick else 7
+    args.docker_n = 30 if args.quick else 100
     import uvloop
 
     results = uvloop.run(main_async(args))
@@ -342,6 +443,20 @@ def main() -> int:
         ["RSS after the runs", bl.fnum(int(results["rss_after_bytes"]) / 2**20, 1, " MiB"), "", "", ""],  # type: ignore[call-overload]
     ]
     print(bl.table(["figure", "agent", "plain subprocess", "ratio", "target"], rows, title="hatchway-agent"))
+    dk = results.get("docker")
+    if isinstance(dk, dict):
+        print(bl.table(["figure", "hatchway-agent", "docker exec (CLI, private dockerd)", "ratio"], [
+            ["exec `true` round trip p50", bl.fnum(rt["p50_ms"], 2, " ms"), bl.fnum(dk["p50_ms"], 2, " ms"),
+             bl.ratio(rt["p50_ms"], dk["p50_ms"])],
+            ["exec `true` round trip p99", bl.fnum(rt["p99_ms"], 2, " ms"), bl.fnum(dk["p99_ms"], 2, " ms"),
+             bl.ratio(rt["p99_ms"], dk["p99_ms"])],
+            [f"stdout {tp['bytes'] // 2**20} MiB non-TTY (hatchway client / docker CLI)",
+             bl.fnum(tp["agent_MBps"], 0, " MB/s"), bl.fnum(dk["MBps"], 0, " MB/s"), bl.ratio(tp["agent_MBps"], dk["MBps"])],
+        ], title="against docker exec (same run)"))
+    elif dk is not None:
+        print(f"docker exec rows skipped: {dk}")
+    load = results["load_after"]
+    print(f"load avg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # type: ignore[index]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import time
+from functools import partial
 
 import aiohttp
 from agentwire import TOKEN, b64
@@ -245,17 +246,63 @@ async def test_streamed_stdout_is_byte_exact_in_messages_of_at_most_32k(start_ag
     assert max(sizes) <= 32768 and sum(sizes) == len(expected)
 
 
-def test_exec_stdout_pipe_is_widened() -> None:
+class _ListSink:
+    """A TextSink that keeps every message (never paused)."""
+
+    paused = False
+    closed = False
+    buffered = 0
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def send(self, *parts) -> None:
+        self.messages.append(b"".join(bytes(p) for p in parts))
+
+    def send_text(self, *parts) -> None:
+        self.messages.append(b"".join(p.encode() if isinstance(p, str) else bytes(p) for p in parts))
+
+    def send_many(self, messages, *, text=False) -> None:
+        for parts in messages:
+            self.send(*parts)
+
+    def add_listener(self, listener) -> None:
+        pass
+
+    def remove_listener(self, listener) -> None:
+        pass
+
+    async def drained(self) -> None:
+        pass
+
+    def mark_closing(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _sent_all(sink: _ListSink, size: int) -> bool:
+    return sum(len(base64.b64decode(m[m.index(b'"data":"') + 8:-2])) for m in sink.messages) == size
+
+
+async def test_output_pipe_is_widened_once_a_read_comes_back_full() -> None:
     import fcntl
 
-    from hatchway.agent.spawn import PIPE_SIZE_ROOT, PIPE_SIZE_USER, ChildSpec, spawn
+    from hatchway.agent.exec import read_into
+    from hatchway.agent.output import output_writer
+    from hatchway.agent.spawn import PIPE_SIZE_DEFAULT, PIPE_SIZE_ROOT, PIPE_SIZE_USER
 
-    child = spawn(ChildSpec(argv=["true"], env=dict(os.environ), stdin=False))
-    try:
-        assert child.stdout_fd is not None and child.stderr_fd is not None
-        wanted = PIPE_SIZE_ROOT if os.geteuid() == 0 else PIPE_SIZE_USER
-        assert fcntl.fcntl(child.stdout_fd, 1032) == wanted  # F_GETPIPE_SZ
-        assert fcntl.fcntl(child.stderr_fd, 1032) == 65536  # stderr keeps the default
-    finally:
-        child.popen.wait()
-        child.close_fds()
+    wide = PIPE_SIZE_ROOT if os.geteuid() == 0 else PIPE_SIZE_USER
+    for size, wanted in ((PIPE_SIZE_DEFAULT, wide), (1000, PIPE_SIZE_DEFAULT)):  # a streaming child; a short one
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, b"x" * size)  # the pipe is full (or not) before the first read
+            sink = _ListSink()
+            done = await read_into(read_end, output_writer(sink, "stdout", "w"), widen=True)
+            await wait_until(partial(_sent_all, sink, size), what="the pipe's content sent")
+            assert fcntl.fcntl(write_end, 1032) == wanted  # F_GETPIPE_SZ
+            assert all(len(m) < 45000 for m in sink.messages)  # 32 KiB of data each at most
+        finally:
+            os.close(write_end)
+        assert await done is None

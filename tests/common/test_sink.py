@@ -228,3 +228,56 @@ async def test_sink_writer_encodes_each_slice_and_can_discard_after_the_sink_clo
     sink.closed = True
     writer.write(b"xyz")
     assert not writer.is_closing() and writer.discarded == 3 and writer.sent == 7
+
+
+class _CountingTarget:
+    """A WriteEnd that only counts (the pump's target in the pause test)."""
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    def write(self, data) -> None:
+        self.got += len(data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+async def test_one_way_pump_paused_before_it_connects_reads_at_most_once():
+    # uvloop starts a read pipe AFTER connection_made, so a pause made there is undone: the pump stops
+    # the source at its first read (one read through, not the whole source); asyncio reads nothing
+    loop = asyncio.get_running_loop()
+    src_r, src_w = os.pipe()
+    target = _CountingTarget()
+    pump = OneWayPump(target)
+    pump.pause_writing()  # the target is full before the source is connected
+    os.write(src_w, b"x" * 30000)
+    source, _ = await loop.connect_read_pipe(lambda: pump, os.fdopen(src_r, "rb", buffering=0))
+    for _ in range(20):  # loop iterations (each polls the pipe), not a timed wait
+        await asyncio.sleep(0)
+    first = target.got
+    assert first in (0, 30000)
+    os.write(src_w, b"y" * 30000)  # both writes fit in the pipe: a blocking write never waits here
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert target.got == first  # paused: nothing more is read
+    pump.resume_writing()
+    await wait_until(lambda: target.got == 60000, what="everything after the resume")
+    os.close(src_w)
+    assert await asyncio.wait_for(pump.done, 5) is None
+    source.close()

@@ -23,16 +23,40 @@ from hatchway.common.reaper import Reaper
 
 from .output import TextSink, output_writer
 from .signals import docker_exit_code
-from .spawn import Child, exit_future, resize_terminal, signal_child
+from .spawn import PIPE_SIZE_DEFAULT, Child, exit_future, resize_terminal, signal_child, widen_pipe
 from .stdin import InputPipe
 
 __all__ = ["ExecSession", "read_into"]
 
 
-async def read_into(fd: int, writer: SinkWriter) -> asyncio.Future[Exception | None]:
-    """Pump the read end ``fd`` (taken over) into ``writer``; returns the pump's ``done`` future."""
+class _OutputPump(OneWayPump):
+    """The pump of an output pipe: widened (:func:`~.spawn.widen_pipe`) once a read comes back full.
+
+    A child that fills the default 64 KiB pipe streams faster than we send: a wider pipe gives 256 KB
+    reads (8 messages, one socket write). Widening only then keeps short execs free of the cost and
+    bounds what a pump connected while the connection is full reads at once (uvloop starts a pipe
+    reading after ``connection_made`` even when the pump paused there: one read overshoots) to 64 KiB.
+    """
+
+    def __init__(self, writer: SinkWriter, fd: int) -> None:
+        super().__init__(writer)
+        self._fd = fd
+        self._narrow = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._narrow and len(data) >= PIPE_SIZE_DEFAULT:
+            self._narrow = False
+            widen_pipe(self._fd)
+        super().data_received(data)
+
+
+async def read_into(fd: int, writer: SinkWriter, *, widen: bool = False) -> asyncio.Future[Exception | None]:
+    """Pump the read end ``fd`` (taken over) into ``writer``; returns the pump's ``done`` future.
+
+    ``widen``: ``fd`` is a pipe, widened once the child outpaces us (not for a PTY master).
+    """
     loop = asyncio.get_running_loop()
-    pump = OneWayPump(writer)  # follows the writer's sink's flow control by itself
+    pump = _OutputPump(writer, fd) if widen else OneWayPump(writer)  # follows the sink's flow control by itself
     if writer.sink.paused:
         pump.pause_writing()
     file = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - the transport owns it
@@ -71,14 +95,18 @@ class ExecSession:
         exited = exit_future(self.reaper, self.pid)
         try:
             pumps: list[asyncio.Future[Exception | None]] = []
+            if self.stdin is not None:
+                await self.stdin.open()
+            if self.sink.paused:
+                # the connection is full: connect the output pipes once it drains (backpressure reaches the
+                # child through its pipe; a pump connected now would read one pipeful at once under uvloop)
+                await self.sink.drained()
             sources = [("stdout", child.master_fd)] if self.tty else [("stdout", child.stdout_fd),
                                                                          ("stderr", child.stderr_fd)]
             child.master_fd = child.stdout_fd = child.stderr_fd = None
             for stream, fd in sources:
                 if fd is not None:
-                    pumps.append(await read_into(fd, output_writer(self.sink, stream, self.id)))
-            if self.stdin is not None:
-                await self.stdin.open()
+                    pumps.append(await read_into(fd, output_writer(self.sink, stream, self.id), widen=not self.tty))
             for done in pumps:
                 await asyncio.shield(done)
             returncode = await asyncio.shield(exited)

@@ -204,6 +204,10 @@ class OneWayPump(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
+        if self._writing_paused and self.source is not None:
+            # uvloop starts reading right AFTER connection_made, undoing a pause made there (a pump connected
+            # while its target was full): stop at the first read, so the overshoot is one read, not the source
+            self.source.pause_reading()
         target = self.target
         if target is None or target.is_closing():
             self._stop_source()
