@@ -93,3 +93,28 @@ async def test_cancelled_caller_kills_and_reaps_the_child(path: str, tmp_path: A
     with pytest.raises(asyncio.CancelledError):
         await task
     await wait_until(lambda: _reaped(pid), what="the cancelled child killed and reaped")
+
+
+async def test_command_found_on_path_again_when_it_moves(path: str, tmp_path: Any) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    out = tmp_path / "out"
+    env = {"PATH": f"{first}:{second}"}
+
+    def install(where: Any, text: str) -> None:
+        script = where / "hatchway-test-opener"
+        script.write_text(f'#!/bin/sh\necho {text} > "$1"\n')
+        script.chmod(0o755)
+
+    install(first, "first")
+    for _ in range(2):  # the second run uses the path found by the first
+        assert await run_quiet(["hatchway-test-opener", str(out)], env=env) == 0
+        assert out.read_text() == "first\n"
+    (first / "hatchway-test-opener").unlink()
+    install(second, "second")
+    assert await run_quiet(["hatchway-test-opener", str(out)], env=env) == 0
+    assert out.read_text() == "second\n"
+    (second / "hatchway-test-opener").unlink()
+    with pytest.raises(FileNotFoundError):
+        await run_quiet(["hatchway-test-opener", str(out)], env=env)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
+from collections.abc import Mapping
 
 import msgspec
 
@@ -80,11 +83,11 @@ _pidfd_usable: bool | None = None
 
 
 def _pidfds() -> bool:
-    """Whether this kernel and Python offer ``pidfd_open`` and ``posix_spawnp`` (probed once)."""
+    """Whether this kernel and Python offer ``pidfd_open`` and ``posix_spawn`` (probed once)."""
     global _pidfd_usable
     if _pidfd_usable is None:
         _pidfd_usable = False
-        if hasattr(os, "pidfd_open") and hasattr(os, "posix_spawnp") and _DEVNULL_STDIO:
+        if hasattr(os, "pidfd_open") and hasattr(os, "posix_spawn") and _DEVNULL_STDIO:
             try:
                 os.close(os.pidfd_open(os.getpid()))
                 _pidfd_usable = True
@@ -121,6 +124,31 @@ class _SpawnedChild:
             os.killpg(self.pid, signal.SIGKILL)  # its own session: the whole group
 
 
+_resolved: dict[tuple[str, str], str] = {}  # (command, PATH) -> its absolute path, found by an earlier spawn
+
+
+def _spawn(argv: list[str], env: Mapping[str, str]) -> int:
+    """posix_spawn with stdio on the null device in a new session. A bare command name is looked up on
+    ``env``'s PATH (as subprocess does) once: posix_spawnp would try each PATH entry in the child on every
+    spawn (~60 us) and search the daemon's own PATH. It is looked up again when it moved or went."""
+    name = argv[0]
+    if "/" in name:
+        return os.posix_spawn(name, argv, env, file_actions=_DEVNULL_STDIO, setsid=True)
+    key = (name, env.get("PATH", os.defpath))
+    path = _resolved.get(key)
+    if path is not None:
+        try:
+            return os.posix_spawn(path, argv, env, file_actions=_DEVNULL_STDIO, setsid=True)
+        except (FileNotFoundError, PermissionError):
+            del _resolved[key]
+    found = shutil.which(name, path=key[1])
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    if os.path.isabs(found):
+        _resolved[key] = found
+    return os.posix_spawn(found, argv, env, file_actions=_DEVNULL_STDIO, setsid=True)
+
+
 async def run_quiet(argv: list[str], *, timeout: float = 10.0, env: dict[str, str] | None = None) -> int | None:
     """Run ``argv`` with stdio on the null device in a new session; its return code, None if killed at ``timeout``.
 
@@ -129,8 +157,7 @@ async def run_quiet(argv: list[str], *, timeout: float = 10.0, env: dict[str, st
     if not _pidfds():
         return await _run_quiet_asyncio(argv, timeout=timeout, env=env)
     loop = asyncio.get_running_loop()
-    pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env, file_actions=_DEVNULL_STDIO,
-                          setsid=True)
+    pid = _spawn(argv, os.environ if env is None else env)
     child = _SpawnedChild(loop, pid)
     try:
         async with asyncio.timeout(timeout):
