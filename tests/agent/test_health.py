@@ -98,3 +98,44 @@ async def test_health_in_the_health_endpoint(start_agent) -> None:
     entry = health["log"][0]
     assert set(entry) == {"Start", "End", "ExitCode", "Output"} and entry["Output"] == "probe-out\n"
     assert entry["Start"].endswith("Z") and entry["ExitCode"] == 0
+
+
+async def test_health_push_to_subscribed_connections_only(start_agent, wire_to, tmp_path) -> None:
+    # extension: {"type":"health"} subscribes a connection: the state now, then one push per status change
+    flag = tmp_path / "ok"
+    config = HealthConfig(Test=["CMD", "test", "-f", str(flag)], Interval=SECOND // 50, Retries=1)
+    agent = await start_agent(keep_alive=True, argv=["sleep", "30"], health=config)
+    subscribed, silent = await wire_to(agent), await wire_to(agent)
+    await subscribed.send(type="health")
+    first = await subscribed.next("")
+    assert first["type"] == "health" and first["health"]["status"] in ("starting", "unhealthy")
+    if first["health"]["status"] == "starting":
+        assert (await subscribed.next(""))["health"]["status"] == "unhealthy"
+    flag.write_text("")
+    healthy = await subscribed.next("")
+    assert healthy["health"]["status"] == "healthy" and healthy["health"]["log"][-1]["ExitCode"] == 0
+    flag.unlink()
+    assert (await subscribed.next(""))["health"]["status"] == "unhealthy"
+    await silent.send(type="exec", id="e", cmd=["true"])  # the other connection got no health message
+    assert [m["type"] for m in (await silent.run("e"))[2]] == ["exit"] and not silent.by_id[""]
+
+
+async def test_health_subscription_without_health_checks_is_an_error(start_agent, wire_to) -> None:
+    wire = await wire_to(await start_agent())
+    await wire.send(type="health")
+    assert await wire.next("") == {"type": "error", "message": "no health check configured"}
+
+
+async def test_client_subscribe_health(start_agent) -> None:
+    from hatchway.agent.client import AgentClient
+    from hatchway.agent.protocol import HealthPush
+
+    config = HealthConfig(Test=["CMD", "true"], Interval=SECOND // 50)
+    agent = await start_agent(keep_alive=True, argv=["sleep", "30"], health=config, token="")
+    host, port = agent.address
+    pushed: list[HealthPush] = []
+    async with AgentClient.connect(f"{host}:{port}", on_system=lambda m: pushed.append(m)) as client:  # type: ignore[arg-type]
+        await client.subscribe_health()
+        await wait_until(lambda: any(m.health is not None and m.health.status == "healthy" for m in pushed),
+                         what="a healthy push")
+    assert all(isinstance(m, HealthPush) for m in pushed)

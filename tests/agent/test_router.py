@@ -71,3 +71,13 @@ def test_signals() -> None:
     for name in ("BOGUS", "SIG", "", "0", "999", "RTMIN+99"):
         assert parse_signal(name) is None, name
     assert docker_exit_code(-15) == 143 and docker_exit_code(-9) == 137 and docker_exit_code(3) == 3
+
+
+def test_health_subscription() -> None:
+    assert r.Router(can_attach=False, has_health=True).receive('{"type":"health"}') == [r.SubscribeHealth()]
+    assert replies(r.Router(can_attach=False).receive('{"type":"health"}')) == [
+        p.Error(message="no health check configured")]
+    # a health message carrying a state is agent -> client only: unknown here, as upstream
+    pushed = '{"type":"health","health":{"status":"healthy","failingStreak":0,"log":[]}}'
+    assert replies(r.Router(can_attach=False, has_health=True).receive(pushed)) == [
+        p.Error(message="unknown message type: health")]

@@ -247,7 +247,12 @@ class AgentClient:
         return session if session.paused else None
 
     # -- sending
-    async def send(self, message: p.ClientMessage) -> None:
+    async def subscribe_health(self) -> None:
+        """Extension: the agent sends its health state (a ``health`` message, to ``on_system``) now and at
+        every status change; an agent without health checks answers with an ``error`` (also to ``on_system``)."""
+        await self.send(p.HealthPush())
+
+    async def send(self, message: p.ClientMessage | p.HealthPush) -> None:
         sink = self.sink
         if sink.paused:
             await sink.drained()

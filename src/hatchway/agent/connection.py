@@ -53,7 +53,8 @@ class Connection:
         self.sink = WebSocketSink(ws)
         self.session = MuxSession(ws, self, sink=self.sink, name=name, survive_handler_errors=True,
                                   ping_interval=ping_interval, read_timeout=read_timeout)
-        self.router = r.Router(can_attach=runtime.main is not None)
+        self.router = r.Router(can_attach=runtime.main is not None, has_health=runtime.health is not None)
+        self.health_subscribed = False
         self.sessions: dict[str, Session] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.closed = False
@@ -122,9 +123,19 @@ class Connection:
                 found = self.sessions.get(action.id)
                 if isinstance(found, ExecSession):
                     found.detached = True
+            elif isinstance(action, r.SubscribeHealth):
+                health = self.runtime.health
+                if health is not None:
+                    self.health_subscribed = True
+                    self._send(p.HealthPush(health=health.state.report()))
             elif isinstance(action, r.Note):
                 log.log(logging.getLevelName(action.level.upper()), "%s", escape(action.text, limit=512))
         return wait_for
+
+    def push_health(self, report: p.HealthState) -> None:
+        """The health status changed: tell this connection if it subscribed."""
+        if self.health_subscribed:
+            self._send(p.HealthPush(health=report))
 
     def _send(self, message: p.AgentMessage) -> None:
         if isinstance(message, p.Error):

@@ -153,7 +153,8 @@ class HealthChecker:
     """Runs the probes of one :class:`HealthConfig` until closed."""
 
     def __init__(self, config: HealthConfig, reaper: Reaper, environ: Mapping[str, str], *,
-                 clock: Callable[[], int] = time.time_ns, workdir: str = "") -> None:
+                 clock: Callable[[], int] = time.time_ns, workdir: str = "",
+                 on_change: Callable[[HealthReport], None] | None = None) -> None:
         argv = probe_argv(config.Test)
         if argv is None:
             raise ValueError("health checks are disabled for this test")
@@ -165,6 +166,7 @@ class HealthChecker:
         self.state = HealthState(config, clock())
         self.changed = asyncio.Event()
         self.probes = 0
+        self.on_change = on_change  # called with the report whenever the status changes
 
     async def run(self) -> None:
         state = self.state
@@ -175,7 +177,10 @@ class HealthChecker:
     async def probe(self) -> None:
         start = self.clock()
         code, output = await self._run_probe()
+        before = self.state.status
         self.state.record(start, self.clock(), code, output)
+        if self.state.status != before and self.on_change is not None:
+            self.on_change(self.state.report())
         self.probes += 1
         self.changed.set()
         self.changed = asyncio.Event()

@@ -34,6 +34,7 @@ __all__ = [
     "SendSignal",
     "StartAttach",
     "StartExec",
+    "SubscribeHealth",
     "WriteStdin",
 ]
 
@@ -79,6 +80,10 @@ class DetachSession(msgspec.Struct, frozen=True):
     id: str
 
 
+class SubscribeHealth(msgspec.Struct, frozen=True):
+    """Extension: push this connection the health state now and at every status change."""
+
+
 class Note(msgspec.Struct, frozen=True):
     """Something to log (``level`` is a logging level name); never carries stdin data."""
 
@@ -86,14 +91,16 @@ class Note(msgspec.Struct, frozen=True):
     text: str
 
 
-Action = Reply | StartExec | StartAttach | WriteStdin | CloseInput | SendSignal | ResizeTerminal | DetachSession | Note
+Action = (Reply | StartExec | StartAttach | WriteStdin | CloseInput | SendSignal | ResizeTerminal | DetachSession
+          | SubscribeHealth | Note)
 
 
 class Router:
     """Session table and message rules of one connection."""
 
-    def __init__(self, *, can_attach: bool) -> None:
+    def __init__(self, *, can_attach: bool, has_health: bool = False) -> None:
         self.can_attach = can_attach
+        self.has_health = has_health
         self._live: dict[str, Kind] = {}
 
     @property
@@ -148,6 +155,11 @@ class Router:
             return [ResizeTerminal(message.id, message.width & 0xFFFF, message.height & 0xFFFF)]
         if isinstance(message, p.Detach):
             return [DetachSession(message.id)] if live.get(message.id) is Kind.EXEC else []
+        if isinstance(message, p.HealthPush) and message.health is None:
+            # extension: a client's bare {"type":"health"} subscribes it to the health pushes
+            if not self.has_health:
+                return [Reply(p.Error(id=message.id, message="no health check configured"))]
+            return [SubscribeHealth()]
         if isinstance(message, p.BadMessage):
             return [Note("warning", f"invalid message skipped: {message.reason}")]
         if isinstance(message, p.UnknownType):

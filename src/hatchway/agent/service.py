@@ -24,6 +24,7 @@ from hatchway.common.tasks import TaskSet
 
 from .health import HealthChecker, HealthConfig
 from .mainproc import MainProcess
+from .protocol import HealthState
 from .runtime import AgentRuntime
 from .spawn import ChildSpec, SpawnError, child_environment
 
@@ -87,7 +88,7 @@ class Agent(Service):
                                     self.reaper, copy_output=config.copy_output)
         self.health: HealthChecker | None = None
         if config.health is not None and config.health.enabled:
-            self.health = HealthChecker(config.health, self.reaper, environ)
+            self.health = HealthChecker(config.health, self.reaper, environ, on_change=self._health_changed)
         self.runtime = AgentRuntime(self.reaper, environ, main=self.main, health=self.health)
         self.server: HttpServer | None = None
         self.dialer: ReverseDialer | None = None
@@ -151,6 +152,10 @@ class Agent(Service):
                 await self.aclose()
                 raise Fatal(f"listen tcp {config.addr}: {exc.strerror or exc}") from None
         return self
+
+    def _health_changed(self, report: HealthState) -> None:
+        for connection in list(self.runtime.connections):
+            connection.push_health(report)
 
     def _fail(self, exc: BaseException) -> None:
         if self._done is not None and not self._done.done():
