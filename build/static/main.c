@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "extmods.h" /* generated: EXTMOD(name, initfunc) lines */
 
@@ -34,7 +35,8 @@ static volatile const char DEFAULT_PROGRAM[64] = "@@HATCHWAY_DEFAULT_PROGRAM@@="
  *    dotted built-ins (msgspec._core, uvloop.loop, ...) would never be found; it goes first.
  *  - PackedImporter: the appended zip's comment carries an index written by
  *    build/static/build.py ("HWIX1" + marshal of {module: (path, data offset from the zip's
- *    start, size, deflated, is_package)}).  A module is one pread of its bytes and one
+ *    start, size, method, is_package, size of the .pyc)}; method 0: stored, 8: deflated, 93:
+ *    a zstd frame in a stored entry).  A module is one pread of its bytes and one
  *    marshal.loads: no zip directory to parse at start (zipimport reads all ~700 entries
  *    in Python, ~4 ms) and no file open per module.  It sits where PathFinder was; the
  *    executable leaves sys.path, so a failed optional import (brotli, ...) is a dict miss.
@@ -74,6 +76,7 @@ static const char FINDER[] =
     "    base = size - n + at - cd_size - cd_off\n"
     "    index = marshal.loads(tail[at + 27:at + 22 + clen])\n"
     "    prefix = exe + '/'\n"
+    "    from _hatchway_sys import zstd_decompress\n"
     "    pread = posix.pread\n"
     "    loads = marshal.loads\n"
     "    class PackedImporter:\n"
@@ -85,7 +88,9 @@ static const char FINDER[] =
     "            spec = ModuleSpec(name, cls, origin=prefix + entry[0], is_package=entry[4])\n"
     "            spec.has_location = True\n"
     "            if entry[4]:\n"
-    "                spec.submodule_search_locations = [prefix + entry[0].rpartition('/')[0]]\n"
+    "                where = prefix + entry[0].rpartition('/')[0]\n"
+    "                spec.submodule_search_locations = [where]\n"
+    "                path_cache.setdefault(where, PackedPath(name))\n"
     "            return spec\n"
     "        @staticmethod\n"
     "        def create_module(spec):\n"
@@ -97,7 +102,9 @@ static const char FINDER[] =
     "        def get_code(name):\n"
     "            entry = index[name]\n"
     "            data = pread(fd, entry[2], base + entry[1])\n"
-    "            if entry[3]:\n"
+    "            if entry[3] == 93:\n"
+    "                data = zstd_decompress(data, entry[5])\n"
+    "            elif entry[3]:\n"
     "                import zlib\n"
     "                data = zlib.decompress(data, -15)\n"
     "            return loads(memoryview(data)[16:])\n"
@@ -110,6 +117,21 @@ static const char FINDER[] =
     "        @staticmethod\n"
     "        def invalidate_caches():\n"
     "            pass\n"
+    "    class PackedPath:\n"
+    "        # a package's __path__ entry: a submodule missing from the index is a dict miss here, not a\n"
+    "        # zipimporter reading the whole zip directory; pkgutil.iter_modules lists the index\n"
+    "        def __init__(self, package):\n"
+    "            self.package = package\n"
+    "        def find_spec(self, fullname, target=None):\n"
+    "            return PackedImporter.find_spec(fullname)\n"
+    "        def invalidate_caches(self):\n"
+    "            pass\n"
+    "        def iter_modules(self, prefix=''):\n"
+    "            head = self.package + '.'\n"
+    "            for name in sorted(index):\n"
+    "                if name.startswith(head) and '.' not in name[len(head):]:\n"
+    "                    yield prefix + name[len(head):], index[name][4]\n"
+    "    path_cache = sys.path_importer_cache\n"
     "    sys.meta_path.insert(sys.meta_path.index(PathFinder), PackedImporter)\n"
     "    sys.path[:] = [p for p in sys.path if p != exe]\n"
     "_install()\n"
@@ -142,10 +164,43 @@ static PyObject *is_child_subreaper(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(value);
 }
 
+/* zstd_decompress(data, size) -> bytes: one zstd frame whose content is exactly `size` bytes (the
+ * packed modules, build/static/build.py write_zip).  ValueError on a corrupt frame or a size mismatch. */
+static PyObject *zstd_decompress(PyObject *self, PyObject *args) {
+    Py_buffer src;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n:zstd_decompress", &src, &size)) {
+        return NULL;
+    }
+    PyObject *out = size >= 0 ? PyBytes_FromStringAndSize(NULL, size) : NULL;
+    if (out == NULL) {
+        PyBuffer_Release(&src);
+        return size >= 0 ? NULL : PyErr_Format(PyExc_ValueError, "negative size");
+    }
+    /* one context for the process (creating one per call costs more than a small module's frame);
+     * used with the GIL held, so never by two threads at once */
+    static ZSTD_DCtx *dctx = NULL;
+    if (dctx == NULL && (dctx = ZSTD_createDCtx()) == NULL) {
+        PyBuffer_Release(&src);
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    size_t got = ZSTD_decompressDCtx(dctx, PyBytes_AS_STRING(out), (size_t)size, src.buf, (size_t)src.len);
+    PyBuffer_Release(&src);
+    if (ZSTD_isError(got) || got != (size_t)size) {
+        Py_DECREF(out);
+        return PyErr_Format(PyExc_ValueError, "zstd_decompress: %s",
+                            ZSTD_isError(got) ? ZSTD_getErrorName(got) : "size mismatch");
+    }
+    return out;
+}
+
 static PyMethodDef hatchway_sys_methods[] = {
     {"set_child_subreaper", set_child_subreaper, METH_VARARGS,
      "set_child_subreaper(on=True): prctl(PR_SET_CHILD_SUBREAPER); orphaned descendants are\n"
      "reparented to this process instead of to PID 1.  OSError on failure."},
+    {"zstd_decompress", zstd_decompress, METH_VARARGS,
+     "zstd_decompress(data, size) -> bytes: the content of one zstd frame of exactly size bytes."},
     {"is_child_subreaper", is_child_subreaper, METH_NOARGS,
      "is_child_subreaper() -> bool: prctl(PR_GET_CHILD_SUBREAPER)."},
     {NULL, NULL, 0, NULL},

@@ -108,3 +108,44 @@ def test_attrs_lite_behaves_as_attrs_for_aiohttps_uses() -> None:
     assert real.returncode == 0 and lite.returncode == 0, (real.stderr, lite.stderr)
     assert lite.stdout == real.stdout
     assert "FrozenInstanceError" in real.stdout and "W(ws_receive=None, ws_close=3)" in real.stdout
+
+
+PACKED_SCRIPT = r"""
+import json, sys
+import aiohttp.web, email.message, encodings.idna, _hatchway_sys
+loader = aiohttp.web.__loader__.__name__
+try:
+    import no_such_module_anywhere
+except ImportError:
+    missing = "ImportError"
+errors = []
+for bad in (b"", b"not a frame", b"(\xb5/\xfd\x00\x00"):
+    try:
+        _hatchway_sys.zstd_decompress(bad, 10)
+    except ValueError as exc:
+        errors.append(str(exc).split(":")[0])
+print(json.dumps({
+    "loader": loader,
+    "file": aiohttp.web.__file__[len(sys.executable):],
+    "path": [p[len(sys.executable):] for p in aiohttp.__path__],
+    "exe_on_path": sys.executable in sys.path,
+    "zipimporters": sorted(k for k, v in sys.path_importer_cache.items() if type(v).__name__ == "zipimporter"),
+    "missing": missing,
+    "errors": errors,
+    "encodings": sys.modules["encodings"].__loader__.__name__,
+}))
+"""
+
+
+def test_packed_importer_serves_every_module_from_the_index(static_binary, tmp_path: Path) -> None:
+    """main.c's PackedImporter: modules come from the zip's index (zstd frames), the executable is off
+    sys.path so a failed import never builds a zipimporter, encodings is frozen into the executable,
+    and a corrupt frame is a ValueError, not a crash."""
+    python = tmp_path / "python3"
+    python.symlink_to(static_binary("linksocks"))
+    res = subprocess.run([str(python), "-c", PACKED_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out == {"loader": "PackedImporter", "file": "/aiohttp/web.pyc", "path": ["/aiohttp"],
+                   "exe_on_path": False, "zipimporters": [], "missing": "ImportError",
+                   "errors": ["zstd_decompress"] * 3, "encodings": "FrozenImporter"}
