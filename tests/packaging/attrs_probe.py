@@ -1,3 +1,4 @@
+# ruff: noqa  -- a probe written in the style of the aiohttp code it imitates (Optional, attr.ib)
 """Exercises attr.s / attr.ib / attr.evolve as aiohttp uses them and prints what it saw: run with the real
 attrs (no argument) and with build/static/attrs_lite.py (its path as argument), the output must match."""
 import sys, importlib.util
