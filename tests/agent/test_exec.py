@@ -306,3 +306,27 @@ async def test_output_pipe_is_widened_once_a_read_comes_back_full() -> None:
         finally:
             os.close(write_end)
         assert await done is None
+
+
+async def test_execs_started_while_the_connection_is_full_stay_near_the_high_water_mark(start_agent, wire_to) -> None:  # 33
+    # one exec fills the WebSocket (the client reads nothing), then 20 execs of 1 MiB each start: their output
+    # waits in their pipes (uvloop would read a pipe whose pump paused in connection_made: the agent buffered all)
+    from hatchway.common.relay import HIGH_WATER
+
+    agent = await start_agent()
+    wire = await wire_to(agent)
+    big, size, count = 32 * 1024 * 1024, 1024 * 1024, 20
+    await wire.send(type="exec", id="big", cmd=["head", "-c", str(big), "/dev/zero"], stdin=False)
+    connection = await wait_until(lambda: next(iter(agent.runtime.connections), None), what="the connection")
+    await wait_until(lambda: connection.sink.paused, what="the connection full")
+    for i in range(count):
+        await wire.send(type="exec", id=f"s{i}", cmd=["head", "-c", str(size), "/dev/zero"], stdin=False)
+    await wait_until(lambda: len(connection.sessions) == count + 1, what="all sessions started")
+    peak = 0
+    for _ in range(300):  # event-loop turns (the agent runs in this loop), not a timed wait
+        peak = max(peak, connection.sink.buffered)
+        await asyncio.sleep(0)
+    assert peak <= 4 * HIGH_WATER + 2 * 1024 * 1024, peak  # high-water mark + a read or two, not 27 MB
+    for ident, length in [("big", big)] + [(f"s{i}", size) for i in range(count)]:
+        out, _, seen = await wire.run(ident, timeout=60)
+        assert len(out) == length and seen[-1]["code"] == 0
