@@ -975,7 +975,7 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     own = work / "own"
-    compile_tree(pyexe, src, own, strip_docs=False)
+    compile_tree(pyexe, src, own)  # docstrings dropped: nothing reads them at run time
     disp = (HERE / "dispatch.py").read_text().replace('("@PROGRAMS@",)', repr(tuple(programs)))
     (work / "disp").mkdir()
     (work / "disp" / "_hatchway_exe.py").write_text(disp)
