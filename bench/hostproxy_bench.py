@@ -397,6 +397,17 @@ def idle(proc: benchlib.Proc, seconds: float) -> tuple[float, int]:
     return (c1 - c0) / seconds * 100, rss
 
 
+def rss_split(pid: int) -> str:
+    """``anon + file`` MB from /proc (the file-backed part moves with the page cache from run to run)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0]) * 1024 / 1e6
+    return f"{fields.get('RssAnon', 0):.1f} + {fields.get('RssFile', 0):.1f}"
+
+
 def pin(pid: int, cpu: int) -> None:
     if cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(pid, {cpu})
@@ -457,10 +468,11 @@ def main() -> int:
         if "idle" in only:
             cpu, rss = idle(daemon, args.idle)
             cpu0, rss0 = idle(minimal, args.idle)
-            print(benchlib.table(["server", "idle CPU %", "RSS MB"], [
-                ["hostproxy (watching the fake engine)", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1)],
-                ["minimal aiohttp", benchlib.fnum(cpu0, 3), benchlib.fnum(rss0 / 1e6, 1)],
-                ["ratio", benchlib.ratio(cpu, cpu0) if cpu0 else "-", benchlib.ratio(rss, rss0)]],
+            print(benchlib.table(["server", "idle CPU %", "RSS MB", "anon + file MB"], [
+                ["hostproxy (watching the fake engine)", benchlib.fnum(cpu, 3), benchlib.fnum(rss / 1e6, 1),
+                 rss_split(daemon.pid)],
+                ["minimal aiohttp", benchlib.fnum(cpu0, 3), benchlib.fnum(rss0 / 1e6, 1), rss_split(minimal.pid)],
+                ["ratio", benchlib.ratio(cpu, cpu0) if cpu0 else "-", benchlib.ratio(rss, rss0), "-"]],
                 f"idle ({args.idle:g} s each)"))
         if "http" in only:
             auth = {"Authorization": f"Bearer {token}"}
