@@ -291,9 +291,9 @@ async def test_output_pipe_is_widened_once_a_read_comes_back_full() -> None:
 
     from hatchway.agent.exec import read_into
     from hatchway.agent.output import output_writer
-    from hatchway.agent.spawn import PIPE_SIZE_DEFAULT, PIPE_SIZE_ROOT, PIPE_SIZE_USER
+    from hatchway.common.pump import PIPE_SIZE_DEFAULT
 
-    wide = PIPE_SIZE_ROOT if os.geteuid() == 0 else PIPE_SIZE_USER
+    wide = 1024 * 1024 if os.geteuid() == 0 else 256 * 1024  # common.pump.widen_pipe's default
     for size, wanted in ((PIPE_SIZE_DEFAULT, wide), (1000, PIPE_SIZE_DEFAULT)):  # a streaming child; a short one
         read_end, write_end = os.pipe()
         try:

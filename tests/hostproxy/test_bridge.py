@@ -143,13 +143,14 @@ def test_ssh_agent_check(ssh_agent: tuple[str, str], tmp_path: Any) -> None:
 def test_widen_pipe_gives_a_frame_sized_pipe() -> None:
     import fcntl
 
-    from hatchway.hostproxy.bridgelink import PIPE_SIZE, widen_pipe
+    from hatchway.common.pump import widen_pipe
+    from hatchway.hostproxy.bridgelink import PIPE_SIZE
 
     r, w = os.pipe()
     try:
-        widen_pipe(w)
+        assert widen_pipe(w, PIPE_SIZE) is True
         assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE  # one pipe buffer, seen from both ends
-        widen_pipe(-1)  # not a descriptor: left alone, no error
+        assert widen_pipe(-1, PIPE_SIZE) is False  # not a descriptor: left alone, no error
     finally:
         os.close(r)
         os.close(w)

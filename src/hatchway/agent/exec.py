@@ -18,19 +18,19 @@ import asyncio
 import os
 import signal
 
-from hatchway.common.pump import OneWayPump, SinkWriter
+from hatchway.common.pump import PIPE_SIZE_DEFAULT, OneWayPump, SinkWriter, widen_pipe
 from hatchway.common.reaper import Reaper
 
 from .output import TextSink, output_writer
 from .signals import docker_exit_code
-from .spawn import PIPE_SIZE_DEFAULT, Child, exit_future, resize_terminal, signal_child, widen_pipe
+from .spawn import Child, exit_future, resize_terminal, signal_child
 from .stdin import InputPipe
 
 __all__ = ["ExecSession", "read_into"]
 
 
 class _OutputPump(OneWayPump):
-    """The pump of an output pipe: widened (:func:`~.spawn.widen_pipe`) once a read comes back full.
+    """The pump of an output pipe: widened (:func:`~hatchway.common.pump.widen_pipe`) once a read comes back full.
 
     A child that fills the default 64 KiB pipe streams faster than we send: a wider pipe gives 256 KB
     reads (8 messages, one socket write). Widening only then keeps short execs free of the cost and

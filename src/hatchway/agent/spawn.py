@@ -35,7 +35,7 @@ import msgspec
 if TYPE_CHECKING:
     from hatchway.common.reaper import Reaper
 
-__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "exit_future", "resize_terminal", "set_window_size", "widen_pipe",
+__all__ = ["TOKEN_ENV", "Child", "ChildSpec", "SpawnError", "child_environment", "exit_future", "resize_terminal", "set_window_size",
            "signal_child", "spawn"]
 
 TOKEN_ENV = "SOCKERLESS_AGENT_TOKEN"
@@ -185,20 +185,6 @@ def _failure(exc: OSError, spec: ChildSpec, executable: str) -> SpawnError:
 # instead of 64 KiB ones. An unprivileged user's pipes count against fs/pipe-user-pages-soft (64 MiB): past
 # it the kernel gives that user's NEW pipes one page, so a non-root agent stays at 256 KiB per stream (128
 # streaming execs before the quota), root (not limited) takes 1 MiB.
-PIPE_SIZE_DEFAULT = 64 * 1024
-PIPE_SIZE_ROOT = 1024 * 1024
-PIPE_SIZE_USER = 256 * 1024
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux)
-
-
-def widen_pipe(fd: int) -> None:
-    """Raise the pipe's capacity (best effort: the kernel may refuse; pages are allocated only as data comes)."""
-    try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE_ROOT if os.geteuid() == 0 else PIPE_SIZE_USER)
-    except OSError:
-        pass
-
-
 def spawn(spec: ChildSpec) -> Child:
     """Start the child; raise :class:`SpawnError` (126/127) when it cannot start."""
     if not spec.argv:

@@ -29,11 +29,30 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from .relay import reset_transport
 from .sink import Buffer, MessageSink, SinkClosed
+
+PIPE_SIZE_DEFAULT = 64 * 1024  # Linux's pipe capacity until F_SETPIPE_SZ
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux)
+
+
+def widen_pipe(fd: int, size: int | None = None) -> bool:
+    """Raise the capacity of the pipe on ``fd`` to ``size`` bytes (default: 1 MiB as root, 256 KiB
+    otherwise, within /proc/sys/fs/pipe-max-size), so a reader gets up to that much per read instead of
+    64 KiB. Best effort: False when the kernel refuses or ``fd`` is not a pipe; pages are allocated only
+    as data comes."""
+    if size is None:
+        size = 1024 * 1024 if os.geteuid() == 0 else 256 * 1024
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except (OSError, ValueError):  # ValueError: not a descriptor at all
+        return False
+    return True
 
 
 class WriteEnd(Protocol):

@@ -23,24 +23,11 @@ from hatchway.common.tasks import TaskSet
 
 from .muxproto import MAX_DATA, BridgeProtocol, Closed, Data, Event, FrameError
 
-__all__ = ["PIPE_SIZE", "BridgeChannel", "BridgeLink", "widen_pipe"]
+__all__ = ["PIPE_SIZE", "BridgeChannel", "BridgeLink"]
 
 log = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
-
-
-def widen_pipe(fd: int, size: int = PIPE_SIZE) -> None:
-    """Give the pipe on ``fd`` a ``size`` buffer (Linux; anything else, or not a pipe: left as it is).
-
-    A 64 KiB pipe splits every 256 KiB frame into four reads and four wake-ups of each side.
-    """
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except (ImportError, AttributeError, OSError, ValueError):
-        pass
 
 
 class _AcceptedPump(Pump):

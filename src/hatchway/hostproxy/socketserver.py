@@ -18,9 +18,10 @@ from collections.abc import Mapping
 
 import msgspec
 
+from hatchway.common.pump import widen_pipe
 from hatchway.common.sink import SinkProtocol
 
-from .bridgelink import BridgeLink, widen_pipe
+from .bridgelink import PIPE_SIZE, BridgeLink
 from .muxproto import SOCKET_TYPES, BridgeProtocol, Event, PubKey
 
 __all__ = ["RemoteSocket", "serve_sockets", "setup_gnupg"]
@@ -101,7 +102,7 @@ async def serve_sockets(environ: Mapping[str, str] | None = None, *, stdin: int 
         return 1
     loop = asyncio.get_running_loop()
     for fd in (stdin, stdout):
-        widen_pipe(fd)
+        widen_pipe(fd, PIPE_SIZE)
     out_transport, out_proto = await loop.connect_write_pipe(SinkProtocol, os.fdopen(stdout, "wb", 0, closefd=False))
     assert out_proto.sink is not None
     pubkeys: asyncio.Queue[bytes] = asyncio.Queue()
