@@ -691,6 +691,24 @@ SITE_PATCHES["aiohttp/web.py"] = [
            "    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"),
 ]
 
+# msgspec: msgspec.inspect (~40 Struct types), the JSON-schema generator, toml and yaml on first use.
+SITE_PATCHES["msgspec/__init__.py"] = [
+    ("from . import inspect, json, msgpack, structs, toml, yaml\n", "from . import json, msgpack, structs\n"),
+    (None, "\n\ndef __getattr__(name):\n"
+           "    if name in ('inspect', 'toml', 'yaml'):\n"
+           "        import importlib\n\n"
+           "        return importlib.import_module('msgspec.' + name)\n"
+           "    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"),
+]
+SITE_PATCHES["msgspec/json.py"] = [
+    ("from ._json_schema import schema, schema_components\n", ""),
+    (None, "\n\ndef __getattr__(name):\n"
+           "    if name in ('schema', 'schema_components'):\n"
+           "        from . import _json_schema\n\n"
+           "        return getattr(_json_schema, name)\n"
+           "    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')\n"),
+]
+
 # Stdlib edits, same rules.  uuid (msgspec imports it at start) imports platform only for
 # platform.system(), i.e. os.uname().sysname.
 # gettext.find: argparse asks for a translation ~60 times per run, each one ~15 stat() calls for .mo
