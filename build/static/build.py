@@ -715,7 +715,48 @@ SITE_PATCHES["msgspec/json.py"] = [
 # files under /share/locale (the executable's prefix) plus `import locale`: ~4 ms of --help and of
 # every start.  When the locale directory does not exist no .mo file can be found: answer at once.
 # linecache (logging -> traceback) imports tokenize only to read a source file for a traceback.
+def lazy_class_finder(text: str) -> str:
+    """inspect.py: `class _ClassFinder(ast.NodeVisitor)` (used only by getsource for a class) built on first
+    use, so importing inspect does not import ast."""
+    head = "\nclass _ClassFinder(ast.NodeVisitor):\n"
+    start = text.find(head)
+    end = text.find("\n\n\ndef findsource(", start)
+    if start < 0 or end < 0 or text.count("_ClassFinder(qualname)") != 1:
+        raise SystemExit("[static] patch for inspect.py no longer applies: _ClassFinder moved")
+    block = text[start + 1:end]
+    wrapped = ("@functools.lru_cache(maxsize=None)\ndef _class_finder_type():\n"
+               + "".join("    " + ln if ln.strip() else ln for ln in block.splitlines(keepends=True))
+               + "\n    return _ClassFinder\n")
+    return (text[:start + 1] + wrapped + text[end:]).replace("_ClassFinder(qualname)", "_class_finder_type()(qualname)")
+
+
+# inspect (imported by asyncio) imports ast, dis, tokenize and token at the top, for getsource,
+# signatures of builtins parsed from text and disassembly: ~0.6 MB and ~4 ms of every start.  They
+# become modules loaded at their first attribute access.
+_LAZY_MODULES = (
+    "class _LazyModule:\n"
+    "    # a module imported at its first attribute access (the build's edit: see build/static/build.py)\n"
+    "    def __init__(self, name):\n"
+    "        self._name = name\n\n"
+    "    def __getattr__(self, attr):\n"
+    "        module = __import__(self._name)\n"
+    "        globals()[self._name] = module\n"
+    "        return getattr(module, attr)\n\n\n"
+    "ast = _LazyModule('ast')\ndis = _LazyModule('dis')\ntokenize = _LazyModule('tokenize')\n"
+    "token = _LazyModule('token')\n")
+
 STDLIB_PATCHES = {
+    "inspect.py": [
+        ("import ast\nimport dis\n", ""),
+        ("import tokenize\nimport token\n", ""),
+        ("from collections import namedtuple, OrderedDict\n",
+         "from collections import namedtuple, OrderedDict\n\n" + _LAZY_MODULES),
+        ("for k, v in dis.COMPILER_FLAG_NAMES.items():\n",
+         "for k, v in {1: 'OPTIMIZED', 2: 'NEWLOCALS', 4: 'VARARGS', 8: 'VARKEYWORDS', 16: 'NESTED', 32: 'GENERATOR',\n"
+         "             64: 'NOFREE', 128: 'COROUTINE', 256: 'ITERABLE_COROUTINE', 512: 'ASYNC_GENERATOR'}.items():\n"
+         "    # dis.COMPILER_FLAG_NAMES of 3.11, so that importing inspect does not import dis\n"),
+        (lazy_class_finder, None),
+    ],
     "uuid.py": [("    import platform\n    _platform_system = platform.system()\n",
                  "    _platform_system = os.uname().sysname\n")],
     "gettext.py": [("    if localedir is None:\n        localedir = _default_localedir\n    if languages is None:\n",
@@ -771,12 +812,21 @@ def lazy_package_init(text: str, keep: frozenset = frozenset()) -> str:
         "    return value\n")
 
 
+def patches_key(patches: dict) -> dict:
+    """The patches as the stage key sees them (a transformation by its source)."""
+    return {rel: [[recipe(old) if callable(old) else old, new] for old, new in edits] for rel, edits in patches.items()}
+
+
 def apply_edits(rel: str, text: str, edits: list) -> str:
-    """`text` with each (old, new) edit applied once (old None: append new); an edit whose `old` is
-    missing or found twice stops the build (a new upstream version moved the code: look again)."""
+    """`text` with each (old, new) edit applied once (old None: append new; old callable: text = old(text));
+    an edit whose `old` is missing or found twice stops the build (a new upstream version moved the code:
+    look again)."""
     for old, new in edits:
         if old is None:  # append
             text += new
+            continue
+        if callable(old):  # a transformation, which checks its own anchors
+            text = old(text)
             continue
         if text.count(old) != 1:
             raise SystemExit(f"[static] patch for {rel} no longer applies: {old!r} found {text.count(old)} times")
@@ -785,7 +835,8 @@ def apply_edits(rel: str, text: str, edits: list) -> str:
 
 
 def build_stdlib(cpython: Path, ext: Path, pyexe: Path) -> Path:
-    st = Stage("stdlib", str(cpython), str(ext), sorted(stdlib_drop(cpython / "Lib")), SITE_PATCHES, STDLIB_PATCHES,
+    st = Stage("stdlib", str(cpython), str(ext), sorted(stdlib_drop(cpython / "Lib")), patches_key(SITE_PATCHES),
+               patches_key(STDLIB_PATCHES),
                {k: sha256(v) for k, v in SITE_FILES.items()}, recipe(apply_edits),
                recipe(compile_tree),
                {k: sorted(v) for k, v in LAZY_INITS.items()}, recipe(lazy_package_init), recipe(build_stdlib),

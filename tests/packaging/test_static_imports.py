@@ -2,8 +2,8 @@
 machinery", "start-up is paid only for what a run needs"): its packed aiohttp/__init__ re-exports
 lazily (build/static/build.py LAZY_INITS), aiohttp.helpers imports urllib.request only for a client's
 proxy settings, and the edits of SITE_PATCHES/STDLIB_PATCHES keep attrs, email, html, platform,
-typing_extensions, multipart, tempfile, web_fileresponse, msgspec.inspect and msgspec's JSON schema out
-of a server's start while those features still work on first use."""
+typing_extensions, multipart, tempfile, web_fileresponse, msgspec.inspect, msgspec's JSON schema and
+inspect's ast/dis/tokenize out of a server's start while those features still work on first use."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def test_server_imports_no_client_machinery_and_aiohttp_names_still_resolve(stat
 
 
 NOT_AT_START = ["attr", "email", "email.message", "html", "platform", "typing_extensions", "aiohttp.multipart",
-                "tempfile", "aiohttp.web_fileresponse", "msgspec.inspect", "msgspec._json_schema", "msgspec.yaml"]
+                "tempfile", "aiohttp.web_fileresponse", "msgspec.inspect", "msgspec._json_schema", "msgspec.yaml",
+                "ast", "dis", "tokenize"]
 
 LAZY_SCRIPT = r"""
 import asyncio, json, sys
@@ -68,6 +69,9 @@ assert repr(t).startswith("ClientTimeout(total=3,") and t == aiohttp.ClientTimeo
 import msgspec
 assert msgspec.json.schema(int) == {"type": "integer"} and type(msgspec.inspect.type_info(int)).__name__ == "IntType"
 assert msgspec.toml.__name__ == "msgspec.toml"
+import inspect
+assert inspect.CO_COROUTINE == 128 and str(inspect.signature(sorted)) == "(iterable, /, *, key=None, reverse=False)"
+assert inspect.dis.opname[0] == "CACHE" and inspect.ast.parse("x").body
 
 async def upload():
     async def handler(request):
