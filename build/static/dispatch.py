@@ -46,10 +46,7 @@ def main() -> int:
     sys.argv = [f"hatchway-{prog}", *args]
     # `--version` alone is answered from the program's package (hatchway.common.versionflag) before
     # its cli module (which may import logging, asyncio, ...) and argparse are imported.
-    package = __import__(f"hatchway.{prog}", fromlist=["VERSION_FLAGS"])
-    from hatchway.common.versionflag import answer_version
-
-    if answer_version(args, package.VERSION_FLAGS + package.VERSION_COMMANDS, package.version_line):
+    if __import__(f"hatchway.{prog}", fromlist=["VERSION"]).VERSION.answer(args):
         return 0
     module = __import__(f"hatchway.{prog}.cli", fromlist=["main"])
     return module.main()

@@ -132,6 +132,7 @@ static const char FINDER[] =
     "                if name.startswith(head) and '.' not in name[len(head):]:\n"
     "                    yield prefix + name[len(head):], index[name][4]\n"
     "    path_cache = sys.path_importer_cache\n"
+    "    path_cache[exe + '/encodings'] = PackedPath('encodings')  # the frozen package's codecs\n"
     "    sys.meta_path.insert(sys.meta_path.index(PathFinder), PackedImporter)\n"
     "    sys.path[:] = [p for p in sys.path if p != exe]\n"
     "_install()\n"

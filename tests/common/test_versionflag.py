@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hatchway.common.versionflag import answer_version, asks_only_version, go_version_string, version_string
+from hatchway.common.versionflag import Version, go_version_string, version_string
 
 PROGRAMS = ("agent", "hostproxy", "linksocks", "sidecar", "tunnel")
 
@@ -24,10 +24,10 @@ def parser_output(prog: str, word: str, capsys: pytest.CaptureFixture[str]) -> s
 
 @pytest.mark.parametrize("prog", PROGRAMS)
 def test_short_path_prints_what_the_parser_prints(prog: str, capsys: pytest.CaptureFixture[str]) -> None:
-    package = importlib.import_module(f"hatchway.{prog}")
-    assert package.VERSION_FLAGS
-    for word in package.VERSION_FLAGS:
-        assert answer_version([word], package.VERSION_FLAGS, package.version_line) is True
+    version = importlib.import_module(f"hatchway.{prog}").VERSION
+    assert version.prog == f"hatchway-{prog}" and version.flags
+    for word in version.flags:
+        assert version.answer([word]) is True
         short = capsys.readouterr().out
         assert short == parser_output(prog, word, capsys)
         assert short.startswith(f"hatchway-{prog} ") and short.endswith("\n") and short.count("\n") == 1
@@ -35,24 +35,29 @@ def test_short_path_prints_what_the_parser_prints(prog: str, capsys: pytest.Capt
 
 @pytest.mark.parametrize("prog", PROGRAMS)
 def test_cli_main_answers_every_version_word(prog: str, capsys: pytest.CaptureFixture[str]) -> None:
-    package = importlib.import_module(f"hatchway.{prog}")
+    version = importlib.import_module(f"hatchway.{prog}").VERSION
     cli = importlib.import_module(f"hatchway.{prog}.cli")
-    for word in package.VERSION_FLAGS + package.VERSION_COMMANDS:
+    for word in version.flags + version.commands:
         assert cli.main([word]) == 0
-        assert capsys.readouterr().out == package.version_line() + "\n"
+        assert capsys.readouterr().out == version.line() + "\n"
 
 
 def test_only_a_lone_version_word_takes_the_short_path(capsys: pytest.CaptureFixture[str]) -> None:
-    words = ("-V", "--version")
+    version = Version("prog", commands=("version",))
     for argv in ([], ["--version", "--bogus"], ["server", "--version"], ["--versio"], ["-v"], ["--version=1"]):
-        assert asks_only_version(argv, words) is False
-        assert answer_version(argv, words, lambda: "x") is False
+        assert version.asked(argv) is False
+        assert version.answer(argv) is False
     assert capsys.readouterr().out == ""
-    assert answer_version(["-V"], words, lambda: "prog 1") is True
-    assert capsys.readouterr().out == "prog 1\n"
+    for word in ("-V", "--version", "version"):
+        assert version.answer([word]) is True
+        assert capsys.readouterr().out == version.line() + "\n"
 
 
 def test_version_line_shapes() -> None:
+    from hatchway import __version__
+
+    assert Version("prog").line() == f"prog {__version__}"
+    assert Version("prog", go=True).line() == go_version_string("prog", __version__)
     assert version_string("prog", "1.2.3") == "prog 1.2.3"
     line = go_version_string("prog", "v1.2.3")
     assert line.startswith("prog version v1.2.3 linux/") and "/" in line.rsplit(" ", 1)[1]

@@ -125,6 +125,11 @@ try:
     import no_such_module_anywhere
 except ImportError:
     missing = "ImportError"
+import codecs
+try:
+    codecs.lookup("no-such-codec")  # encodings (frozen) looks for encodings.no_such_codec
+except LookupError:
+    pass
 errors = []
 for bad in (b"", b"not a frame", b"(\xb5/\xfd\x00\x00"):
     try:

@@ -7,6 +7,7 @@ Names are imported lazily (PEP 562, :func:`hatchway.common.lazy.lazy_exports`), 
 from __future__ import annotations
 
 from hatchway.common.lazy import lazy_exports
+from hatchway.common.versionflag import Version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,15 +29,6 @@ _WHERE = {
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
-# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
-# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
-PROG = "hatchway-agent"
-VERSION_FLAGS = ("-version", "--version")
-VERSION_COMMANDS: tuple[str, ...] = ()
-
-
-def version_line() -> str:
-    from hatchway import __version__
-    from hatchway.common.versionflag import go_version_string
-
-    return go_version_string(PROG, __version__)
+# What ``--version`` prints and the words that ask for it: args.py builds the parser's version flag from
+# it, and the entry points answer a lone version word before argparse is imported.
+VERSION = Version("hatchway-agent", flags=("-version", "--version"), go=True)

@@ -19,7 +19,9 @@ if not __package__:  # exec'd by path: make the hatchway package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from hatchway import __version__  # noqa: E402
-from hatchway.agent import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.agent import VERSION  # noqa: E402
+
+PROG = VERSION.prog
 from hatchway.common.cliargs import CommandParser, ParserBuilder, parse_duration  # noqa: E402
 
 TOKEN_ENV = "SOCKERLESS_AGENT_TOKEN"
@@ -62,7 +64,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
                 '({"Test":["CMD-SHELL","..."],"Interval":30000000000,...}); the -health-* flags override it')
     b.log_format()
     b.rest("argv", help="ARGV after the flags (or after --) is the main process, with -keep-alive.")
-    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
+    b.version(PROG, __version__, flags=VERSION.flags, text=VERSION.line())
     b.document(
         examples=[
             (f"SOCKERLESS_AGENT_TOKEN=secret {PROG} -addr :9111 -keep-alive -- tail -f /dev/null",

@@ -10,9 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hatchway.common.versionflag import answer_version
-
-from . import VERSION_FLAGS, version_line
+from . import VERSION
 from .args import HEALTH_ENV, TOKEN_ENV, build_parser, main_argv
 
 if TYPE_CHECKING:
@@ -91,7 +89,7 @@ def health_config(args: Any) -> HealthConfig | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+    if VERSION.answer(sys.argv[1:] if argv is None else argv):
         return 0
     gc.disable()  # start-up makes only long-lived objects: no collections while importing (enabled in run())
     parser = build_parser()

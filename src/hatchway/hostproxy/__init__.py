@@ -5,6 +5,8 @@ Names are imported lazily, so each role loads only what it runs.
 
 from __future__ import annotations
 
+from hatchway.common.versionflag import Version
+
 TYPE_CHECKING = False  # no typing import at run time: --version and --help start faster without it
 if TYPE_CHECKING:
     from typing import Any
@@ -51,15 +53,6 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(module, __name__), name)
 
 
-# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
-# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
-PROG = "hatchway-hostproxy"
-VERSION_FLAGS = ("-V", "--version")
-VERSION_COMMANDS: tuple[str, ...] = ()
-
-
-def version_line() -> str:
-    from hatchway import __version__
-    from hatchway.common.versionflag import version_string
-
-    return version_string(PROG, __version__)
+# What ``--version`` prints and the words that ask for it: args.py builds the parser's version flag from
+# it, and the entry points answer a lone version word before argparse is imported.
+VERSION = Version("hatchway-hostproxy")

@@ -16,7 +16,9 @@ if not __package__:  # exec'd by path: make the hatchway package importable
 
 from hatchway import __version__
 from hatchway.common.cliargs import CommandParser, ParserBuilder, parse_duration
-from hatchway.hostproxy import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.hostproxy import VERSION  # noqa: E402
+
+PROG = VERSION.prog
 
 DEFAULT_PORT = 18374
 
@@ -78,7 +80,7 @@ def build_parser() -> CommandParser:
         PROG, "clawker-compatible host proxy: open URLs, OAuth callbacks and git credentials for containers, "
         "and the SSH/GPG agent socket bridge.", style="cobra")
     b = ParserBuilder(parser)
-    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
+    b.version(PROG, __version__, flags=VERSION.flags, text=VERSION.line())
     _serve(b)
     b.command("status", help="tell whether the daemon runs")
     stop = b.command("stop", help="stop the daemon (SIGTERM, after checking that the PID is the daemon)")

@@ -7,9 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hatchway.common.versionflag import answer_version
-
-from . import VERSION_FLAGS, version_line
+from . import VERSION
 
 
 def _proxy(url: str | None = None) -> Any:
@@ -19,7 +17,7 @@ def _proxy(url: str | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+    if VERSION.answer(sys.argv[1:] if argv is None else argv):
         return 0
     from .args import build_parser
 

@@ -12,6 +12,7 @@ not load the client's modules.
 from __future__ import annotations
 
 from hatchway.common.lazy import lazy_exports
+from hatchway.common.versionflag import Version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,15 +34,6 @@ _WHERE = {
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
-# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
-# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
-PROG = "hatchway-linksocks"
-VERSION_FLAGS = ("-V", "--version")
-VERSION_COMMANDS: tuple[str, ...] = ("version",)
-
-
-def version_line() -> str:
-    from hatchway import __version__
-    from hatchway.common.versionflag import go_version_string
-
-    return go_version_string(PROG, __version__)
+# What ``--version`` prints and the words that ask for it: args.py builds the parser's version flag from
+# it, and the entry points answer a lone version word before argparse is imported.
+VERSION = Version("hatchway-linksocks", commands=("version",), go=True)

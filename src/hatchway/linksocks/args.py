@@ -25,7 +25,9 @@ from hatchway.common.cliargs import (  # noqa: E402
     ParserBuilder,
     parse_duration,
 )
-from hatchway.linksocks import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.linksocks import VERSION  # noqa: E402
+
+PROG = VERSION.prog
 
 SUBCOMMANDS = ("server", "client", "provider", "connector", "version")
 COMMANDS = (*SUBCOMMANDS, "help", "completion")
@@ -194,7 +196,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
         environ=environ,
     )
     b = ParserBuilder(parser)
-    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
+    b.version(PROG, __version__, flags=VERSION.flags, text=VERSION.line())
     _add_server(b)
     _add_client(b, "client", "start a client (forward mode: local SOCKS5 port; -r: provider)")
     _add_client(b, "provider", "start a provider (a client in reverse mode; dials for the server)")

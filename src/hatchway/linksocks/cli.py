@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hatchway.common.versionflag import answer_version
-
-from . import VERSION_COMMANDS, VERSION_FLAGS, version_line
+from . import VERSION
 
 TYPE_CHECKING = False  # no typing/logging imports for `version` and `--help`
 if TYPE_CHECKING:
@@ -30,14 +28,14 @@ EXIT_FAILURE = 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
-    if answer_version(args_in, VERSION_FLAGS + VERSION_COMMANDS, version_line):
+    if VERSION.answer(args_in):
         return EXIT_OK
     from .args import argv_with_mode, build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv_with_mode(args_in))
     if args.command == "version":
-        print(version_line(), flush=True)
+        print(VERSION.line(), flush=True)
         return EXIT_OK
     if args.command is None:
         parser.print_help()

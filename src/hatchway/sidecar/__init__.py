@@ -1,6 +1,7 @@
 """Tailnet proxy sidecar, compatible with arkitekt-sidecar (names imported lazily)."""
 
 from ..common.lazy import lazy_exports
+from ..common.versionflag import Version
 
 __all__ = [
     "Backend", "DirectBackend", "DirectScript", "MeshBackend", "Sidecar", "SidecarConfig", "SidecarError",
@@ -21,15 +22,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 
-# What ``--version`` prints, and the words that ask for it: args.py builds the parser's version flag
-# from these, and hatchway.common.versionflag answers a lone one of them before argparse is imported.
-PROG = "hatchway-sidecar"
-VERSION_FLAGS = ("-version", "--version")
-VERSION_COMMANDS: tuple[str, ...] = ()
-
-
-def version_line() -> str:
-    from hatchway import __version__
-    from hatchway.common.versionflag import go_version_string
-
-    return go_version_string(PROG, __version__)
+# What ``--version`` prints and the words that ask for it: args.py builds the parser's version flag from
+# it, and the entry points answer a lone version word before argparse is imported.
+VERSION = Version("hatchway-sidecar", flags=("-version", "--version"), go=True)

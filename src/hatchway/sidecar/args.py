@@ -21,7 +21,9 @@ if not __package__:  # exec'd by path: make the hatchway package importable
 
 from hatchway import __version__  # noqa: E402
 from hatchway.common.cliargs import CommandParser, ParserBuilder, parse_duration  # noqa: E402
-from hatchway.sidecar import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.sidecar import VERSION  # noqa: E402
+
+PROG = VERSION.prog
 
 AUTHKEY_ENVS = ("TS_AUTHKEY", "TS_AUTH_KEY")
 BACKEND_ENV = "HATCHWAY_SIDECAR_BACKEND"
@@ -66,7 +68,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
     b.go_option("join-timeout", default="60s", type=parse_duration, metavar="DURATION",
                 help="extension: give up joining the tailnet after this long (upstream: 60s)")
     b.log_format()
-    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
+    b.version(PROG, __version__, flags=VERSION.flags, text=VERSION.line())
     b.document(
         examples=[
             (f"{PROG} -coordserver https://ctl.example -authkey tskey-auth-XXX -port 8080 -statusport 9090",

@@ -10,8 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..common.lifecycle import EXIT_FAILURE, run, setup_logging
-from ..common.versionflag import answer_version
-from . import VERSION_FLAGS, version_line
+from . import VERSION
 from .args import auth_key, build_parser
 from .backend import verbose_backend_log
 from .signals import SignalWriter
@@ -42,7 +41,7 @@ def prepare_statedir(statedir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+    if VERSION.answer(sys.argv[1:] if argv is None else argv):
         return 0
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)

@@ -19,7 +19,9 @@ if not __package__:  # exec'd by path: make the hatchway package importable
 
 from hatchway import __version__  # noqa: E402
 from hatchway.common.cliargs import CommandParser, ParserBuilder  # noqa: E402
-from hatchway.tunnel import PROG, VERSION_FLAGS, version_line  # noqa: E402
+from hatchway.tunnel import VERSION  # noqa: E402
+
+PROG = VERSION.prog
 
 SUBCOMMANDS = ("runner", "forward")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -199,7 +201,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> CommandParser:
         environ=environ,
     )
     b = ParserBuilder(parser)
-    b.version(PROG, __version__, flags=VERSION_FLAGS, text=version_line())
+    b.version(PROG, __version__, flags=VERSION.flags, text=VERSION.line())
     _add_client_options(b)
     _add_runner(b)
     _add_forward(b)

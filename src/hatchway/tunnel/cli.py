@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hatchway.common.versionflag import answer_version
-
-from . import VERSION_FLAGS, version_line
+from . import VERSION
 
 TYPE_CHECKING = False  # no typing import for --help and --version
 if TYPE_CHECKING:
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if answer_version(sys.argv[1:] if argv is None else argv, VERSION_FLAGS, version_line):
+    if VERSION.answer(sys.argv[1:] if argv is None else argv):
         return 0
     from .args import build_parser
 
