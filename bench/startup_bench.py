@@ -43,17 +43,15 @@ import procstat  # noqa: E402
 REPO = Path(benchlib.REPO)
 
 
-def listening(port: int) -> bool:
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+def linksocks_server(group: benchlib.ProcGroup, name: str, exe: str, ws: int, logdir: str) -> benchlib.Proc:
+    """A LinkSocks server (this format) on 127.0.0.1:ws, returned once it listens."""
+    server = group.add(benchlib.Proc(name, [exe, "server", "-H", "127.0.0.1", "-P", str(ws), "-t", "tok"], logdir))
+    deadline = time.monotonic() + 30
+    while not benchlib.listening(ws):
+        if not server.alive() or time.monotonic() > deadline:
+            raise SystemExit(server.log_tail())
+        time.sleep(0.01)
+    return server
 
 
 def timed_runs(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
@@ -85,7 +83,7 @@ def start_to_listening(exe: str, runs: int, logdir: str) -> tuple[list[float], l
         p = benchlib.Proc(f"server-{i}", [exe, "server", "-H", "127.0.0.1", "-P", str(port), "-t", "tok"], logdir)
         try:
             deadline = time.monotonic() + 30
-            while not listening(port):
+            while not benchlib.listening(port):
                 if not p.alive() or time.monotonic() > deadline:
                     raise SystemExit(f"server did not listen: {p.log_tail()}")
                 time.sleep(0.0005)
@@ -197,13 +195,7 @@ def throughput(exe: str, mib: int, logdir: str) -> tuple[float, float]:
 
     threading.Thread(target=serve_sink, daemon=True).start()
     with benchlib.ProcGroup() as group:
-        server = group.add(benchlib.Proc("tp-server", [exe, "server", "-H", "127.0.0.1", "-P", str(ws), "-t", "tok"],
-                                         logdir))
-        deadline = time.monotonic() + 30
-        while not listening(ws):
-            if not server.alive() or time.monotonic() > deadline:
-                raise SystemExit(server.log_tail())
-            time.sleep(0.01)
+        linksocks_server(group, "tp-server", exe, ws, logdir)
         client = group.add(benchlib.Proc("tp-client", [exe, "client", "-t", "tok", "-u", f"ws://127.0.0.1:{ws}",
                                                         "-p", str(sp)], logdir))
         time.sleep(0.5)
@@ -264,13 +256,7 @@ def tunnels_rss(exe: str, n: int, logdir: str) -> tuple[float, float, float, int
     threading.Thread(target=accept_all, daemon=True).start()
     socks: list[socket.socket] = []
     with benchlib.ProcGroup() as group:
-        server = group.add(benchlib.Proc("tun-server", [exe, "server", "-H", "127.0.0.1", "-P", str(ws), "-t", "tok"],
-                                         logdir))
-        deadline = time.monotonic() + 30
-        while not listening(ws):
-            if not server.alive() or time.monotonic() > deadline:
-                raise SystemExit(server.log_tail())
-            time.sleep(0.01)
+        server = linksocks_server(group, "tun-server", exe, ws, logdir)
         client = group.add(benchlib.Proc("tun-client", [exe, "client", "-t", "tok", "-u", f"ws://127.0.0.1:{ws}",
                                                          "-p", str(sp)], logdir))
         deadline = time.monotonic() + 30

@@ -145,19 +145,26 @@ async def test_killing_the_runner_mid_download_resets_the_user_and_the_service(s
         writer.close()
 
 
-async def test_half_closed_user_gets_the_whole_reply(stack):
-    """Item 15: send, shut down the write side, read the reply to its end: nothing truncated."""
-    async with TcpService(request_reply_handler) as service:
+async def _half_closed_request(stack, handler) -> bytes:
+    """Through runner, client and forward to a service running ``handler``: send ``request``, shut down
+    the write side, and return the reply read to its end."""
+    async with TcpService(handler) as service:
         await stack.runner()
         await stack.client()
         await _until(lambda: registered(stack.base))
         _, port = await stack.forward(service.port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"request")
-        writer.write_eof()
-        reply = await asyncio.wait_for(reader.read(-1), 20)
-        assert reply == b"\x33" * (16 * CHUNK)
-        writer.close()
+        try:
+            writer.write(b"request")
+            writer.write_eof()
+            return await asyncio.wait_for(reader.read(-1), 20)
+        finally:
+            writer.close()
+
+
+async def test_half_closed_user_gets_the_whole_reply(stack):
+    """Item 15: send, shut down the write side, read the reply to its end: nothing truncated."""
+    assert await _half_closed_request(stack, request_reply_handler) == b"\x33" * (16 * CHUNK)
 
 
 async def slow_reply_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -171,17 +178,7 @@ async def slow_reply_handler(reader: asyncio.StreamReader, writer: asyncio.Strea
 
 async def test_half_closed_user_gets_the_whole_reply_of_a_service_slow_to_answer(stack):
     """Item 15 with a service that waits for EOF and answers 2 s later: the whole reply, then EOF."""
-    async with TcpService(slow_reply_handler) as service:
-        await stack.runner()
-        await stack.client()
-        await _until(lambda: registered(stack.base))
-        _, port = await stack.forward(service.port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"request")
-        writer.write_eof()
-        reply = await asyncio.wait_for(reader.read(-1), 20)
-        assert reply == b"\x44" * (16 * CHUNK)
-        writer.close()
+    assert await _half_closed_request(stack, slow_reply_handler) == b"\x44" * (16 * CHUNK)
 
 
 async def test_tunnel_registration_needs_the_token_and_cannot_be_taken_over(stack):
