@@ -13,7 +13,8 @@ inside the namespace too):
   arkitekt-mesh node dialling through the node's local proxy: hatchway's backend path without the sidecar relay),
   with the CPU seconds each sidecar's process tree spends per MB;
 * requests/s: 16 concurrent clients, each a new connection with `GET http://svc/` (Connection: close) for T s;
-* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (a onefile executable is three processes),
+* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (the release executable is two processes:
+  staticx's unpacker and the program),
   without and with -statusport (hatchway's status API is aiohttp; arkitekt-gateway passes -statusport by default);
 * a venv run gets bytecode as an installed package has it (private PYTHONPYCACHEPREFIX, one warm-up start);
 * size: the Go binary vs hatchway's executable (dist/hatchway-sidecar when present).

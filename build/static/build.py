@@ -57,6 +57,7 @@ STDLIB_DROP = {
     "trace.py", "tracemalloc.py", "zipapp.py", "mailcap.py", "sndhdr.py", "imghdr.py", "aifc.py", "sunau.py",
     "wave.py", "chunk.py", "xdrlib.py", "pipes.py", "crypt.py", "nis.py", "spwd.py", "uu.py", "smtpd.py",
     "asynchat.py", "asyncore.py", "this.py", "antigravity.py", "__hello__.py", "config-3.11-x86_64-linux-musl",
+    "config-3.11-x86_64-linux-gnu",
 }
 # xml: nothing here uses it, and it cannot parse without pyexpat (dropped below).  Of encodings/,
 # only the codecs a network program meets (the rest: LookupError), which also keeps the zip
@@ -230,7 +231,7 @@ def fetch_sources() -> Path:
         raise SystemExit(f"[static] Debian source files missing or with a wrong sha256: {bad} (in {src})")
     pypi = CACHE / "pypi"
     pypi.mkdir(parents=True, exist_ok=True)
-    for name, digest in PINS["pypi"].items():
+    for name, digest in {**PINS["pypi"], **PINS["pypi_glibc"]}.items():
         path = pypi / name
         if path.exists() and sha256(path) == digest:
             continue
@@ -248,7 +249,8 @@ def fetch_pypi(filename: str, dest: Path) -> None:
         dist, version = filename.split("-")[:2]
         spec = f"{dist}=={version}"
         sh([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-            "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "any",
+            "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+            "--platform", "any",
             "-d", dest.parent, spec])
         return
     dist, version = filename[:-len(".tar.gz")].rsplit("-", 1)
@@ -264,9 +266,21 @@ def fetch_pypi(filename: str, dest: Path) -> None:
 # ------------------------------------------------------------------ stages
 
 
-def toolchain() -> Path:
+def toolchain(libc: str = "musl") -> Path:
     """musl-cc: musl-gcc that answers --print-multiarch as musl (Debian's CPython configure
-    checks it) and sees the kernel UAPI headers (linux/, asm/, asm-generic/)."""
+    checks it) and sees the kernel UAPI headers (linux/, asm/, asm-generic/).
+
+    libc "glibc": the host's gcc as it is (its directory name keys every glibc stage apart from the
+    musl ones): for a program whose dependency is a glibc shared library (the sidecar's arkitekt-mesh),
+    linked dynamically against glibc and wrapped by staticx (build/release)."""
+    if libc == "glibc":
+        tc = CACHE / f"toolchain-glibc-{RECIPE['toolchain']}"
+        (tc / "bin").mkdir(parents=True, exist_ok=True)
+        cc = tc / "bin" / "glibc-cc"
+        if not cc.exists():
+            cc.write_text('#!/bin/sh\nexec gcc "$@"\n')
+            cc.chmod(0o755)
+        return tc
     tc = CACHE / f"toolchain-{RECIPE['toolchain']}"
     cc = tc / "bin" / "musl-cc"
     if cc.exists():
@@ -286,11 +300,15 @@ def toolchain() -> Path:
     return tc
 
 
+def is_glibc(tc: Path) -> bool:
+    return tc.name.startswith("toolchain-glibc-")
+
+
 def base_env(tc: Path) -> dict:
     # The cached stages are shared by every commit, so their embedded dates (sys.version's
     # build date, OpenSSL's buildinf) come from the pins, not from the commit.
     epoch = str(PINS["source_date_epoch"])
-    return {"CC": str(tc / "bin" / "musl-cc"), "AR": "ar", "RANLIB": "ranlib",
+    return {"CC": str(tc / "bin" / ("glibc-cc" if is_glibc(tc) else "musl-cc")), "AR": "ar", "RANLIB": "ranlib",
             "PATH": f"{tc / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "SOURCE_DATE_EPOCH": epoch, "LC_ALL": "C", "TZ": "UTC", "ZERO_AR_DATE": "1"}
 
@@ -401,7 +419,7 @@ def build_cpython(src: Path, tc: Path, env: dict, zlib: Path, ssl: Path) -> Path
     cenv = {**env, "PKG_CONFIG_LIBDIR": f"{zlib}/lib/pkgconfig:{ssl}/lib/pkgconfig", "PKG_CONFIG_PATH": "",
             "CFLAGS": f"-O2 {prefix_map}", "OPT": "-DNDEBUG -fwrapv -O2 -Wall",  # no -g: stripped anyway
             "CPPFLAGS": f"-I{zlib}/include -I{ssl}/include",
-            "LDFLAGS": f"-static -L{zlib}/lib -L{ssl}/lib", "MODULE_BUILDTYPE": "static"}
+            "LDFLAGS": f"{'' if is_glibc(tc) else '-static '}-L{zlib}/lib -L{ssl}/lib", "MODULE_BUILDTYPE": "static"}
     sh(["./configure", "--disable-shared", "--disable-test-modules", "--without-ensurepip", "--prefix=/",
         f"--with-openssl={ssl}", "--with-openssl-rpath=no", "MODULE_BUILDTYPE=static"], cwd=tree, env=cenv, logfile=st.log)
     # MODULE_BUILDTYPE=static alone leaves MODULES_SETUP_STDLIB empty on Linux, so the
@@ -919,9 +937,19 @@ def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Pat
             cpython / "Modules/expat/libexpat.a", ext / "libuv.a", ssl / "lib/libssl.a", ssl / "lib/libcrypto.a",
             zlib / "lib/libz.a", zstd / "libzstd.a"]
     libs = [x for x in libs if x.exists()]
-    # mimalloc first: its malloc/free/... replace musl's (mallocng mmaps every big buffer)
-    sh([env["CC"], "-static", "-Wl,--build-id=none", "-o", d / "hatchway.exe", mimalloc, d / "main.o", *objs,
-        "-Wl,--start-group", *libs, "-Wl,--end-group", "-lm", "-lpthread"], env=env, logfile=st.log)
+    if is_glibc(tc):
+        # Dynamic against glibc, for extension modules loaded from the packed zip (main.c FINDER): the C API is
+        # exported to them (Py*, _Py*: what an abi3 extension links against; nothing else), and the libraries
+        # they need are linked whether or not the executable uses them, so that staticx bundles them.
+        # glibc's malloc stays: mimalloc would replace it for the extensions too.
+        sh([env["CC"], "-Wl,--build-id=none", "-Wl,--export-dynamic-symbol=Py*",
+            "-Wl,--export-dynamic-symbol=_Py*", "-o", d / "hatchway.exe", d / "main.o", *objs,
+            "-Wl,--start-group", *libs, "-Wl,--end-group", "-Wl,--no-as-needed", "-lm", "-lpthread", "-ldl",
+            "-lrt", "-lutil", "-lgcc_s", "-Wl,--as-needed"], env=env, logfile=st.log)
+    else:
+        # mimalloc first: its malloc/free/... replace musl's (mallocng mmaps every big buffer)
+        sh([env["CC"], "-static", "-Wl,--build-id=none", "-o", d / "hatchway.exe", mimalloc, d / "main.o", *objs,
+            "-Wl,--start-group", *libs, "-Wl,--end-group", "-lm", "-lpthread"], env=env, logfile=st.log)
     sh(["strip", "--strip-all", d / "hatchway.exe"], logfile=st.log)
     st.finish()
     return d / "hatchway.exe"
@@ -974,7 +1002,7 @@ def write_zip(path: Path, trees: list[Path], stored: set[str], compress: str = "
     {name: (method, size of the .pyc)} for the index (0 stored, 8 deflated, 93 zstd frame)."""
     entries: dict[str, bytes] = {}
     for tree in trees:
-        for f in sorted(tree.rglob("*.pyc")):
+        for f in sorted([*tree.rglob("*.pyc"), *tree.rglob("*.so")]):
             entries[f.relative_to(tree).as_posix()] = f.read_bytes()
     every = compress.endswith("-all")
     kind = compress.removesuffix("-all")
@@ -1009,7 +1037,8 @@ def write_zip(path: Path, trees: list[Path], stored: set[str], compress: str = "
 def write_index(path: Path, methods: dict[str, tuple[int, int]]) -> None:
     """The zip's comment becomes the packed-code importer's index (main.c FINDER): b"HWIX1" + marshal of
     {module: (path in the zip, data offset from the zip's start, size in the zip, method, is_package,
-    size of the .pyc)}, sorted; method as write_zip returns it.
+    size of the .pyc)}, sorted; method as write_zip returns it.  A shared-library extension module
+    (``pkg/_mod.abi3.so``, glibc executables only) has is_package 2: FINDER loads it from a memfd.
     Offsets are relative to the zip, so the same index works after the zip is appended to the exe."""
     import marshal
 
@@ -1017,7 +1046,7 @@ def write_index(path: Path, methods: dict[str, tuple[int, int]]) -> None:
     with open(path, "rb") as raw, zipfile.ZipFile(path) as z:
         for info in z.infolist():
             name = info.filename
-            if not name.endswith(".pyc"):
+            if not name.endswith((".pyc", ".so")):
                 continue
             raw.seek(info.header_offset)
             head = raw.read(30)
@@ -1025,8 +1054,12 @@ def write_index(path: Path, methods: dict[str, tuple[int, int]]) -> None:
                 raise SystemExit(f"[static] {path}: no local header for {name}")
             data_at = info.header_offset + 30 + int.from_bytes(head[26:28], "little") + \
                 int.from_bytes(head[28:30], "little")
-            is_pkg = name.endswith("/__init__.pyc")
-            module = (name[:-len("/__init__.pyc")] if is_pkg else name[:-len(".pyc")]).replace("/", ".")
+            is_pkg = 2 if name.endswith(".so") else name.endswith("/__init__.pyc")
+            if is_pkg == 2:
+                head, _, leaf = name.rpartition("/")
+                module = f"{head}/{leaf.split('.')[0]}".replace("/", ".")
+            else:
+                module = (name[:-len("/__init__.pyc")] if is_pkg else name[:-len(".pyc")]).replace("/", ".")
             method, size = methods[name]
             index[module] = (name, data_at, info.compress_size, method, is_pkg, size)
     comment = b"HWIX1" + marshal.dumps(dict(sorted(index.items())), 4)
@@ -1036,15 +1069,47 @@ def write_index(path: Path, methods: dict[str, tuple[int, int]]) -> None:
         z.comment = comment
 
 
+def wheel_tree(pyexe: Path, wheels: list[Path], out: Path) -> Path:
+    """Binary wheels (the glibc executables' arkitekt-mesh) as a tree to pack: their Python code as .pyc,
+    their extension modules (*.so) as they are, nothing else."""
+    raw = out.with_name(out.name + "-src")
+    for whl in wheels:
+        with zipfile.ZipFile(whl) as z:
+            for member in z.namelist():
+                if ".dist-info/" not in member and member.endswith((".py", ".so")):
+                    z.extract(member, raw)
+    compile_tree(pyexe, raw, out)
+    for so in sorted(raw.rglob("*.so")):
+        (out / so.relative_to(raw)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(so, out / so.relative_to(raw))
+    return out
+
+
+def shared_libraries(tree: Path) -> list[str]:
+    """The host libraries the extension modules under tree load (ldd: absolute paths, the loader and vDSO
+    left out): staticx must carry them (`staticx -l`), as they need not be the executable's own."""
+    libs: set[str] = set()
+    for so in sorted(tree.rglob("*.so")):
+        out = subprocess.run(["ldd", so], capture_output=True, text=True, check=True).stdout
+        libs |= {m.group(1) for m in re.finditer(r"=> (/\S+)", out)}
+    return sorted(libs)
+
+
 def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, compress: str = "zstd-all",
-         src: Path = REPO / "src") -> None:
+         src: Path = REPO / "src", wheels: tuple[Path, ...] = (), multicall: bool = True) -> None:
     """The project's code (compiled by the build tree's interpreter: same magic number)
-    plus the cached stdlib/dependency .pyc, as one stored zip appended to the executable."""
+    plus the cached stdlib/dependency .pyc (and the code of `wheels`), as one stored zip appended
+    to the executable."""
     work = out / ".build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     own = work / "own"
     compile_tree(pyexe, src, own)  # docstrings dropped: nothing reads them at run time
+    trees = [stdlib / "pyc", own]
+    needs: list[str] = []
+    if wheels:
+        trees.append(wheel_tree(pyexe, list(wheels), work / "wheels"))
+        needs = shared_libraries(trees[-1])
     disp = (HERE / "dispatch.py").read_text().replace('("@PROGRAMS@",)', repr(tuple(programs)))
     (work / "disp").mkdir()
     (work / "disp" / "_hatchway_exe.py").write_text(disp)
@@ -1055,19 +1120,19 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
     # modules stay stored (read in place) and the rest are zstd frames, 19.3 MB.  deflate(-all): the
     # same with zlib (~3x slower to inflate).
     z = work / "code.zip"
-    write_zip(z, [stdlib / "pyc", own], set(), "stored")
+    write_zip(z, trees, set(), "stored")
     probe = work / "python3"
     probe.write_bytes(exe.read_bytes() + z.read_bytes())
     probe.chmod(0o755)
     hot = subprocess.run([probe, "-c", TRACE], capture_output=True, text=True, check=True).stdout.split()
     if len(hot) < 50:
         raise SystemExit(f"[static] the import trace found only {len(hot)} modules: {hot}")
-    write_index(z, write_zip(z, [stdlib / "pyc", own], set(hot), compress))
+    write_index(z, write_zip(z, trees, set(hot), compress))
     blob = exe.read_bytes()
     marker = b"@@HATCHWAY_DEFAULT_PROGRAM@@="
     at = blob.index(marker)
     zip_bytes = z.read_bytes()
-    for prog in ["", *programs]:
+    for prog in ["", *programs] if multicall else programs:
         name = f"hatchway-{prog}" if prog else "hatchway"
         field = (marker + prog.encode()).ljust(64, b"\0")
         data = blob[:at] + field + blob[at + 64:] + zip_bytes
@@ -1075,11 +1140,17 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
         tmp.write_bytes(data)
         tmp.chmod(0o755)
         os.replace(tmp, out / name)
+        if wheels:
+            (out / f"{name}.libs").write_text("".join(f"{lib}\n" for lib in needs))
     shutil.rmtree(work)
 
 
-def prune_cache(current: set[str]) -> None:
-    """Remove the cached stages of other keys (older recipes or pins): the cache stays one build's size."""
+def prune_cache(libc: str, current: set[str]) -> None:
+    """Remove the cached stages of other keys (older recipes or pins): the cache stays one build's size.
+    Each libc's current stages are recorded (CACHE/current-<libc>.json), so a build of one keeps the other's."""
+    (CACHE / f"current-{libc}.json").write_text(json.dumps(sorted(current)))
+    for other in CACHE.glob("current-*.json"):
+        current = current | set(json.loads(other.read_text()))
     for path in CACHE.iterdir():
         name, _, rest = path.name.partition("-")
         if name in RECIPE and name != "toolchain" and path.name.split(".")[0] not in current:
@@ -1099,8 +1170,8 @@ def main(argv=None) -> int:
                    help="how modules are packed: every one compressed (zstd-all, deflate-all), or those a run "
                         "can import at start stored and the rest compressed (zstd, deflate) [zstd-all]")
     args = p.parse_args(argv)
-    programs = args.programs.split(",") if args.programs else list(
-        json.loads((REPO / "packaging" / "programs.json").read_text())["programs"])
+    meta = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
+    programs = args.programs.split(",") if args.programs else list(meta)
     t0 = time.monotonic()
     if not args.no_setup:
         host_setup()
@@ -1108,22 +1179,32 @@ def main(argv=None) -> int:
     lock = open(CACHE / ".lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per cache (CI and a developer on one machine)
     src = fetch_sources()
-    tc = toolchain()
-    env = base_env(tc)
-    zlib = build_zlib(src, tc, env)
-    ssl = build_openssl(src, tc, env)
-    mimalloc = build_mimalloc(src, tc, env)
-    zstd = build_zstd(src, tc, env)
-    cpython = build_cpython(src, tc, env, zlib, ssl)
-    ext = build_ext(CACHE / "pypi", tc, env, cpython)
-    exe = link_exe(tc, env, cpython, ext, zlib, ssl, mimalloc, zstd)
-    stdlib = build_stdlib(cpython, ext, cpython / "python")
-    prune_cache({p.name for p in (zlib.parent, ssl.parent, mimalloc.parent, zstd, cpython.parent, ext, exe.parent, stdlib)})
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    pack(exe, stdlib, out, programs, cpython / "python", args.compress, Path(args.src).resolve())
-    log(f"wrote {out}/hatchway and {', '.join('hatchway-' + x for x in programs)} "
-        f"({(out / 'hatchway').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
+    for libc in ("musl", "glibc"):
+        # "libc": "glibc" in programs.json: a program whose dependency only exists as a glibc shared library
+        # (the sidecar: arkitekt-mesh) gets its own executable, OUT/glibc/hatchway-<prog>, to be wrapped by staticx
+        progs = [p for p in programs if meta[p].get("libc", "musl") == libc]
+        if not progs:
+            continue
+        tc = toolchain(libc)
+        env = base_env(tc)
+        zlib = build_zlib(src, tc, env)
+        ssl = build_openssl(src, tc, env)
+        mimalloc = build_mimalloc(src, tc, env)
+        zstd = build_zstd(src, tc, env)
+        cpython = build_cpython(src, tc, env, zlib, ssl)
+        ext = build_ext(CACHE / "pypi", tc, env, cpython)
+        exe = link_exe(tc, env, cpython, ext, zlib, ssl, mimalloc, zstd)
+        stdlib = build_stdlib(cpython, ext, cpython / "python")
+        prune_cache(libc, {p.name for p in (zlib.parent, ssl.parent, mimalloc.parent, zstd, cpython.parent, ext,
+                                            exe.parent, stdlib)})
+        dest = out if libc == "musl" else out / "glibc"
+        dest.mkdir(parents=True, exist_ok=True)
+        wheels = tuple(CACHE / "pypi" / n for n in PINS["pypi_glibc"]) if libc == "glibc" else ()
+        pack(exe, stdlib, dest, progs, cpython / "python", args.compress, Path(args.src).resolve(), wheels,
+             multicall=libc == "musl")
+        log(f"wrote {', '.join(f'{dest}/hatchway-{x}' for x in progs)} "
+            f"({(dest / f'hatchway-{progs[0]}').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
     return 0
 
 

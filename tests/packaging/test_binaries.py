@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, VERSION, require_tool, run
+from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, STATICX_PROGRAM_NAMES, VERSION, require_tool, run
 
 # ------------------------------------------------------------------ ELF inspection helpers
 
@@ -208,6 +208,21 @@ def test_onefile_in_empty_root_without_tmp_fails_then_tmpdir_helps(prog, onefile
     res = run_in_root(root, 65532, [f"/app/{prog}", "--version"], {"TMPDIR": "/scratch"})
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout.decode().startswith(f"hatchway-{prog} ") and VERSION in res.stdout.decode()
+
+
+@pytest.mark.parametrize("uid", [65532, 0])
+@pytest.mark.parametrize("prog", STATICX_PROGRAM_NAMES)
+def test_staticx_binary_loads_its_extension_in_empty_root_with_tmp(prog, uid, static_binary, tmp_path):
+    """The glibc build wrapped by staticx (the sidecar) in an empty root with /tmp and /proc: its mesh backend loads
+    arkitekt-mesh from the executable (a memfd) and fails as upstream does without credentials (exit 1 after the
+    ERROR line); staticx's unpacked files are gone at exit."""
+    root = make_root(tmp_path, prog, static_binary(prog), tmp=True)
+    res = run_in_root(root, uid, [f"/app/{prog}", "-statedir", "/tmp/state", "-coordserver", "http://127.0.0.1:9"])
+    out = res.stdout.decode()
+    assert res.returncode == 1, (out, res.stderr.decode())
+    assert "@@SIDECAR:ERROR@@ tailnet connection failed: needs login:" in out, (out, res.stderr.decode())
+    assert "ImportError" not in res.stderr.decode() and "Traceback" not in res.stderr.decode()
+    assert sorted(p.name for p in (root / "tmp").iterdir()) == ["state"]
 
 
 # ------------------------------------------------------------------ cases 14, 15: parsers and man pages

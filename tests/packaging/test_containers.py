@@ -24,6 +24,7 @@ from pkgtest_helpers import (
     PROGRAMS,
     REPO,
     STATIC_PROGRAM_NAMES,
+    STATICX_PROGRAM_NAMES,
     VERSION,
     exited_check,
     listening,
@@ -108,14 +109,11 @@ def test_read_only_root_without_tmpfs(prog, loaded_images):
     assert version_line_ok(ok.stdout, prog), ok.stdout
 
 
-ONEFILE_PROGRAM_NAMES = sorted(set(PROGRAM_NAMES) - set(STATIC_PROGRAM_NAMES))
-
-
-@pytest.mark.parametrize("prog", ONEFILE_PROGRAM_NAMES)
-def test_onefile_image_needs_and_has_an_exec_tmp(prog, loaded_images):
-    """A "format": "onefile" program (the sidecar: arkitekt-mesh loads as a shared library) unpacks itself at
-    every start: its image carries /tmp, a read-only root needs --tmpfs /tmp:exec, and without it the start
-    fails loudly (not silently)."""
+@pytest.mark.parametrize("prog", STATICX_PROGRAM_NAMES)
+def test_staticx_image_needs_and_has_an_exec_tmp(prog, loaded_images):
+    """A "libc": "glibc" program (the sidecar: arkitekt-mesh is a glibc shared library) is wrapped by staticx, which
+    unpacks glibc and the executable into /tmp at every start: its image carries /tmp, a read-only root needs
+    --tmpfs /tmp:exec, and without it the start fails loudly (not silently)."""
     ok = loaded_images.run("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp:exec",
                            image_ref(prog), "--version", timeout=120)
     assert version_line_ok(ok.stdout, prog), ok.stdout

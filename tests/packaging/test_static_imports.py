@@ -161,3 +161,57 @@ def test_packed_importer_serves_every_module_from_the_index(static_binary, tmp_p
     assert out == {"loader": "PackedImporter", "file": "/aiohttp/web.pyc", "path": ["/aiohttp"],
                    "exe_on_path": False, "zipimporters": [], "missing": "ImportError",
                    "errors": ["zstd_decompress"] * 3, "encodings": "FrozenImporter"}
+
+
+def test_packed_importer_finds_its_index_before_data_appended_after_the_zip(static_binary, tmp_path: Path) -> None:
+    """staticx's patchelf appends its segments after the code zip (the glibc build, the sidecar): FINDER then
+    looks for the zip's end record in the last 4 MiB, skipping an end record whose comment is not the index."""
+    exe = tmp_path / "hatchway-linksocks"
+    fake_end = b"PK\x05\x06" + bytes(16) + (5).to_bytes(2, "little") + b"HWIX0"  # an end record, not ours
+    exe.write_bytes(static_binary("linksocks").read_bytes() + fake_end + b"\0" * 300_000)
+    exe.chmod(0o755)
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "usage:" in res.stdout, res.stderr
+    python = tmp_path / "python3"
+    python.symlink_to(exe)
+    res = subprocess.run([str(python), "-c", "import sys, aiohttp; print(aiohttp.__spec__.loader.__name__, "
+                          "sys.executable in sys.path)"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.split() == ["PackedImporter", "False"], (res.stdout, res.stderr)
+
+
+def test_sidecar_executable_loads_arkitekt_mesh_from_a_memfd(static_binary, tmp_path: Path) -> None:
+    """The sidecar's executable (the glibc build) carries arkitekt-mesh's extension module in its code zip and
+    loads it from a memfd: dlopen() of /proc/self/fd/N, nothing written to a file system for it. The node here
+    joins a control server that accepts and never answers, so the process stays up to be looked at."""
+    import signal
+    import socket
+
+    from pkgtest_helpers import wait_for
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    proc = subprocess.Popen([str(static_binary("sidecar")), "-statedir", str(tmp_path / "state"), "-authkey", "k",
+                             "-coordserver", f"http://127.0.0.1:{silent.getsockname()[1]}", "-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    try:
+        def program() -> int | None:  # staticx's unpacker runs the program as its one child
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            return int(kids[0]) if kids else None
+
+        def mapped() -> str | None:
+            pid = program()
+            maps = Path(f"/proc/{pid}/maps").read_text() if pid else ""
+            return maps if "/memfd:arkitekt_mesh._native (deleted)" in maps else None
+
+        maps = str(wait_for(mapped, "arkitekt-mesh mapped from a memfd", timeout=30))
+        assert "site-packages" not in maps and "arkitekt_mesh" not in maps.replace("/memfd:arkitekt_mesh._native", "")
+        unpacked = {Path(line.split()[-1]).name for line in maps.splitlines() if "/staticx-" in line}
+        assert "hatchway-sidecar" in unpacked and unpacked <= {
+            "hatchway-sidecar", "libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so.2", "libdl.so.2",
+            "libpthread.so.0", "librt.so.1", "libnss_dns.so.2", "libnss_files.so.2", "libnssfix.so",  # staticx's NSS
+        }, " ".join(sorted(unpacked))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        silent.close()
+    assert b"@@SIDECAR:CONNECTING@@" in out, (out, err)
+    assert b"@@SIDECAR:SHUTDOWN@@" in out and proc.returncode == 0, (proc.returncode, out, err)

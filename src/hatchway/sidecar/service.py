@@ -31,7 +31,7 @@ from .status import Status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..common.httpapi import HttpServer
+    from .statusapi import StatusServer
 
 __all__ = ["Sidecar", "SidecarConfig", "SidecarError", "make_backend"]
 
@@ -98,7 +98,7 @@ class Sidecar(Service):
         self.backend = backend if backend is not None else make_backend(config)
         self.signals = signals if signals is not None else SignalWriter(echo=False)  # the CLI echoes to stdout
         self.front: ProxyFront | None = None
-        self.status_api: HttpServer | None = None
+        self.status_api: StatusServer | None = None
         self.proxy_url = ""
         self.status_url = ""
         self.ips: list[str] = []
@@ -129,7 +129,7 @@ class Sidecar(Service):
             self.ips = list(info.tailscale_ips)
             signals.connected(self.ips)
             if status_port is not None:
-                from .statusapi import status_server  # aiohttp only when the status API is asked for
+                from .statusapi import status_server  # imported only when the status API is asked for
 
                 self.status_api = status_server(self.backend, status_port)
                 try:
@@ -138,7 +138,6 @@ class Sidecar(Service):
                     self.status_api = None
                     raise _bind_error("status server", status_port, exc) from None
                 bound_at = self.status_api.addresses[0]
-                assert isinstance(bound_at, tuple)  # a TcpAddress binds to (host, port)
                 self.status_url = f"http://{bound_at[0]}:{bound_at[1]}/status"
                 signals.status_api(f"{bound_at[0]}:{bound_at[1]}")
             self.front = build_front(self.backend, config.mode, port, signals, timeout=config.dial_timeout)
