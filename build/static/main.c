@@ -259,8 +259,10 @@ int main(int argc, char **argv) {
     /* The glibc build (a program with a glibc extension module: the sidecar) keeps glibc's malloc.  A fixed
      * mmap threshold stops its dynamic growth: once a large block (the extension module's 9.6 MB on its way
      * to the memfd) was freed, every later block up to that size would come from the heap and stay there
-     * (2.7 MB of an idle sidecar's RSS). */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+     * (2.7 MB of an idle sidecar's RSS).  1 MiB, not glibc's initial 128 KiB: a relay's reads of up to
+     * 256 KiB then come from the heap instead of an mmap/munmap each (0.75 instead of 1.04 ms of the event
+     * loop's CPU per MB relayed). */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 #endif
 #define EXTMOD(name, init) PyImport_AppendInittab(name, init);
     EXTMODS

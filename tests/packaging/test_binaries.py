@@ -278,3 +278,14 @@ def test_pex_fails_with_enoent_in_an_empty_root(prog, release_artefact, tmp_path
     res = run_in_root(root, 65532, [f"/app/{prog}", "--version"])
     assert res.returncode != 0
     assert b"FileNotFoundError" in res.stderr and res.stdout == b"", res.stderr
+
+
+def test_arkitekt_gateway_wrapper_drives_the_release_sidecar(static_binary, tmp_path):
+    """tests/sidecar/test_wrapper.py on what ships: the wrapper's wait_ready, get_status, health_check and stop
+    against dist/hatchway-sidecar (the staticx-wrapped glibc build; its status API included)."""
+    sys.path.insert(0, str(REPO / "tests" / "sidecar"))
+    try:
+        from test_wrapper import drive
+    finally:
+        sys.path.remove(str(REPO / "tests" / "sidecar"))
+    drive([str(static_binary("sidecar"))], "http", tmp_path)

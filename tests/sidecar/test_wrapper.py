@@ -43,10 +43,11 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("mode", ["http", "socks5"])
-def test_arkitekt_gateway_wrapper_drives_hatchway(mode: str, tmp_path: Path) -> None:
+def drive(sidecar: list[str], mode: str, tmp_path: Path) -> None:
+    """arkitekt-gateway's wrapper starts ``sidecar`` (through a shim at its bundled binary's place), waits for READY,
+    reads /status and /health, and stops it."""
     shim = tmp_path / "arkitekt-sidecar"
-    shim.write_text(f"#!/bin/sh\nexec {shlex.join(SIDECAR)} \"$@\"\n")
+    shim.write_text(f"#!/bin/sh\nexec {shlex.join(sidecar)} \"$@\"\n")
     shim.chmod(0o755)
     port, status_port = free_port(), free_port()
     env = {**os.environ, "HATCHWAY_SIDECAR_BACKEND": "direct"}
@@ -61,3 +62,8 @@ def test_arkitekt_gateway_wrapper_drives_hatchway(mode: str, tmp_path: Path) -> 
     assert result["peers"] == 0 and result["state"] == "Running" and result["healthy"] is True
     assert result["code"] == 0  # SIGTERM -> SHUTDOWN and a clean exit, well inside the wrapper's 5 s
     assert "@@SIDECAR:SHUTDOWN@@" in result["lines"]
+
+
+@pytest.mark.parametrize("mode", ["http", "socks5"])
+def test_arkitekt_gateway_wrapper_drives_hatchway(mode: str, tmp_path: Path) -> None:
+    drive(SIDECAR, mode, tmp_path)
