@@ -140,3 +140,17 @@ async def test_close_aborts_connections_and_pending_status_calls() -> None:
     assert len(server.tasks) == 0 and not server.connections
     writer.close()
     await server.aclose()  # twice is fine
+
+
+async def test_half_closed_client_gets_its_answers_then_the_close() -> None:
+    """A client that sends its requests and shuts its write side (``curl``-style one-shots, ``nc -N``) gets every
+    answer and then the server's close at once, not after the idle timeout."""
+    backend = Backend()
+    backend.release.set()
+    async with StatusServer(backend, "127.0.0.1", 0) as server:  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.addresses[0][1])
+        writer.write(b"GET /health HTTP/1.1\r\n\r\nGET /status HTTP/1.1\r\n\r\n")
+        writer.write_eof()
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert statuses(raw) == ["200", "500"]

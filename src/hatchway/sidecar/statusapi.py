@@ -146,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self.queue: list[Request] = []
         self.transport: asyncio.Transport | None = None
         self.busy = False
+        self.eof = False  # the client has finished sending: answer what it asked, then close
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,7 +168,8 @@ class _Connection(asyncio.Protocol):
         self._next()
 
     def eof_received(self) -> bool:
-        return self.busy or bool(self.queue)  # answer what was asked, then close
+        self.eof = True
+        return self.busy or bool(self.queue)  # keep the write side open to answer what was asked
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -189,7 +191,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(data)
-        if not request.keep_alive:
+        if not request.keep_alive or (self.eof and not self.queue):
             transport.close()
             return
         if self.queue:
