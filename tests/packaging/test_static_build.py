@@ -27,7 +27,7 @@ def build(out, src) -> None:
 
 
 def test_every_source_is_pinned_with_a_sha256():
-    files = {n: d for p in PINS["debian"].values() for n, d in p["files"].items()} | PINS["pypi"]
+    files = {n: d for p in PINS["debian"].values() for n, d in p["files"].items()} | PINS["pypi"] | PINS["pypi_glibc"]
     assert len(files) >= 15
     for name, digest in files.items():
         assert re.fullmatch(r"[0-9a-f]{64}", digest), name
@@ -43,9 +43,13 @@ def test_two_builds_give_the_same_bytes_and_embed_no_checkout_path(static_binary
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
     build(tmp_path / "a", src)
     build(tmp_path / "b", src)
-    names = sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith("."))
-    assert names == sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith("."))
-    assert "hatchway" in names and "hatchway-tunnel" in names
+    def files(out):  # the musl executables, and glibc/ (the sidecar's executable and the libraries it loads)
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(out).parts))
+
+    names = files(tmp_path / "a")
+    assert names == files(tmp_path / "b")
+    assert {"hatchway", "hatchway-tunnel", "glibc/hatchway-sidecar", "glibc/hatchway-sidecar.libs"} <= set(names)
     for name in names:
         data = (tmp_path / "a" / name).read_bytes()
         assert data == (tmp_path / "b" / name).read_bytes(), name
