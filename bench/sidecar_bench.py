@@ -13,8 +13,8 @@ inside the namespace too):
   arkitekt-mesh node dialling through the node's local proxy: hatchway's backend path without the sidecar relay),
   with the CPU seconds each sidecar's process tree spends per MB;
 * requests/s: 16 concurrent clients, each a new connection with `GET http://svc/` (Connection: close) for T s;
-* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (the release executable is two processes:
-  staticx's unpacker and the program),
+* idle RSS: VmRSS of the sidecar's process tree after READY and 2 s idle (the release executable is one process;
+  the PyInstaller onefile was three),
   without and with -statusport (hatchway's status API is aiohttp; arkitekt-gateway passes -statusport by default);
 * a venv run gets bytecode as an installed package has it (private PYTHONPYCACHEPREFIX, one warm-up start);
 * size: the Go binary vs hatchway's executable (dist/hatchway-sidecar when present).
@@ -184,7 +184,7 @@ class Running:
 
 def idle_rss(sidecar: Running) -> float:
     time.sleep(2.0)  # idle before the sample (a bench, not a test)
-    return procstat.sample(sidecar.proc.pid, tree_mode=True).rss / 1e6  # onefile+staticx: the whole process tree
+    return procstat.sample(sidecar.proc.pid, tree_mode=True).rss / 1e6  # the whole process tree (a onefile is three processes)
 
 
 def measure(net: FakeTailnet, argv: list[str], name: str, starts: int, seconds: float) -> dict[str, float]:

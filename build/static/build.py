@@ -272,7 +272,7 @@ def toolchain(libc: str = "musl") -> Path:
 
     libc "glibc": the host's gcc as it is (its directory name keys every glibc stage apart from the
     musl ones): for a program whose dependency is a glibc shared library (the sidecar's arkitekt-mesh),
-    linked dynamically against glibc and wrapped by staticx (build/release)."""
+    linked dynamically against glibc and started by launcher.c (see launched())."""
     if libc == "glibc":
         tc = CACHE / f"toolchain-glibc-{RECIPE['toolchain']}"
         (tc / "bin").mkdir(parents=True, exist_ok=True)
@@ -940,7 +940,7 @@ def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Pat
     if is_glibc(tc):
         # Dynamic against glibc, for extension modules loaded from the packed zip (main.c FINDER): the C API is
         # exported to them (Py*, _Py*: what an abi3 extension links against; nothing else), and the libraries
-        # they need are linked whether or not the executable uses them, so that staticx bundles them.
+        # they need are linked whether or not the executable uses them (the launcher carries and preloads them).
         # glibc's malloc stays: mimalloc would replace it for the extensions too.
         sh([env["CC"], "-Wl,--build-id=none", "-Wl,--export-dynamic-symbol=Py*",
             "-Wl,--export-dynamic-symbol=_Py*", "-o", d / "hatchway.exe", d / "main.o", *objs,
@@ -1085,14 +1085,47 @@ def wheel_tree(pyexe: Path, wheels: list[Path], out: Path) -> Path:
     return out
 
 
-def shared_libraries(tree: Path) -> list[str]:
-    """The host libraries the extension modules under tree load (ldd: absolute paths, the loader and vDSO
-    left out): staticx must carry them (`staticx -l`), as they need not be the executable's own."""
+def shared_libraries(objects: list[Path]) -> list[str]:
+    """The host libraries these ELF objects load (ldd: absolute paths; the loader and the vDSO left out)."""
     libs: set[str] = set()
-    for so in sorted(tree.rglob("*.so")):
-        out = subprocess.run(["ldd", so], capture_output=True, text=True, check=True).stdout
+    for obj in objects:
+        out = subprocess.run(["ldd", obj], capture_output=True, text=True, check=True).stdout
         libs |= {m.group(1) for m in re.finditer(r"=> (/\S+)", out)}
     return sorted(libs)
+
+
+LOADER = Path("/lib64/ld-linux-x86-64.so.2")
+LAUNCH_MAGIC = b"HWLAUNCH"
+
+
+def launcher(tc: Path) -> Path:
+    """launcher.c as a static musl program (a few KB; built at every pack, it takes a fraction of a second)."""
+    out = CACHE / "launcher" / f"launcher-{sha256(HERE / 'launcher.c')[:16]}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        env = base_env(tc)
+        tmp = out.with_suffix(".tmp")
+        sh([env["CC"], "-static", "-O2", "-Wall", "-Werror", "-Wl,--build-id=none", "-o", tmp, HERE / "launcher.c"],
+           env=env)
+        sh(["strip", "--strip-all", tmp])
+        os.replace(tmp, out)
+    return out
+
+
+def launched(stub: Path, program: bytes, libs: list[str]) -> bytes:
+    """stub + glibc's loader + libs (libc first) + the program + the table launcher.c reads: one file that runs
+    the glibc program from memfds, with nothing on the file system but itself."""
+    order = sorted(libs, key=lambda lib: (Path(lib).name != "libc.so.6", Path(lib).name))
+    parts = [(LOADER.name, LOADER.resolve().read_bytes())]
+    parts += [(Path(lib).name, Path(lib).resolve().read_bytes()) for lib in order]
+    parts.append(("program", program))
+    blob = bytearray(stub.read_bytes())
+    table = bytearray()
+    for name, data in parts:
+        blob += b"\0" * (-len(blob) % 4096)  # page-aligned: sendfile copies whole pages
+        table += name.encode().ljust(48, b"\0")[:48] + len(blob).to_bytes(8, "little") + len(data).to_bytes(8, "little")
+        blob += data
+    return bytes(blob + table + len(parts).to_bytes(4, "little") + bytes(4) + LAUNCH_MAGIC)
 
 
 def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, compress: str = "zstd-all",
@@ -1109,7 +1142,9 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
     needs: list[str] = []
     if wheels:
         trees.append(wheel_tree(pyexe, list(wheels), work / "wheels"))
-        needs = shared_libraries(trees[-1])
+        # what the executable and its extension modules load: the launcher carries them (launcher.c)
+        needs = shared_libraries([exe, *sorted(trees[-1].rglob("*.so"))])
+        stub = launcher(toolchain("musl"))
     disp = (HERE / "dispatch.py").read_text().replace('("@PROGRAMS@",)', repr(tuple(programs)))
     (work / "disp").mkdir()
     (work / "disp" / "_hatchway_exe.py").write_text(disp)
@@ -1136,12 +1171,12 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
         name = f"hatchway-{prog}" if prog else "hatchway"
         field = (marker + prog.encode()).ljust(64, b"\0")
         data = blob[:at] + field + blob[at + 64:] + zip_bytes
+        if wheels:  # a glibc executable: the launcher runs it from memfds with glibc's loader and libraries
+            data = launched(stub, data, needs)
         tmp = out / f".{name}.tmp"
         tmp.write_bytes(data)
         tmp.chmod(0o755)
         os.replace(tmp, out / name)
-        if wheels:
-            (out / f"{name}.libs").write_text("".join(f"{lib}\n" for lib in needs))
     shutil.rmtree(work)
 
 
@@ -1182,7 +1217,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     for libc in ("musl", "glibc"):
         # "libc": "glibc" in programs.json: a program whose dependency only exists as a glibc shared library
-        # (the sidecar: arkitekt-mesh) gets its own executable, OUT/glibc/hatchway-<prog>, to be wrapped by staticx
+        # (the sidecar: arkitekt-mesh) gets its own executable, OUT/glibc/hatchway-<prog>, with its launcher
         progs = [p for p in programs if meta[p].get("libc", "musl") == libc]
         if not progs:
             continue

@@ -68,8 +68,8 @@ static const char FINDER[] =
     "        return\n"
     "    size = posix.fstat(fd).st_size\n"
     "    def find(n):\n"
-    "        # the zip's end record whose comment is the index: at the end of the file, or (staticx's\n"
-    "        # patchelf appends its segments after it) within the last n bytes\n"
+    "        # the zip's end record whose comment is the index: at the end of the file, or (when a tool\n"
+    "        # such as patchelf appended segments after it) within the last n bytes\n"
     "        n = min(size, n)\n"
     "        tail = posix.pread(fd, n, size - n)\n"
     "        at = tail.rfind(b'PK\\x05\\x06')\n"
@@ -142,7 +142,13 @@ static const char FINDER[] =
     "        while view:\n"
     "            view = view[posix.write(mfd, view):]\n"
     "        path = '/proc/self/fd/%d' % mfd\n"
-    "        return ModuleSpec(name, ExtensionFileLoader(name, path), origin=path)\n"
+    "        class MemfdLoader(ExtensionFileLoader):\n"
+    "            def create_module(self, spec):\n"
+    "                try:\n"
+    "                    return super().create_module(spec)\n"
+    "                finally:\n"
+    "                    posix.close(mfd)  # mapped by dlopen(): the descriptor is not needed any more\n"
+    "        return ModuleSpec(name, MemfdLoader(name, path), origin=path)\n"
     "    class PackedPath:\n"
     "        # a package's __path__ entry: a submodule missing from the index is a dict miss here, not a\n"
     "        # zipimporter reading the whole zip directory; pkgutil.iter_modules lists the index\n"
@@ -272,6 +278,22 @@ int main(int argc, char **argv) {
 
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+#ifdef __GLIBC__
+    /* Started by the launcher (build/static/launcher.c): /proc/self/exe is glibc's loader, this program is the
+     * memfd it names; the descriptors it lists are closed once the packed-code importer has its own. */
+    const char *launched_exe = getenv("HATCHWAY_LAUNCHED_EXE");
+    char launched_fds[512] = "";
+    if (launched_exe != NULL && strlen(launched_exe) < sizeof(self)) {
+        strcpy(self, launched_exe);
+        n = (ssize_t)strlen(self);
+        const char *fds = getenv("HATCHWAY_LAUNCHED_FDS");
+        if (fds != NULL && strlen(fds) < sizeof(launched_fds)) {
+            strcpy(launched_fds, fds);
+        }
+    }
+    unsetenv("HATCHWAY_LAUNCHED_EXE");
+    unsetenv("HATCHWAY_LAUNCHED_FDS");
+#endif
     if (n > 0) {
         self[n] = '\0';
     } else if (realpath(argv[0], self) == NULL) {
@@ -283,6 +305,11 @@ int main(int argc, char **argv) {
     name_buf[sizeof(name_buf) - 1] = '\0';
     const char *name = basename(name_buf);
     int python_mode = strncmp(name, "python", 6) == 0;
+#ifdef __GLIBC__
+    if (launched_exe != NULL) {
+        prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL); /* not the "4" of /proc/self/fd/4 in ps and top */
+    }
+#endif
 
     PyConfig config;
     PyConfig_InitPythonConfig(&config);
@@ -327,5 +354,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: cannot install the built-in module finder\n", name);
         return 1;
     }
+#ifdef __GLIBC__
+    for (char *next = launched_fds; *next != '\0';) {
+        char *end;
+        long fd = strtol(next, &end, 10);
+        if (end == next) {
+            break;
+        }
+        if (fd > 2) {
+            close((int)fd);
+        }
+        next = *end == ',' ? end + 1 : end;
+    }
+#endif
     return Py_RunMain();
 }

@@ -19,11 +19,10 @@ DIST = REPO / "dist"
 OCI_TOOL = REPO / "packaging" / "oci_image.py"
 PROGRAMS: dict = json.loads((REPO / "packaging" / "programs.json").read_text())["programs"]
 PROGRAM_NAMES = sorted(PROGRAMS)
-# programs in the musl static build (dist/hatchway-<prog> writes nothing at start; in the multi-call dist/hatchway); a
-# program with "libc": "glibc" (sidecar: arkitekt-mesh is a glibc extension) is the same build against glibc, wrapped by
-# staticx, which unpacks glibc into /tmp at every start
+# programs in the musl static build (also in the multi-call dist/hatchway); a program with "libc": "glibc" (sidecar:
+# arkitekt-mesh is a glibc extension) is the same build against glibc, started by build/static/launcher.c from memfds
 STATIC_PROGRAM_NAMES = sorted(p for p in PROGRAMS if PROGRAMS[p].get("libc", "musl") == "musl")
-STATICX_PROGRAM_NAMES = sorted(set(PROGRAMS) - set(STATIC_PROGRAM_NAMES))
+GLIBC_PROGRAM_NAMES = sorted(set(PROGRAMS) - set(STATIC_PROGRAM_NAMES))
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from pkgtest_helpers import PROGRAM_NAMES, PROGRAMS, REPO, STATICX_PROGRAM_NAMES, VERSION, require_tool, run
+from pkgtest_helpers import GLIBC_PROGRAM_NAMES, PROGRAM_NAMES, PROGRAMS, REPO, VERSION, require_tool, run
 
 # ------------------------------------------------------------------ ELF inspection helpers
 
@@ -211,18 +211,35 @@ def test_onefile_in_empty_root_without_tmp_fails_then_tmpdir_helps(prog, onefile
 
 
 @pytest.mark.parametrize("uid", [65532, 0])
-@pytest.mark.parametrize("prog", STATICX_PROGRAM_NAMES)
-def test_staticx_binary_loads_its_extension_in_empty_root_with_tmp(prog, uid, static_binary, tmp_path):
-    """The glibc build wrapped by staticx (the sidecar) in an empty root with /tmp and /proc: its mesh backend loads
-    arkitekt-mesh from the executable (a memfd) and fails as upstream does without credentials (exit 1 after the
-    ERROR line); staticx's unpacked files are gone at exit."""
-    root = make_root(tmp_path, prog, static_binary(prog), tmp=True)
-    res = run_in_root(root, uid, [f"/app/{prog}", "-statedir", "/tmp/state", "-coordserver", "http://127.0.0.1:9"])
+@pytest.mark.parametrize("prog", GLIBC_PROGRAM_NAMES)
+def test_glibc_binary_loads_its_extension_in_empty_root_without_tmp(prog, uid, static_binary, tmp_path):
+    """The glibc build (the sidecar) in an empty root with /proc and no /tmp: its launcher runs it from memfds, its
+    mesh backend loads arkitekt-mesh from the executable and fails as upstream does without credentials (exit 1
+    after the ERROR line). Nothing is written but the state dir."""
+    root = make_root(tmp_path, prog, static_binary(prog), tmp=False)
+    (root / "state").mkdir()
+    os.chown(root / "state", uid, uid)
+    def tree() -> list[str]:  # everything outside the state dir
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.parent != root / "state")
+
+    before = tree()
+    res = run_in_root(root, uid, [f"/app/{prog}", "-statedir", "/state", "-coordserver", "http://127.0.0.1:9"])
     out = res.stdout.decode()
     assert res.returncode == 1, (out, res.stderr.decode())
     assert "@@SIDECAR:ERROR@@ tailnet connection failed: needs login:" in out, (out, res.stderr.decode())
     assert "ImportError" not in res.stderr.decode() and "Traceback" not in res.stderr.decode()
-    assert sorted(p.name for p in (root / "tmp").iterdir()) == ["state"]
+    assert tree() == before
+    assert (root / "state" / "mesh.lock").exists()  # the node did start in its state dir
+
+
+@pytest.mark.parametrize("prog", GLIBC_PROGRAM_NAMES)
+def test_glibc_binary_without_proc_says_why(prog, static_binary, tmp_path):
+    """Without /proc the launcher cannot hand memfds to glibc's loader: a clear error and exit 127, no crash."""
+    root = make_root(tmp_path, prog, static_binary(prog), tmp=False)
+    (root / "proc").rmdir()
+    res = run_in_root(root, 65532, [f"/app/{prog}", "--version"])
+    assert res.returncode == 127, res
+    assert res.stderr.decode().startswith(f"{prog}: launcher: open /proc/self/exe (is /proc mounted?)"), res.stderr
 
 
 # ------------------------------------------------------------------ cases 14, 15: parsers and man pages
@@ -282,7 +299,7 @@ def test_pex_fails_with_enoent_in_an_empty_root(prog, release_artefact, tmp_path
 
 def test_arkitekt_gateway_wrapper_drives_the_release_sidecar(static_binary, tmp_path):
     """tests/sidecar/test_wrapper.py on what ships: the wrapper's wait_ready, get_status, health_check and stop
-    against dist/hatchway-sidecar (the staticx-wrapped glibc build; its status API included)."""
+    against dist/hatchway-sidecar (the glibc build and its launcher; its status API included)."""
     sys.path.insert(0, str(REPO / "tests" / "sidecar"))
     try:
         from test_wrapper import drive
