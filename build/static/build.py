@@ -1112,9 +1112,11 @@ def launcher(tc: Path) -> Path:
     return out
 
 
-def launched(stub: Path, program: bytes, libs: list[str]) -> bytes:
-    """stub + glibc's loader + libs (libc first) + the program + the table launcher.c reads: one file that runs
-    the glibc program from memfds, with nothing on the file system but itself."""
+def launched(stub: Path, program: bytes, code_zip: bytes, libs: list[str]) -> bytes:
+    """stub + glibc's loader + libs (libc first) + the program (its ELF part) + its code zip + the table
+    launcher.c reads: one file that runs the glibc program from memfds, with nothing on the file system but
+    itself.  The zip is not copied to a memfd: the program reads it from this file (main.c FINDER finds its
+    end record before the table)."""
     order = sorted(libs, key=lambda lib: (Path(lib).name != "libc.so.6", Path(lib).name))
     parts = [(LOADER.name, LOADER.resolve().read_bytes())]
     parts += [(Path(lib).name, Path(lib).resolve().read_bytes()) for lib in order]
@@ -1125,6 +1127,7 @@ def launched(stub: Path, program: bytes, libs: list[str]) -> bytes:
         blob += b"\0" * (-len(blob) % 4096)  # page-aligned: sendfile copies whole pages
         table += name.encode().ljust(48, b"\0")[:48] + len(blob).to_bytes(8, "little") + len(data).to_bytes(8, "little")
         blob += data
+    blob += code_zip
     return bytes(blob + table + len(parts).to_bytes(4, "little") + bytes(4) + LAUNCH_MAGIC)
 
 
@@ -1172,7 +1175,7 @@ def pack(exe: Path, stdlib: Path, out: Path, programs: list[str], pyexe: Path, c
         field = (marker + prog.encode()).ljust(64, b"\0")
         data = blob[:at] + field + blob[at + 64:] + zip_bytes
         if wheels:  # a glibc executable: the launcher runs it from memfds with glibc's loader and libraries
-            data = launched(stub, data, needs)
+            data = launched(stub, data[:len(blob)], zip_bytes, needs)
         tmp = out / f".{name}.tmp"
         tmp.write_bytes(data)
         tmp.chmod(0o755)

@@ -11,8 +11,10 @@
  * written to one (staticx unpacked the same files into /tmp at every start, and needed it writable and exec).
  * One process: no unpacker stays as the parent, signals go straight to the program.
  *
- * The program learns where it is from HATCHWAY_LAUNCHED_EXE (/proc/self/exe is the loader's memfd) and closes
- * the descriptors listed in HATCHWAY_LAUNCHED_FDS once the loader has mapped them (main.c).
+ * The program's code zip stays in this file (only the ELF parts go to memfds: what is mapped must be a file of
+ * its own).  The program reads it through HATCHWAY_LAUNCHED_EXE, this file as /proc/self/fd/K (/proc/self/exe is
+ * the loader's memfd), and closes the descriptors listed in HATCHWAY_LAUNCHED_FDS once the loader has mapped
+ * them and its importer has its own (main.c).
  *
  * Trailer, at the very end of this file: N entries of {char name[48]; uint64 offset; uint64 size} (offsets from
  * the start of this file), then uint32 N, uint32 0, and the magic "HWLAUNCH".  Entry 0 is the loader, the last
@@ -80,7 +82,7 @@ int main(int argc, char **argv) {
         const char *slash = strrchr(argv[0], '/');
         me = slash ? slash + 1 : argv[0];
     }
-    int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int self = open("/proc/self/exe", O_RDONLY); /* kept open across execve: the program's code zip is here */
     if (self < 0) {
         die("open /proc/self/exe (is /proc mounted?)");
     }
@@ -110,7 +112,6 @@ int main(int argc, char **argv) {
         }
         fds[i] = to_memfd(self, &entries[i]);
     }
-    close(self);
 
     /* --preload list, the program's path, the descriptors to close */
     static char preload[MAX_ENTRIES * 24], program[32], exe_env[64], fds_env[MAX_ENTRIES * 12 + 32];
@@ -119,8 +120,8 @@ int main(int argc, char **argv) {
         used += (size_t)snprintf(preload + used, sizeof(preload) - used, "%s/proc/self/fd/%d", i > 1 ? " " : "", fds[i]);
     }
     snprintf(program, sizeof(program), "/proc/self/fd/%d", fds[n - 1]);
-    snprintf(exe_env, sizeof(exe_env), "HATCHWAY_LAUNCHED_EXE=%s", program);
-    used = (size_t)snprintf(fds_env, sizeof(fds_env), "HATCHWAY_LAUNCHED_FDS=");
+    snprintf(exe_env, sizeof(exe_env), "HATCHWAY_LAUNCHED_EXE=/proc/self/fd/%d", self);
+    used = (size_t)snprintf(fds_env, sizeof(fds_env), "HATCHWAY_LAUNCHED_FDS=%d,", self);
     for (uint32_t i = 0; i < n; i++) {
         used += (size_t)snprintf(fds_env + used, sizeof(fds_env) - used, "%s%d", i ? "," : "", fds[i]);
     }
