@@ -942,7 +942,7 @@ def link_exe(tc: Path, env: dict, cpython: Path, ext: Path, zlib: Path, ssl: Pat
         # exported to them (Py*, _Py*: what an abi3 extension links against; nothing else), and the libraries
         # they need are linked whether or not the executable uses them (the launcher carries and preloads them).
         # glibc's malloc stays: mimalloc would replace it for the extensions too.
-        sh([env["CC"], "-Wl,--build-id=none", "-Wl,--export-dynamic-symbol=Py*",
+        sh([env["CC"], "-no-pie", "-Wl,--build-id=none", "-Wl,--export-dynamic-symbol=Py*",
             "-Wl,--export-dynamic-symbol=_Py*", "-o", d / "hatchway.exe", d / "main.o", *objs,
             "-Wl,--start-group", *libs, "-Wl,--end-group", "-Wl,--no-as-needed", "-lm", "-lpthread", "-ldl",
             "-lrt", "-lutil", "-lgcc_s", "-Wl,--as-needed"], env=env, logfile=st.log)
