@@ -1100,7 +1100,7 @@ LAUNCH_MAGIC = b"HWLAUNCH"
 
 def launcher(tc: Path) -> Path:
     """launcher.c as a static musl program (a few KB; built at every pack, it takes a fraction of a second)."""
-    out = CACHE / "launcher" / f"launcher-{sha256(HERE / 'launcher.c')[:16]}"
+    out = CACHE / "launcher" / f"launcher-{key(sha256(HERE / 'launcher.c'), recipe(launcher))}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         env = base_env(tc)

@@ -64,11 +64,14 @@ static int to_memfd(int self, const struct entry *e) {
     uint64_t left = e->size;
     while (left > 0) {
         ssize_t n = sendfile(fd, self, &at, left > (1u << 30) ? (1u << 30) : (size_t)left);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            die(n < 0 ? "sendfile" : "short read of the payload");
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            die("sendfile");
+        }
+        if (n == 0) {
+            fail("the payload ends early (a truncated file?)");
         }
         left -= (uint64_t)n;
     }

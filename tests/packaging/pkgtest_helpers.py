@@ -23,6 +23,11 @@ PROGRAM_NAMES = sorted(PROGRAMS)
 # arkitekt-mesh is a glibc extension) is the same build against glibc, started by build/static/launcher.c from memfds
 STATIC_PROGRAM_NAMES = sorted(p for p in PROGRAMS if PROGRAMS[p].get("libc", "musl") == "musl")
 GLIBC_PROGRAM_NAMES = sorted(set(PROGRAMS) - set(STATIC_PROGRAM_NAMES))
+# one /proc/net reader for the tests and the benches (bench/benchlib.py, stdlib only)
+if str(REPO / "bench") not in sys.path:
+    sys.path.append(str(REPO / "bench"))  # appended: nothing of the tests' own is shadowed
+from benchlib import listening  # noqa: E402,F401  (re-exported for the tests)
+
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -59,20 +64,6 @@ def source_date_epoch() -> int:
         return int(os.environ["SOURCE_DATE_EPOCH"])
     out = run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"]).stdout.decode().strip()
     return int(out)
-
-
-def listening(port: int) -> bool:
-    """Is something listening on TCP port ``port``? Read from /proc/net, no connection made."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
 
 
 def wait_for(cond, what: str, timeout: float = 60.0, alive=()) -> object:

@@ -53,6 +53,7 @@ def test_body_in_progress_is_mid_request() -> None:
     (b"GET /health\r\n\r\n", 400),
     (b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
     (b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    ("GET /health HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), 400),  # a digit, not ASCII
     (b"GET /health HTTP/1.1\r\nX: " + b"a" * 70_000, 431),
 ])
 def test_bad_heads(raw: bytes, status: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import cast
 
 import msgspec
@@ -35,8 +36,6 @@ IDLE_TIMEOUT = 75.0  # a kept-alive connection with no request
 MAX_CONNECTIONS = 256  # loopback only; beyond this a new connection is closed at once
 
 _TEXT = "text/plain; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 501: "Not Implemented"}
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -95,7 +94,7 @@ def _request(head: RequestHead) -> tuple[Request, int]:
     length = head.get("Content-Length")
     size = 0
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # "²".isdigit() is True, int("²") fails
             raise HttpProxyError(400, "bad Content-Length")
         size = int(length)
     target = head.target
@@ -119,7 +118,7 @@ def response_bytes(request: Request | None, status: int, body: bytes, content_ty
         headers.append(("X-Content-Type-Options", "nosniff"))
     if close:
         headers.insert(0, ("Connection", "close"))
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", *(f"{k}: {v}" for k, v in headers)]
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head if request is not None and request.method == "HEAD" else head + body
 
