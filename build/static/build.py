@@ -1220,7 +1220,8 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     for libc in ("musl", "glibc"):
         # "libc": "glibc" in programs.json: a program whose dependency only exists as a glibc shared library
-        # (the sidecar: arkitekt-mesh) gets its own executable, OUT/glibc/hatchway-<prog>, with its launcher
+        # (the sidecar: arkitekt-mesh) is built against glibc: OUT/hatchway-<prog> with its launcher, not in the
+        # multi-call OUT/hatchway
         progs = [p for p in programs if meta[p].get("libc", "musl") == libc]
         if not progs:
             continue
@@ -1236,13 +1237,12 @@ def main(argv=None) -> int:
         stdlib = build_stdlib(cpython, ext, cpython / "python")
         prune_cache(libc, {p.name for p in (zlib.parent, ssl.parent, mimalloc.parent, zstd, cpython.parent, ext,
                                             exe.parent, stdlib)})
-        dest = out if libc == "musl" else out / "glibc"
-        dest.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         wheels = tuple(CACHE / "pypi" / n for n in PINS["pypi_glibc"]) if libc == "glibc" else ()
-        pack(exe, stdlib, dest, progs, cpython / "python", args.compress, Path(args.src).resolve(), wheels,
+        pack(exe, stdlib, out, progs, cpython / "python", args.compress, Path(args.src).resolve(), wheels,
              multicall=libc == "musl")
-        log(f"wrote {', '.join(f'{dest}/hatchway-{x}' for x in progs)} "
-            f"({(dest / f'hatchway-{progs[0]}').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
+        log(f"wrote {', '.join(f'{out}/hatchway-{x}' for x in progs)} "
+            f"({(out / f'hatchway-{progs[0]}').stat().st_size / 1e6:.2f} MB each) in {time.monotonic() - t0:.1f} s")
     return 0
 
 
